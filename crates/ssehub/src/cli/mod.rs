@@ -1,0 +1,36 @@
+//! The `ssehub` command line: one module per subcommand.
+
+use std::process::ExitCode;
+
+mod parse;
+
+/// ssehub — a Server-Sent Events hub.
+#[derive(Debug, clap::Parser)]
+#[command(name = "ssehub", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Read a raw event stream on stdin and print what a browser would see,
+    /// one JSON line per dispatched event or accepted `retry`.
+    Parse,
+}
+
+impl Cli {
+    /// Runs the chosen subcommand.
+    pub fn run(self) -> ExitCode {
+        let result = match self.command {
+            Command::Parse => parse::run(std::io::stdin().lock(), std::io::stdout().lock()),
+        };
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("ssehub: {err}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
