@@ -119,12 +119,11 @@ impl<'a> Event<'a> {
                 put_field(buf, "data", line);
             }
         }
-        let has_fields = self.event_type.is_some()
-            || self.id.is_some()
-            || self.retry.is_some()
-            || self.data.is_some();
-        if has_fields {
-            // The blank line that dispatches the event.
+        // The blank line dispatches the event. A blank line also copies the
+        // stream's id buffer into the client's last event id, so it is left
+        // out when only `retry` or a comment is sent: at the start of a stream
+        // it would wipe the id the client must send to resume.
+        if self.event_type.is_some() || self.id.is_some() || self.data.is_some() {
             buf.put_u8(b'\n');
         }
         Ok(())
@@ -188,6 +187,18 @@ fn itoa_u64(mut n: u64, scratch: &mut [u8; 20]) -> &[u8] {
             return &scratch[i..];
         }
     }
+}
+
+/// Encodes a lone `id:` line with no blank line after it. It dispatches
+/// nothing; it sets the id that the next dispatched block gives the client,
+/// even a block that carries no id of its own. A hub writes it at the start of
+/// a resumed stream so that id-less control events do not make the client
+/// forget where it was.
+pub fn id_line(id: &str) -> Result<Bytes, EncodeError> {
+    validate_id(id)?;
+    let mut buf = BytesMut::with_capacity(id.len() + 5);
+    put_field(&mut buf, "id", id);
+    Ok(buf.freeze())
 }
 
 /// Checks that `id` can be sent as an event id: no CR, LF or NUL.
@@ -275,12 +286,19 @@ mod tests {
     }
 
     #[test]
-    fn retry_extremes() {
-        assert_eq!(wire(Event::default().retry(0)), "retry: 0\n\n");
+    fn retry_extremes_and_no_blank_line_for_retry_alone() {
+        assert_eq!(wire(Event::default().retry(0)), "retry: 0\n");
         assert_eq!(
             wire(Event::default().retry(u64::MAX)),
-            "retry: 18446744073709551615\n\n"
+            "retry: 18446744073709551615\n"
         );
+        assert_eq!(wire(Event::default().id("3")), "id: 3\n\n");
+    }
+
+    #[test]
+    fn id_line_sets_the_buffer_without_dispatch() {
+        assert_eq!(&id_line("42").unwrap()[..], b"id: 42\n");
+        assert_eq!(id_line("4\n2"), Err(EncodeError::LineBreakInId));
     }
 
     #[test]

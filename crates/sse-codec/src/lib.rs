@@ -19,5 +19,7 @@
 mod encode;
 mod parse;
 
-pub use encode::{EncodeError, Event, normalize_line_breaks, validate_event_type, validate_id};
+pub use encode::{
+    EncodeError, Event, id_line, normalize_line_breaks, validate_event_type, validate_id,
+};
 pub use parse::{Item, ParsedEvent, Parser};

@@ -1,8 +1,13 @@
 //! ssehub: a Server-Sent Events hub.
 //!
 //! Backends publish events over HTTP; browsers subscribe with `EventSource`.
-//! This crate holds the hub and its command-line interface; the wire format
+//! Data flows one way: the HTTP edge ([`http`]) turns requests into hub calls;
+//! the [`hub`] assigns ids, keeps history and fans events out to per-connection
+//! queues; each connection's writer sends what is queued. The wire format
 //! lives in the `sse-codec` crate.
 #![deny(missing_docs)]
 
 pub mod cli;
+pub mod config;
+pub mod http;
+pub mod hub;

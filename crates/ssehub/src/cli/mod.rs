@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 mod parse;
+mod serve;
 
 /// ssehub — a Server-Sent Events hub.
 #[derive(Debug, clap::Parser)]
@@ -17,13 +18,18 @@ enum Command {
     /// Read a raw event stream on stdin and print what a browser would see,
     /// one JSON line per dispatched event or accepted `retry`.
     Parse,
+    /// Run the hub.
+    Serve(Box<crate::config::ServeArgs>),
 }
 
 impl Cli {
     /// Runs the chosen subcommand.
     pub fn run(self) -> ExitCode {
-        let result = match self.command {
-            Command::Parse => parse::run(std::io::stdin().lock(), std::io::stdout().lock()),
+        let result: Result<(), Box<dyn std::error::Error>> = match self.command {
+            Command::Parse => {
+                parse::run(std::io::stdin().lock(), std::io::stdout().lock()).map_err(Into::into)
+            }
+            Command::Serve(args) => serve::run(*args),
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,371 @@
+//! Configuration of `ssehub serve`: flags, `SSEHUB_*` environment variables
+//! and an optional TOML file, in that order of precedence, over defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::hub::{HubConfig, TopicLimits};
+
+/// Where history is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreKind {
+    /// In memory: fast, lost on restart.
+    Memory,
+}
+
+/// Everything `serve` needs, resolved.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// History store.
+    pub store: StoreKind,
+    /// Anonymous publishing and admin access, for development only.
+    pub dev: bool,
+    /// Comment line sent on an idle stream this often.
+    pub heartbeat: Duration,
+    /// Reconnection delay suggested to clients (`retry:`).
+    pub retry: Duration,
+    /// Streams are ended after this long (clients reconnect and resume).
+    pub max_lifetime: Option<Duration>,
+    /// Events kept per topic.
+    pub history_size: usize,
+    /// Events older than this are dropped from history.
+    pub history_ttl: Duration,
+    /// Largest publish body in bytes.
+    pub max_body: usize,
+    /// Topics per event, selectors per subscription.
+    pub max_topics: usize,
+    /// Bytes per topic or selector.
+    pub max_topic_length: usize,
+    /// Events queued per connection before it counts as slow.
+    pub queue_size: usize,
+    /// How long shutdown waits for connections to close.
+    pub shutdown_timeout: Duration,
+    /// How long a client may take to send its request headers.
+    pub header_read_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            store: StoreKind::Memory,
+            dev: false,
+            heartbeat: Duration::from_secs(15),
+            retry: Duration::from_secs(3),
+            max_lifetime: Some(Duration::from_secs(30 * 60)),
+            history_size: 1000,
+            history_ttl: Duration::from_secs(3600),
+            max_body: 1024 * 1024,
+            max_topics: 32,
+            max_topic_length: 1024,
+            queue_size: 512,
+            shutdown_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Config {
+    /// The hub's part of the configuration.
+    pub fn hub(&self) -> HubConfig {
+        HubConfig {
+            history_size: self.history_size,
+            history_ttl: self.history_ttl,
+            queue_size: self.queue_size,
+            limits: TopicLimits {
+                max_topics: self.max_topics,
+                max_topic_length: self.max_topic_length,
+            },
+        }
+    }
+}
+
+/// `ssehub serve` flags. Each also reads `SSEHUB_<NAME>`; unset ones come
+/// from the config file, then from the defaults shown.
+#[derive(Debug, Default, clap::Args)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (keys as the flag names).
+    #[arg(long, env = "SSEHUB_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "SSEHUB_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Where history is kept [default: memory].
+    #[arg(long, env = "SSEHUB_STORE")]
+    pub store: Option<StoreKind>,
+    /// Allow anonymous publishing and admin access. Never in production.
+    #[arg(long, env = "SSEHUB_DEV")]
+    pub dev: bool,
+    /// Heartbeat interval on idle streams [default: 15s].
+    #[arg(long, env = "SSEHUB_HEARTBEAT", value_parser = parse_duration)]
+    pub heartbeat: Option<Duration>,
+    /// Reconnection delay suggested to clients [default: 3s].
+    #[arg(long, env = "SSEHUB_RETRY", value_parser = parse_duration)]
+    pub retry: Option<Duration>,
+    /// End streams after this long so clients reconnect and resume; 0 for never [default: 30m].
+    #[arg(long, env = "SSEHUB_MAX_LIFETIME", value_parser = parse_duration)]
+    pub max_lifetime: Option<Duration>,
+    /// Events kept per topic [default: 1000].
+    #[arg(long, env = "SSEHUB_HISTORY_SIZE")]
+    pub history_size: Option<usize>,
+    /// Age after which events leave history [default: 1h].
+    #[arg(long, env = "SSEHUB_HISTORY_TTL", value_parser = parse_duration)]
+    pub history_ttl: Option<Duration>,
+    /// Largest publish body, e.g. 1MiB or 65536 [default: 1MiB].
+    #[arg(long, env = "SSEHUB_MAX_BODY", value_parser = parse_size)]
+    pub max_body: Option<usize>,
+    /// Topics per event and selectors per subscription [default: 32].
+    #[arg(long, env = "SSEHUB_MAX_TOPICS")]
+    pub max_topics: Option<usize>,
+    /// Bytes per topic or selector [default: 1024].
+    #[arg(long, env = "SSEHUB_MAX_TOPIC_LENGTH")]
+    pub max_topic_length: Option<usize>,
+    /// Events queued per connection before it is dropped as slow [default: 512].
+    #[arg(long, env = "SSEHUB_QUEUE_SIZE")]
+    pub queue_size: Option<usize>,
+    /// How long shutdown waits for connections [default: 10s].
+    #[arg(long, env = "SSEHUB_SHUTDOWN_TIMEOUT", value_parser = parse_duration)]
+    pub shutdown_timeout: Option<Duration>,
+    /// How long a client may take to send request headers [default: 10s].
+    #[arg(long, env = "SSEHUB_HEADER_READ_TIMEOUT", value_parser = parse_duration)]
+    pub header_read_timeout: Option<Duration>,
+}
+
+/// The config file: the same settings, kebab-case keys, durations and sizes
+/// as strings (`heartbeat = "5s"`, `max-body = "64KiB"`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    store: Option<StoreKind>,
+    dev: Option<bool>,
+    heartbeat: Option<String>,
+    retry: Option<String>,
+    max_lifetime: Option<String>,
+    history_size: Option<usize>,
+    history_ttl: Option<String>,
+    max_body: Option<String>,
+    max_topics: Option<usize>,
+    max_topic_length: Option<usize>,
+    queue_size: Option<usize>,
+    shutdown_timeout: Option<String>,
+    header_read_timeout: Option<String>,
+}
+
+/// A configuration that cannot be used, with what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl ServeArgs {
+    /// Merges flags and environment (already in `self`), the config file and
+    /// the defaults.
+    pub fn resolve(&self) -> Result<Config, ConfigError> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let d = Config::default();
+        let duration = |key: &str,
+                        value: &Option<String>|
+         -> Result<Option<Duration>, ConfigError> {
+            value
+                .as_deref()
+                .map(|v| parse_duration(v).map_err(|e| ConfigError::Invalid(format!("{key}: {e}"))))
+                .transpose()
+        };
+        let size = |key: &str, value: &Option<String>| -> Result<Option<usize>, ConfigError> {
+            value
+                .as_deref()
+                .map(|v| parse_size(v).map_err(|e| ConfigError::Invalid(format!("{key}: {e}"))))
+                .transpose()
+        };
+        let max_lifetime = self
+            .max_lifetime
+            .or(duration("max-lifetime", &file.max_lifetime)?);
+        let config = Config {
+            listen: self.listen.or(file.listen).unwrap_or(d.listen),
+            store: self.store.or(file.store).unwrap_or(d.store),
+            dev: self.dev || file.dev.unwrap_or(d.dev),
+            heartbeat: self
+                .heartbeat
+                .or(duration("heartbeat", &file.heartbeat)?)
+                .unwrap_or(d.heartbeat),
+            retry: self
+                .retry
+                .or(duration("retry", &file.retry)?)
+                .unwrap_or(d.retry),
+            max_lifetime: match max_lifetime {
+                Some(Duration::ZERO) => None,
+                Some(limit) => Some(limit),
+                None => d.max_lifetime,
+            },
+            history_size: self
+                .history_size
+                .or(file.history_size)
+                .unwrap_or(d.history_size),
+            history_ttl: self
+                .history_ttl
+                .or(duration("history-ttl", &file.history_ttl)?)
+                .unwrap_or(d.history_ttl),
+            max_body: self
+                .max_body
+                .or(size("max-body", &file.max_body)?)
+                .unwrap_or(d.max_body),
+            max_topics: self.max_topics.or(file.max_topics).unwrap_or(d.max_topics),
+            max_topic_length: self
+                .max_topic_length
+                .or(file.max_topic_length)
+                .unwrap_or(d.max_topic_length),
+            queue_size: self.queue_size.or(file.queue_size).unwrap_or(d.queue_size),
+            shutdown_timeout: self
+                .shutdown_timeout
+                .or(duration("shutdown-timeout", &file.shutdown_timeout)?)
+                .unwrap_or(d.shutdown_timeout),
+            header_read_timeout: self
+                .header_read_timeout
+                .or(duration("header-read-timeout", &file.header_read_timeout)?)
+                .unwrap_or(d.header_read_timeout),
+        };
+        for (name, value) in [
+            ("heartbeat", config.heartbeat),
+            ("history-ttl", config.history_ttl),
+            ("header-read-timeout", config.header_read_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be greater than 0"
+                )));
+            }
+        }
+        for (name, value) in [
+            ("history-size", config.history_size),
+            ("queue-size", config.queue_size),
+            ("max-topics", config.max_topics),
+            ("max-topic-length", config.max_topic_length),
+            ("max-body", config.max_body),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be greater than 0"
+                )));
+            }
+        }
+        Ok(config)
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// `500ms`, `15s`, `30m`, `1h`, `0`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    if text.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{text:?} is not a duration like 500ms, 15s, 30m or 1h ({e})"))
+}
+
+/// `65536`, `64KiB`, `1MiB`, `1MB` (binary units are powers of 1024, decimal
+/// ones of 1000).
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let multiplier: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "kB" | "KB" => 1000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(format!("{text:?} is not a size like 65536, 64KiB or 1MiB")),
+    };
+    number
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier))
+        .ok_or_else(|| format!("{text:?} is not a size like 65536, 64KiB or 1MiB"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert_eq!(parse_size("2MB"), Ok(2_000_000));
+        assert!(parse_size("1 furlong").is_err());
+    }
+
+    #[test]
+    fn flags_beat_the_file_which_beats_defaults() {
+        let dir = std::env::temp_dir().join(format!("ssehub-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ssehub.toml");
+        std::fs::write(
+            &path,
+            "heartbeat = \"5s\"\nhistory-size = 7\nmax-lifetime = \"0\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            history_size: Some(9),
+            ..ServeArgs::default()
+        };
+        let config = args.resolve().unwrap();
+        assert_eq!(config.heartbeat, Duration::from_secs(5));
+        assert_eq!(config.history_size, 9);
+        assert_eq!(config.max_lifetime, None);
+        assert_eq!(config.retry, Duration::from_secs(3));
+
+        std::fs::write(&path, "heartbeet = \"5s\"\n").unwrap();
+        let err = args.resolve().unwrap_err().to_string();
+        assert!(err.contains("unknown field `heartbeet`"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,76 @@
+//! Every error answer is JSON: `{"error": code, "message": text}`.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::hub::{PublishError, SelectorError, SubscribeError};
+
+/// An error answer. `code` is stable and documented in docs/API.md; the
+/// message is for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Machine-readable code.
+    pub code: &'static str,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with a status, a code and a message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400 with a code.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.code, "message": self.message });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<PublishError> for ApiError {
+    fn from(err: PublishError) -> ApiError {
+        let (status, code) = match &err {
+            PublishError::MissingTopic => (StatusCode::BAD_REQUEST, "missing_topic"),
+            PublishError::TooManyTopics { .. } => (StatusCode::BAD_REQUEST, "too_many_topics"),
+            PublishError::InvalidTopic { .. } => (StatusCode::BAD_REQUEST, "invalid_topic"),
+            PublishError::InvalidId(_) => (StatusCode::BAD_REQUEST, "invalid_id"),
+            PublishError::InvalidType(_) => (StatusCode::BAD_REQUEST, "invalid_type"),
+            PublishError::DuplicateId(_) => (StatusCode::CONFLICT, "duplicate_id"),
+            PublishError::TopicFinished(_) => (StatusCode::CONFLICT, "topic_finished"),
+        };
+        ApiError::new(status, code, err.to_string())
+    }
+}
+
+impl From<SubscribeError> for ApiError {
+    fn from(err: SubscribeError) -> ApiError {
+        let (status, code) = match &err {
+            SubscribeError::MissingTopic => (StatusCode::BAD_REQUEST, "missing_topic"),
+            SubscribeError::TooManyTopics { .. } => (StatusCode::BAD_REQUEST, "too_many_topics"),
+            SubscribeError::SelectorTooLong { .. } => (StatusCode::BAD_REQUEST, "invalid_selector"),
+            SubscribeError::ReservedTopic => (StatusCode::FORBIDDEN, "reserved_topic"),
+            SubscribeError::InvalidClientId(_) => (StatusCode::BAD_REQUEST, "invalid_client_id"),
+        };
+        ApiError::new(status, code, err.to_string())
+    }
+}
+
+impl From<SelectorError> for ApiError {
+    fn from(err: SelectorError) -> ApiError {
+        ApiError::bad_request("invalid_selector", err.to_string())
+    }
+}

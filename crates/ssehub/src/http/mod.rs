@@ -1,0 +1,236 @@
+//! The HTTP edge: routes, error bodies, and a lean connection setup.
+//!
+//! Requests become hub calls here; the hub never sees an HTTP type.
+
+mod admin;
+mod error;
+mod form;
+mod publish;
+mod subscribe;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use bytes::Bytes;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+pub use error::ApiError;
+
+use crate::config::Config;
+use crate::hub::Hub;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    hub: Arc<Hub>,
+    config: Arc<Config>,
+    /// Cancelled at shutdown: every stream ends with a retry hint.
+    closing: CancellationToken,
+    /// `retry: N` without a blank line, sent first on every stream.
+    retry_hint: Bytes,
+}
+
+impl AppState {
+    fn require_publisher(&self) -> Result<(), ApiError> {
+        if self.config.dev {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "publishing needs credentials; this hub accepts anonymous publishers only with --dev",
+            ))
+        }
+    }
+
+    fn require_admin(&self) -> Result<(), ApiError> {
+        if self.config.dev {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the admin API needs credentials; it is open without them only with --dev",
+            ))
+        }
+    }
+}
+
+/// Per TCP connection: who is on the other end, and the switch that closes
+/// the connection outright (for a subscriber too slow to be told anything).
+#[derive(Clone)]
+pub struct ConnectionInfo {
+    remote: SocketAddr,
+    kill: CancellationToken,
+}
+
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/.well-known/mercure",
+            get(subscribe::subscribe).post(publish::publish),
+        )
+        .route("/healthz", get(healthz))
+        .route("/v1/stats", get(admin::stats))
+        .route("/v1/clients", get(admin::list_clients))
+        .route("/v1/clients/{client_id}", delete(admin::disconnect_client))
+        .route(
+            "/v1/clients/{client_id}/events",
+            post(admin::push_to_client),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn healthz() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not accept that method",
+    )
+}
+
+/// A running hub server.
+pub struct Server {
+    /// The address it listens on (useful with port 0).
+    pub addr: SocketAddr,
+    /// The hub behind it.
+    pub hub: Arc<Hub>,
+    shutdown: CancellationToken,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Binds and starts serving in the background.
+    pub async fn start(config: Config) -> std::io::Result<Server> {
+        let listener = TcpListener::bind(config.listen).await?;
+        let addr = listener.local_addr()?;
+        let hub = Hub::new(config.hub());
+        let shutdown = CancellationToken::new();
+        let retry_hint = sse_codec::Event::default()
+            .retry(config.retry.as_millis() as u64)
+            .encode()
+            .expect("retry only");
+        let state = AppState {
+            hub: hub.clone(),
+            config: Arc::new(config),
+            closing: shutdown.clone(),
+            retry_hint,
+        };
+        spawn_sweeper(hub.clone(), shutdown.clone());
+        let done = tokio::spawn(accept_loop(listener, state, shutdown.clone()));
+        Ok(Server {
+            addr,
+            hub,
+            shutdown,
+            done,
+        })
+    }
+
+    /// Stops accepting, ends every stream with a retry hint, and waits for
+    /// connections to close, at most the configured shutdown timeout.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        let _ = self.done.await;
+    }
+
+    /// Waits until the server stops (after [`Server::shutdown`] from a clone
+    /// of the trigger, or never).
+    pub fn shutdown_trigger(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits for the accept loop and all connections to finish.
+    pub async fn wait(self) {
+        let _ = self.done.await;
+    }
+}
+
+fn spawn_sweeper(hub: Arc<Hub>, shutdown: CancellationToken) {
+    let every =
+        (hub.config().history_ttl / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => hub.sweep(std::time::SystemTime::now()),
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    });
+}
+
+async fn accept_loop(listener: TcpListener, state: AppState, shutdown: CancellationToken) {
+    let connections = TaskTracker::new();
+    let app = router(state.clone());
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(state.config.header_read_timeout)
+        .keep_alive(true)
+        // Small buffers: an idle subscriber should cost little memory. Events
+        // are already coalesced into one buffer per write.
+        .max_buf_size(16 * 1024);
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(err) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(%err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let info = ConnectionInfo {
+            remote,
+            kill: CancellationToken::new(),
+        };
+        let kill = info.kill.clone();
+        let app = app.clone();
+        let service =
+            hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(info.clone());
+                app.clone().oneshot(request)
+            });
+        let connection = http.serve_connection(TokioIo::new(stream), service);
+        let shutdown = shutdown.clone();
+        let grace = state.config.shutdown_timeout;
+        connections.spawn(async move {
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                // Dropping the connection closes the socket at once.
+                _ = kill.cancelled() => {}
+                _ = shutdown.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(grace, connection).await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    connections.close();
+    let _ = tokio::time::timeout(state.config.shutdown_timeout, connections.wait()).await;
+}

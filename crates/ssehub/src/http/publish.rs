@@ -1,0 +1,270 @@
+//! `POST /.well-known/mercure`: publish an event, as a Mercure form or as JSON.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::Deserialize;
+
+use super::{ApiError, AppState, form};
+use crate::hub::Publish;
+
+/// Publishes; answers the event id as `text/plain`, as Mercure does.
+pub async fn publish(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    app.require_publisher()?;
+    let publish = read_publish(&headers, body, app.config.max_body).await?;
+    let event = app.hub.publish(publish)?;
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        event.id.clone(),
+    )
+        .into_response())
+}
+
+/// Reads a publish request body of either kind, enforcing the size limit.
+pub async fn read_publish(
+    headers: &HeaderMap,
+    body: Body,
+    max_body: usize,
+) -> Result<Publish, ApiError> {
+    let kind = body_kind(headers)?;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is larger than {max_body} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max_body as u64) {
+        return Err(too_large());
+    }
+    let bytes = match Limited::new(body, max_body).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(err) if err.is::<LengthLimitError>() => return Err(too_large()),
+        Err(err) => {
+            return Err(ApiError::bad_request(
+                "invalid_body",
+                format!("could not read the request body: {err}"),
+            ));
+        }
+    };
+    match kind {
+        BodyKind::Form => from_form(&bytes),
+        BodyKind::Json => from_json(&bytes),
+    }
+}
+
+enum BodyKind {
+    Form,
+    Json,
+}
+
+fn body_kind(headers: &HeaderMap) -> Result<BodyKind, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        "application/x-www-form-urlencoded" => Ok(BodyKind::Form),
+        "application/json" => Ok(BodyKind::Json),
+        _ => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_content_type",
+            format!(
+                "content type {content_type:?} is not supported: use application/x-www-form-urlencoded or application/json"
+            ),
+        )),
+    }
+}
+
+fn from_form(body: &[u8]) -> Result<Publish, ApiError> {
+    let fields =
+        form::parse(body).map_err(|e| ApiError::bad_request("invalid_utf8", e.to_string()))?;
+    let mut publish = Publish::default();
+    let mut seen = Vec::new();
+    for (name, value) in fields {
+        if name != "topic" {
+            if seen.contains(&name) {
+                return Err(ApiError::bad_request(
+                    "duplicate_field",
+                    format!("the field {name:?} is given more than once"),
+                ));
+            }
+            seen.push(name.clone());
+        }
+        match name.as_str() {
+            "topic" => publish.topics.push(value),
+            "data" => publish.data = value,
+            "id" => publish.id = Some(value),
+            "type" => publish.event_type = Some(value),
+            "retry" => publish.retry = Some(parse_retry(&value)?),
+            "private" => publish.private = parse_bool(&name, &value)?,
+            "retain" => publish.retain = parse_bool(&name, &value)?,
+            "final" => publish.is_final = parse_bool(&name, &value)?,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "unknown_field",
+                    format!(
+                        "unknown field {name:?}: expected topic, data, id, type, retry, private, retain or final"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(publish)
+}
+
+/// Booleans as HTML forms and Mercure send them (`private=on`).
+fn parse_bool(name: &str, value: &str) -> Result<bool, ApiError> {
+    match value {
+        "true" | "on" | "1" => Ok(true),
+        "false" | "off" | "0" | "" => Ok(false),
+        _ => Err(ApiError::bad_request(
+            "invalid_boolean",
+            format!("the field {name:?} must be true, on, 1, false, off or 0, not {value:?}"),
+        )),
+    }
+}
+
+fn parse_retry(value: &str) -> Result<u64, ApiError> {
+    value
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| value.parse().ok())
+        .flatten()
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_retry",
+                format!("retry must be a whole number of milliseconds, not {value:?}"),
+            )
+        })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonPublish {
+    #[serde(default, alias = "topics")]
+    topic: Option<Topics>,
+    #[serde(default)]
+    data: serde_json::Value,
+    id: Option<String>,
+    #[serde(rename = "type")]
+    event_type: Option<String>,
+    retry: Option<u64>,
+    #[serde(default)]
+    private: bool,
+    #[serde(default)]
+    retain: bool,
+    #[serde(default, rename = "final")]
+    is_final: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Topics {
+    One(String),
+    Many(Vec<String>),
+}
+
+fn from_json(body: &[u8]) -> Result<Publish, ApiError> {
+    let parsed: JsonPublish = serde_json::from_slice(body).map_err(|e| {
+        let message = e.to_string();
+        let code = if message.starts_with("unknown field") {
+            "unknown_field"
+        } else {
+            "invalid_json"
+        };
+        ApiError::bad_request(code, message)
+    })?;
+    Ok(Publish {
+        topics: match parsed.topic {
+            None => Vec::new(),
+            Some(Topics::One(topic)) => vec![topic],
+            Some(Topics::Many(topics)) => topics,
+        },
+        // Data is text on the wire; any other JSON value is sent as compact
+        // JSON text, so `"data": {"step": 2}` just works.
+        data: match parsed.data {
+            serde_json::Value::String(text) => text,
+            serde_json::Value::Null => String::new(),
+            other => other.to_string(),
+        },
+        id: parsed.id,
+        event_type: parsed.event_type,
+        retry: parsed.retry,
+        private: parsed.private,
+        retain: parsed.retain,
+        is_final: parsed.is_final,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_fields_map_to_a_publish() {
+        let p = from_form(
+            b"topic=a&topic=b&data=hi&id=x1&type=t&retry=50&private=on&retain=1&final=true",
+        )
+        .unwrap();
+        assert_eq!(
+            p,
+            Publish {
+                topics: vec!["a".into(), "b".into()],
+                data: "hi".into(),
+                id: Some("x1".into()),
+                event_type: Some("t".into()),
+                retry: Some(50),
+                private: true,
+                retain: true,
+                is_final: true,
+            }
+        );
+    }
+
+    #[test]
+    fn form_errors_have_codes() {
+        let code = |body: &[u8]| from_form(body).unwrap_err().code;
+        assert_eq!(code(b"topic=a&nope=1"), "unknown_field");
+        assert_eq!(code(b"topic=a&data=1&data=2"), "duplicate_field");
+        assert_eq!(code(b"topic=a&private=yes"), "invalid_boolean");
+        assert_eq!(code(b"topic=a&retry=-1"), "invalid_retry");
+        assert_eq!(code(b"topic=a&data=%C3"), "invalid_utf8");
+    }
+
+    #[test]
+    fn json_accepts_one_or_many_topics_and_any_data() {
+        let p = from_json(br#"{"topic":"a","data":{"step":2}}"#).unwrap();
+        assert_eq!(p.topics, ["a"]);
+        assert_eq!(p.data, r#"{"step":2}"#);
+        let p = from_json(br#"{"topics":["a","b"],"data":"x","final":true}"#).unwrap();
+        assert_eq!(p.topics, ["a", "b"]);
+        assert!(p.is_final);
+    }
+
+    #[test]
+    fn json_errors_have_codes() {
+        let code = |body: &[u8]| from_json(body).unwrap_err().code;
+        assert_eq!(code(br#"{"topic":"a","colour":1}"#), "unknown_field");
+        assert!(from_json(br#"{"data":"x"}"#).unwrap().topics.is_empty());
+        assert_eq!(code(br#"{"topic":"a","private":"on"}"#), "invalid_json");
+        assert_eq!(code(b"{"), "invalid_json");
+    }
+}

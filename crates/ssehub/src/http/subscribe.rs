@@ -1,0 +1,173 @@
+//! `GET /.well-known/mercure`: a subscriber's event stream.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Extension, RawQuery, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::WaitForCancellationFutureOwned;
+
+use super::{ApiError, AppState, ConnectionInfo, form};
+use crate::hub::{Selector, Subscribe, Subscription};
+
+/// At most this much is coalesced into one write.
+const MAX_WRITE: usize = 64 * 1024;
+
+/// Opens a stream for the topics in the query string.
+pub async fn subscribe(
+    State(app): State<AppState>,
+    Extension(conn): Extension<ConnectionInfo>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let fields = form::parse(query.unwrap_or_default().as_bytes())
+        .map_err(|e| ApiError::bad_request("invalid_utf8", e.to_string()))?;
+    let mut request = Subscribe {
+        remote: Some(conn.remote),
+        kill: conn.kill.clone(),
+        ..Subscribe::default()
+    };
+    for (name, value) in fields {
+        match name.as_str() {
+            "match" | "topic" => request.selectors.push(Selector::parse(&value)?),
+            // Mercure spells it lastEventID; both are accepted.
+            "last_event_id" | "lastEventID" => request.last_event_id = Some(value),
+            "client_id" => request.client_id = Some(value),
+            // Other parameters (cache busters, tokens of later versions) are ignored.
+            _ => {}
+        }
+    }
+    if let Some(value) = headers.get("last-event-id") {
+        // The header wins over the query: it is what EventSource sends on
+        // reconnect, and it is newer than the URL the page was opened with.
+        let value = std::str::from_utf8(value.as_bytes()).map_err(|_| {
+            ApiError::bad_request("invalid_last_event_id", "Last-Event-ID is not valid UTF-8")
+        })?;
+        request.last_event_id = Some(value.to_owned());
+    }
+    let subscription = app.hub.subscribe(request)?;
+    let stream = EventStream::new(subscription, &app);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::HeaderName::from_static("x-accel-buffering"), "no"),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// The body of one stream: the first bytes, then live events coalesced into
+/// as few writes as possible, heartbeats when idle, and a clean end at the
+/// maximum lifetime or at shutdown.
+struct EventStream {
+    first: Option<Bytes>,
+    events: Option<mpsc::Receiver<Bytes>>,
+    heartbeat: Pin<Box<Sleep>>,
+    heartbeat_every: Duration,
+    lifetime: Option<Pin<Box<Sleep>>>,
+    closing: Pin<Box<WaitForCancellationFutureOwned>>,
+    retry_hint: Bytes,
+    ended: bool,
+    /// Unregisters the subscriber when the stream is dropped.
+    _subscription: Subscription,
+}
+
+impl EventStream {
+    fn new(mut subscription: Subscription, app: &AppState) -> EventStream {
+        let mut first = BytesMut::from(&app.retry_hint[..]);
+        first.extend_from_slice(&subscription.initial);
+        let heartbeat_every = app.config.heartbeat;
+        EventStream {
+            first: Some(first.freeze()),
+            events: subscription.events.take(),
+            heartbeat: Box::pin(tokio::time::sleep(heartbeat_every)),
+            heartbeat_every,
+            lifetime: app
+                .config
+                .max_lifetime
+                .map(|d| Box::pin(tokio::time::sleep(d))),
+            closing: Box::pin(app.closing.clone().cancelled_owned()),
+            retry_hint: app.retry_hint.clone(),
+            ended: false,
+            _subscription: subscription,
+        }
+    }
+
+    fn wrote(&mut self) {
+        let next = Instant::now() + self.heartbeat_every;
+        self.heartbeat.as_mut().reset(next);
+    }
+
+    /// The last bytes of a stream the hub ends: a comment saying why.
+    fn end_with(&mut self, why: &'static str) -> Poll<Option<Result<Bytes, Infallible>>> {
+        self.ended = true;
+        let mut last = BytesMut::from(&self.retry_hint[..]);
+        last.extend_from_slice(why.as_bytes());
+        Poll::Ready(Some(Ok(last.freeze())))
+    }
+}
+
+impl Stream for EventStream {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        if let Some(first) = this.first.take() {
+            this.wrote();
+            return Poll::Ready(Some(Ok(first)));
+        }
+        let Some(events) = this.events.as_mut() else {
+            // Every topic was already finished: `initial` said it all.
+            return Poll::Ready(None);
+        };
+        match events.poll_recv(cx) {
+            Poll::Ready(Some(bytes)) => {
+                // Coalesce whatever else is already queued into this write.
+                let bytes = match events.try_recv() {
+                    Err(_) => bytes,
+                    Ok(next) => {
+                        let mut buf = BytesMut::with_capacity(bytes.len() + next.len());
+                        buf.extend_from_slice(&bytes);
+                        buf.extend_from_slice(&next);
+                        while buf.len() < MAX_WRITE {
+                            match events.try_recv() {
+                                Ok(more) => buf.extend_from_slice(&more),
+                                Err(_) => break,
+                            }
+                        }
+                        buf.freeze()
+                    }
+                };
+                this.wrote();
+                return Poll::Ready(Some(Ok(bytes)));
+            }
+            // The hub ended this stream: finished, replaced or disconnected.
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => {}
+        }
+        if this.closing.as_mut().poll(cx).is_ready() {
+            return this.end_with(": the hub is shutting down; reconnect to resume\n");
+        }
+        if let Some(lifetime) = this.lifetime.as_mut()
+            && lifetime.as_mut().poll(cx).is_ready()
+        {
+            return this.end_with(": maximum connection lifetime reached; reconnect to resume\n");
+        }
+        ready!(this.heartbeat.as_mut().poll(cx));
+        this.wrote();
+        Poll::Ready(Some(Ok(Bytes::from_static(b":\n"))))
+    }
+}

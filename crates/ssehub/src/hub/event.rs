@@ -1,0 +1,215 @@
+//! Events as the hub keeps them, and what a publisher sends.
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+/// A published event. It is encoded once, at publish time; every subscriber
+/// is sent the same `wire` bytes.
+#[derive(Debug)]
+pub struct Event {
+    /// Position in the hub's total order of events; ids of one stream follow it.
+    pub seq: u64,
+    /// The SSE id: the publisher's, or the decimal `seq`.
+    pub id: String,
+    /// Every topic the event was published to.
+    pub topics: Vec<String>,
+    /// The SSE event type, if not `message`.
+    pub event_type: Option<String>,
+    /// The payload.
+    pub data: String,
+    /// Reconnection time hint for clients, in milliseconds.
+    pub retry: Option<u64>,
+    /// Only subscribers authorized for one of its topics receive it.
+    pub private: bool,
+    /// Kept as the current state of its topics.
+    pub retain: bool,
+    /// Closes its topics.
+    pub is_final: bool,
+    /// When it was published, for age-based retention.
+    pub published_at: SystemTime,
+    /// The encoded event.
+    pub wire: Bytes,
+}
+
+/// What a publisher asks the hub to publish.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Publish {
+    /// Topics, at least one.
+    pub topics: Vec<String>,
+    /// The payload.
+    pub data: String,
+    /// A publisher-chosen id; the hub assigns one when absent.
+    pub id: Option<String>,
+    /// The SSE event type.
+    pub event_type: Option<String>,
+    /// Reconnection time hint in milliseconds.
+    pub retry: Option<u64>,
+    /// Deliver only to subscribers authorized for one of the topics.
+    pub private: bool,
+    /// Keep as the topics' current state for new subscribers.
+    pub retain: bool,
+    /// The topics are finished after this event.
+    pub is_final: bool,
+}
+
+/// Why a publish was refused. Nothing is stored when this is returned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// No topic was given.
+    #[error("at least one topic is required")]
+    MissingTopic,
+    /// More topics than the configured limit.
+    #[error("an event may have at most {limit} topics")]
+    TooManyTopics {
+        /// The limit.
+        limit: usize,
+    },
+    /// A topic is empty, too long or contains control characters.
+    #[error("invalid topic {topic:?}: {reason}")]
+    InvalidTopic {
+        /// The topic as given.
+        topic: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The id cannot be sent or is reserved.
+    #[error("invalid id: {0}")]
+    InvalidId(String),
+    /// The event type cannot be sent.
+    #[error("invalid type: {0}")]
+    InvalidType(String),
+    /// The id is already used by an event the hub still holds.
+    #[error("the id {0:?} is already used by an event in history")]
+    DuplicateId(String),
+    /// The topic was closed by a final event.
+    #[error("the topic {0:?} is finished: a final event was already published")]
+    TopicFinished(String),
+}
+
+/// Limits on what may be published or subscribed to.
+#[derive(Debug, Clone, Copy)]
+pub struct TopicLimits {
+    /// Topics per event and selectors per subscription.
+    pub max_topics: usize,
+    /// Bytes per topic or selector.
+    pub max_topic_length: usize,
+}
+
+impl Publish {
+    /// Checks everything that does not depend on the hub's state.
+    pub fn validate(&self, limits: TopicLimits) -> Result<(), PublishError> {
+        if self.topics.is_empty() {
+            return Err(PublishError::MissingTopic);
+        }
+        if self.topics.len() > limits.max_topics {
+            return Err(PublishError::TooManyTopics {
+                limit: limits.max_topics,
+            });
+        }
+        for topic in &self.topics {
+            validate_topic(topic, limits.max_topic_length)?;
+        }
+        if let Some(id) = &self.id {
+            sse_codec::validate_id(id).map_err(|e| PublishError::InvalidId(e.to_string()))?;
+            if id.is_empty() {
+                return Err(PublishError::InvalidId("the id is empty".into()));
+            }
+            if id.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(PublishError::InvalidId(
+                    "ids made only of digits are reserved for ids the hub assigns".into(),
+                ));
+            }
+        }
+        if let Some(event_type) = &self.event_type {
+            sse_codec::validate_event_type(event_type)
+                .map_err(|e| PublishError::InvalidType(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks one topic name.
+pub fn validate_topic(topic: &str, max_length: usize) -> Result<(), PublishError> {
+    let reason = if topic.is_empty() {
+        "it is empty".to_owned()
+    } else if topic.len() > max_length {
+        format!("it is longer than {max_length} bytes")
+    } else if topic.chars().any(char::is_control) {
+        "it contains a control character".to_owned()
+    } else {
+        return Ok(());
+    };
+    Err(PublishError::InvalidTopic {
+        topic: topic.to_owned(),
+        reason,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: TopicLimits = TopicLimits {
+        max_topics: 2,
+        max_topic_length: 8,
+    };
+
+    fn publish(topics: &[&str]) -> Publish {
+        Publish {
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            ..Publish::default()
+        }
+    }
+
+    #[test]
+    fn topics_are_checked() {
+        assert_eq!(
+            publish(&[]).validate(LIMITS),
+            Err(PublishError::MissingTopic)
+        );
+        assert_eq!(
+            publish(&["a", "b", "c"]).validate(LIMITS),
+            Err(PublishError::TooManyTopics { limit: 2 })
+        );
+        assert!(matches!(
+            publish(&["123456789"]).validate(LIMITS),
+            Err(PublishError::InvalidTopic { .. })
+        ));
+        assert!(matches!(
+            publish(&["a\nb"]).validate(LIMITS),
+            Err(PublishError::InvalidTopic { .. })
+        ));
+        assert_eq!(publish(&["a", "b"]).validate(LIMITS), Ok(()));
+    }
+
+    #[test]
+    fn ids_and_types_are_checked() {
+        let with = |id: &str, ty: &str| Publish {
+            id: Some(id.into()),
+            event_type: Some(ty.into()),
+            ..publish(&["t"])
+        };
+        assert!(matches!(
+            with("a\nb", "t").validate(LIMITS),
+            Err(PublishError::InvalidId(_))
+        ));
+        assert!(matches!(
+            with("a\0b", "t").validate(LIMITS),
+            Err(PublishError::InvalidId(_))
+        ));
+        assert!(matches!(
+            with("", "t").validate(LIMITS),
+            Err(PublishError::InvalidId(_))
+        ));
+        assert!(matches!(
+            with("123", "t").validate(LIMITS),
+            Err(PublishError::InvalidId(_))
+        ));
+        assert!(matches!(
+            with("a", "x\r").validate(LIMITS),
+            Err(PublishError::InvalidType(_))
+        ));
+        assert_eq!(with("urn:uuid:1", "x").validate(LIMITS), Ok(()));
+    }
+}

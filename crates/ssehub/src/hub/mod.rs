@@ -1,0 +1,699 @@
+//! The hub: topics, event ids, subscriptions, fan-out and retention.
+//!
+//! No HTTP here. Everything that must be ordered — assigning an id, appending
+//! to history, handing the event to subscribers, registering a subscriber with
+//! its history snapshot — happens under one lock. That single order is what
+//! makes ids increase along every stream (I1) and leaves no gap or duplicate
+//! between a subscriber's history and its live events (I2). The lock is held
+//! only for memory operations: delivery is a non-blocking push into each
+//! subscriber's bounded queue, and a full queue drops that subscriber (I5).
+
+mod event;
+mod selector;
+mod subscription;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use event::{Event, Publish, PublishError, TopicLimits, validate_topic};
+pub use selector::{Selector, SelectorError};
+pub use subscription::{Subscribe, SubscribeError, Subscription};
+
+use subscription::Guard;
+
+/// Topics of per-client channels start with this; `client_id=X` on subscribe
+/// adds the topic `urn:ssehub:client:X`, which only that connection may see.
+pub const CLIENT_TOPIC_PREFIX: &str = "urn:ssehub:client:";
+
+/// The topic of a client's channel.
+pub fn client_topic(client_id: &str) -> String {
+    format!("{CLIENT_TOPIC_PREFIX}{client_id}")
+}
+
+/// How the hub behaves; every value has a documented default in the config.
+#[derive(Debug, Clone, Copy)]
+pub struct HubConfig {
+    /// Events kept per topic.
+    pub history_size: usize,
+    /// How long events are kept; also how long an idle topic (no events, no
+    /// subscribers) keeps its retained state.
+    pub history_ttl: Duration,
+    /// Events queued per connection before it counts as slow and is dropped.
+    pub queue_size: usize,
+    /// Topic count and length limits.
+    pub limits: TopicLimits,
+}
+
+/// Counters and sizes, as `GET /v1/stats` shows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    /// Open subscriber streams.
+    pub connections: u64,
+    /// Topics the hub knows: with history, a retained state or subscribers.
+    pub topics: u64,
+    /// Topic selectors across all open streams.
+    pub subscriptions: u64,
+    /// Connections with a client id.
+    pub clients: u64,
+    /// Events published since start.
+    pub published: u64,
+    /// Events handed to subscriber queues since start.
+    pub delivered: u64,
+    /// Subscribers dropped because they did not read fast enough.
+    pub dropped_slow: u64,
+    /// Events held in history across topics (an event with several topics
+    /// counts once per topic).
+    pub history_events: u64,
+}
+
+/// One connected client, as the admin API lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClientInfo {
+    /// The id the client chose.
+    pub client_id: String,
+    /// Its selectors, as given.
+    pub topics: Vec<String>,
+    /// Connection time, RFC 3339.
+    pub connected_at: String,
+    /// Its address, when known.
+    pub remote_addr: Option<String>,
+}
+
+/// The hub. Cheap to share behind an `Arc`.
+pub struct Hub {
+    state: Mutex<State>,
+    config: HubConfig,
+    published: AtomicU64,
+    delivered: AtomicU64,
+    dropped_slow: AtomicU64,
+    connections: AtomicU64,
+}
+
+type SubId = u64;
+
+#[derive(Default)]
+struct State {
+    /// The seq of the newest event.
+    last_seq: u64,
+    topics: HashMap<String, Topic>,
+    /// Publisher-chosen ids of events still in history, for resume.
+    ids: HashMap<String, u64>,
+    /// Highest seq trimmed from topics that were since forgotten: a resume
+    /// from before it on an unknown topic may have missed events.
+    forgotten_up_to: u64,
+    subscribers: HashMap<SubId, Subscriber>,
+    /// Subscribers with a template or `*` selector, checked on every event.
+    wildcard: HashSet<SubId>,
+    clients: HashMap<String, SubId>,
+    next_sub: SubId,
+}
+
+struct Topic {
+    history: VecDeque<Arc<Event>>,
+    /// Highest seq removed from `history`.
+    trimmed_up_to: u64,
+    retained: Option<Arc<Event>>,
+    finished: bool,
+    /// Subscribers that named this topic exactly.
+    subscribers: HashSet<SubId>,
+    last_publish: SystemTime,
+}
+
+impl Topic {
+    fn new(now: SystemTime) -> Topic {
+        Topic {
+            history: VecDeque::new(),
+            trimmed_up_to: 0,
+            retained: None,
+            finished: false,
+            subscribers: HashSet::new(),
+            last_publish: now,
+        }
+    }
+}
+
+struct Subscriber {
+    selectors: Vec<Selector>,
+    /// Private events are delivered only when one of their topics matches.
+    private: Vec<Selector>,
+    /// Exact topics not finished yet; the stream ends when none is left and
+    /// there is no wildcard selector.
+    open_topics: HashSet<String>,
+    wildcard: bool,
+    client_id: Option<String>,
+    queue: mpsc::Sender<Bytes>,
+    /// Closes the connection itself (a slow reader may never read again).
+    kill: CancellationToken,
+    connected_at: SystemTime,
+    remote: Option<SocketAddr>,
+}
+
+impl Subscriber {
+    fn may_see(&self, event: &Event) -> bool {
+        !event.private
+            || event
+                .topics
+                .iter()
+                .any(|t| self.private.iter().any(|s| s.matches(t)))
+    }
+
+    fn selects(&self, event: &Event) -> bool {
+        event
+            .topics
+            .iter()
+            .any(|t| self.selectors.iter().any(|s| s.matches(t)))
+    }
+}
+
+/// Where a subscriber's stream starts.
+enum Resume {
+    /// No id: retained states, then live.
+    Fresh,
+    /// After this seq; `check_gaps` is false for `earliest`.
+    After { seq: u64, check_gaps: bool },
+    /// An id the hub cannot place.
+    Unknown,
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new(config: HubConfig) -> Arc<Hub> {
+        Arc::new(Hub {
+            state: Mutex::new(State::default()),
+            config,
+            published: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            dropped_slow: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock is a bug; keep serving rather than
+        // turning every later request into a panic too.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Publishes an event: assigns its id, appends it to the history of each
+    /// of its topics, and hands it to every subscriber that selects it.
+    pub fn publish(&self, publish: Publish) -> Result<Arc<Event>, PublishError> {
+        publish.validate(self.config.limits)?;
+        let now = SystemTime::now();
+        let mut st = self.state();
+        if let Some(topic) = publish
+            .topics
+            .iter()
+            .find(|t| st.topics.get(*t).is_some_and(|t| t.finished))
+        {
+            return Err(PublishError::TopicFinished(topic.clone()));
+        }
+        if let Some(id) = &publish.id
+            && st.ids.contains_key(id)
+        {
+            return Err(PublishError::DuplicateId(id.clone()));
+        }
+        let seq = st.last_seq + 1;
+        let publisher_id = publish.id.is_some();
+        let id = publish.id.unwrap_or_else(|| seq.to_string());
+        let wire = sse_codec::Event {
+            id: Some(&id),
+            event_type: publish.event_type.as_deref(),
+            data: Some(&publish.data),
+            retry: publish.retry,
+            comment: None,
+        }
+        .encode()
+        .expect("fields were validated");
+        let event = Arc::new(Event {
+            seq,
+            id,
+            topics: publish.topics,
+            event_type: publish.event_type,
+            data: publish.data,
+            retry: publish.retry,
+            private: publish.private,
+            retain: publish.retain || publish.is_final,
+            is_final: publish.is_final,
+            published_at: now,
+            wire,
+        });
+        st.last_seq = seq;
+        if publisher_id {
+            st.ids.insert(event.id.clone(), seq);
+        }
+        for name in &event.topics {
+            let topic = st
+                .topics
+                .entry(name.clone())
+                .or_insert_with(|| Topic::new(now));
+            topic.history.push_back(event.clone());
+            topic.last_publish = now;
+            if event.retain {
+                topic.retained = Some(event.clone());
+            }
+            topic.finished |= event.is_final;
+            while st.topics[name].history.len() > self.config.history_size {
+                st.trim_oldest(name);
+            }
+        }
+        self.published.fetch_add(1, Relaxed);
+        self.fan_out(&mut st, &event);
+        if event.is_final {
+            self.complete(&mut st, &event);
+        }
+        Ok(event)
+    }
+
+    fn fan_out(&self, st: &mut State, event: &Arc<Event>) {
+        let mut targets: Vec<SubId> = event
+            .topics
+            .iter()
+            .filter_map(|t| st.topics.get(t))
+            .flat_map(|t| t.subscribers.iter().copied())
+            .collect();
+        targets.extend(
+            st.wildcard
+                .iter()
+                .copied()
+                .filter(|id| st.subscribers[id].selects(event)),
+        );
+        if event.topics.len() > 1 || !st.wildcard.is_empty() {
+            targets.sort_unstable();
+            targets.dedup();
+        }
+        let mut slow = Vec::new();
+        for id in targets {
+            let sub = &st.subscribers[&id];
+            if sub.may_see(event) {
+                self.send(sub, id, event.wire.clone(), &mut slow);
+            }
+        }
+        self.drop_slow(st, slow);
+    }
+
+    fn send(&self, sub: &Subscriber, id: SubId, bytes: Bytes, slow: &mut Vec<SubId>) {
+        match sub.queue.try_send(bytes) {
+            Ok(()) => {
+                self.delivered.fetch_add(1, Relaxed);
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => slow.push(id),
+            // The stream is gone; its guard is about to unregister it.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    fn drop_slow(&self, st: &mut State, slow: Vec<SubId>) {
+        for id in slow {
+            if let Some(sub) = st.remove_subscriber(id) {
+                tracing::debug!(subscriber = id, "dropping a subscriber that does not read");
+                self.dropped_slow.fetch_add(1, Relaxed);
+                sub.kill.cancel();
+            }
+        }
+    }
+
+    /// After a final event: tell every subscriber of its topics, and end the
+    /// streams that have no open topic left.
+    fn complete(&self, st: &mut State, event: &Event) {
+        let mut slow = Vec::new();
+        for topic in &event.topics {
+            let frame = complete_frame(topic);
+            let exact: Vec<SubId> = st
+                .topics
+                .get_mut(topic)
+                .map(|t| t.subscribers.drain().collect())
+                .unwrap_or_default();
+            for id in exact {
+                let Some(sub) = st.subscribers.get_mut(&id) else {
+                    continue;
+                };
+                sub.open_topics.remove(topic);
+                let ends = sub.open_topics.is_empty() && !sub.wildcard;
+                self.send(&st.subscribers[&id], id, frame.clone(), &mut slow);
+                if ends {
+                    // Dropping the queue's sender ends the stream once the
+                    // writer has sent what is queued, `complete` included.
+                    st.remove_subscriber(id);
+                }
+            }
+            let watching: Vec<SubId> = st
+                .wildcard
+                .iter()
+                .copied()
+                .filter(|id| {
+                    st.subscribers[id]
+                        .selectors
+                        .iter()
+                        .any(|s| s.matches(topic))
+                })
+                .collect();
+            for id in watching {
+                self.send(&st.subscribers[&id], id, frame.clone(), &mut slow);
+            }
+        }
+        self.drop_slow(st, slow);
+    }
+
+    /// Registers a subscriber. The returned subscription carries what it must
+    /// be sent first (history or retained states) and the queue of live
+    /// events; dropping it unregisters the subscriber.
+    pub fn subscribe(self: &Arc<Self>, request: Subscribe) -> Result<Subscription, SubscribeError> {
+        let mut request = request.validated(self.config.limits)?;
+        let (queue, live) = mpsc::channel(self.config.queue_size);
+        let now = SystemTime::now();
+        let mut st = self.state();
+
+        let resume = match request.last_event_id.as_deref() {
+            None => Resume::Fresh,
+            Some("earliest") => Resume::After {
+                seq: 0,
+                check_gaps: false,
+            },
+            Some(id) => match st.ids.get(id) {
+                Some(&seq) => Resume::After {
+                    seq,
+                    check_gaps: true,
+                },
+                None => match id.parse::<u64>() {
+                    Ok(seq) if seq <= st.last_seq && id == seq.to_string() => Resume::After {
+                        seq,
+                        check_gaps: true,
+                    },
+                    _ => Resume::Unknown,
+                },
+            },
+        };
+
+        let exact: Vec<String> = request
+            .selectors
+            .iter()
+            .filter_map(|s| s.exact().map(str::to_owned))
+            .collect();
+        let wildcard = exact.len() < request.selectors.len();
+        let mut matched: Vec<String> = exact.clone();
+        if wildcard {
+            matched.extend(
+                st.topics
+                    .keys()
+                    .filter(|t| !exact.contains(t))
+                    .filter(|t| request.selectors.iter().any(|s| s.matches(t)))
+                    .cloned(),
+            );
+        }
+
+        // What the stream starts with, in seq order.
+        let mut events: Vec<Arc<Event>> = Vec::new();
+        let mut gapped: Vec<&str> = Vec::new();
+        let forgotten_up_to = st.forgotten_up_to;
+        for name in &matched {
+            let topic = st.topics.get(name);
+            let history = topic.into_iter().flat_map(|t| t.history.iter());
+            let retained = topic.and_then(|t| t.retained.as_ref());
+            match resume {
+                Resume::Fresh => events.extend(retained.cloned()),
+                Resume::Unknown => {
+                    gapped.push(name);
+                    events.extend(retained.cloned());
+                }
+                Resume::After { seq, check_gaps } => {
+                    let trimmed = topic.map_or(forgotten_up_to, |t| t.trimmed_up_to);
+                    let mut from = seq;
+                    if check_gaps && trimmed > seq {
+                        // History no longer covers the gap: say so, then give
+                        // the current state and what followed it.
+                        gapped.push(name);
+                        if let Some(state) = retained {
+                            if state.seq > seq {
+                                events.push(state.clone());
+                            }
+                            from = from.max(state.seq);
+                        }
+                    }
+                    events.extend(history.filter(|e| e.seq > from).cloned());
+                }
+            }
+        }
+        // The hub's own control events are visible to their client only.
+        let sub_private = &request.private;
+        events.retain(|e| {
+            !e.private
+                || e.topics
+                    .iter()
+                    .any(|t| sub_private.iter().any(|s| s.matches(t)))
+        });
+        events.sort_unstable_by_key(|e| e.seq);
+        events.dedup_by_key(|e| e.seq);
+
+        let mut initial = BytesMut::new();
+        if let (Some(id), Resume::After { .. } | Resume::Unknown) =
+            (&request.last_event_id, &resume)
+            && let Ok(line) = sse_codec::id_line(id)
+        {
+            // Control events below carry no id; this keeps the client's resume
+            // position if it reconnects before the next real event.
+            initial.extend_from_slice(&line);
+        }
+        if !gapped.is_empty() || matches!(resume, Resume::Unknown) {
+            let reason = if matches!(resume, Resume::Unknown) {
+                "unknown_last_event_id"
+            } else {
+                "history_trimmed"
+            };
+            initial.extend_from_slice(&reset_frame(reason, &gapped));
+        }
+        for event in &events {
+            initial.extend_from_slice(&event.wire);
+        }
+        let position = match (&resume, events.last()) {
+            (_, Some(last)) => Some(last.seq),
+            (Resume::After { seq, .. }, None) => Some(*seq),
+            _ => None,
+        };
+        if position != Some(st.last_seq) {
+            // An id-only block dispatches nothing but gives the client a
+            // position, so a reconnect before the next event loses nothing.
+            let head = st.last_seq.to_string();
+            let marker = sse_codec::Event::default().id(&head).encode();
+            initial.extend_from_slice(&marker.expect("digits are a valid id"));
+        }
+        let mut open_topics = HashSet::new();
+        for name in &exact {
+            if st.topics.get(name).is_some_and(|t| t.finished) {
+                initial.extend_from_slice(&complete_frame(name));
+            } else {
+                open_topics.insert(name.clone());
+            }
+        }
+
+        let id = st.next_sub;
+        st.next_sub += 1;
+        self.connections.fetch_add(1, Relaxed);
+        let guard = Guard {
+            hub: self.clone(),
+            id,
+        };
+        let initial = initial.freeze();
+        if open_topics.is_empty() && !wildcard {
+            // Everything it asked for is finished: nothing live will come.
+            return Ok(Subscription {
+                initial,
+                events: None,
+                guard,
+            });
+        }
+        for name in &open_topics {
+            st.topics
+                .entry(name.clone())
+                .or_insert_with(|| Topic::new(now))
+                .subscribers
+                .insert(id);
+        }
+        if wildcard {
+            st.wildcard.insert(id);
+        }
+        if let Some(client_id) = &request.client_id
+            && let Some(old) = st.clients.insert(client_id.clone(), id)
+        {
+            // The newer connection wins; the older one ends cleanly.
+            st.remove_subscriber(old);
+        }
+        st.subscribers.insert(
+            id,
+            Subscriber {
+                selectors: std::mem::take(&mut request.selectors),
+                private: std::mem::take(&mut request.private),
+                open_topics,
+                wildcard,
+                client_id: request.client_id.take(),
+                queue,
+                kill: request.kill.clone(),
+                connected_at: now,
+                remote: request.remote,
+            },
+        );
+        Ok(Subscription {
+            initial,
+            events: Some(live),
+            guard,
+        })
+    }
+
+    fn unsubscribe(&self, id: SubId) {
+        self.state().remove_subscriber(id);
+        self.connections.fetch_sub(1, Relaxed);
+    }
+
+    /// Removes events older than the history TTL, and forgets topics that
+    /// have been idle that long with no subscriber. Call it periodically.
+    pub fn sweep(&self, now: SystemTime) {
+        let ttl = self.config.history_ttl;
+        let expired = |t: SystemTime| now.duration_since(t).is_ok_and(|age| age > ttl);
+        let mut st = self.state();
+        let names: Vec<String> = st.topics.keys().cloned().collect();
+        for name in names {
+            while st.topics[&name]
+                .history
+                .front()
+                .is_some_and(|e| expired(e.published_at))
+            {
+                st.trim_oldest(&name);
+            }
+            let topic = &st.topics[&name];
+            if topic.history.is_empty()
+                && topic.subscribers.is_empty()
+                && expired(topic.last_publish)
+            {
+                let topic = st.topics.remove(&name).expect("present");
+                st.forgotten_up_to = st.forgotten_up_to.max(topic.trimmed_up_to);
+            }
+        }
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> Stats {
+        let st = self.state();
+        Stats {
+            connections: self.connections.load(Relaxed),
+            topics: st.topics.len() as u64,
+            subscriptions: st
+                .subscribers
+                .values()
+                .map(|s| s.selectors.len() as u64)
+                .sum(),
+            clients: st.clients.len() as u64,
+            published: self.published.load(Relaxed),
+            delivered: self.delivered.load(Relaxed),
+            dropped_slow: self.dropped_slow.load(Relaxed),
+            history_events: st.topics.values().map(|t| t.history.len() as u64).sum(),
+        }
+    }
+
+    /// Connected clients, by client id.
+    pub fn clients(&self) -> Vec<ClientInfo> {
+        let st = self.state();
+        let mut clients: Vec<ClientInfo> = st
+            .clients
+            .iter()
+            .map(|(client_id, id)| {
+                let sub = &st.subscribers[id];
+                let own = client_topic(client_id);
+                ClientInfo {
+                    client_id: client_id.clone(),
+                    topics: sub
+                        .selectors
+                        .iter()
+                        .map(ToString::to_string)
+                        .filter(|t| *t != own)
+                        .collect(),
+                    connected_at: humantime::format_rfc3339_seconds(sub.connected_at).to_string(),
+                    remote_addr: sub.remote.map(|a| a.to_string()),
+                }
+            })
+            .collect();
+        clients.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        clients
+    }
+
+    /// Whether a client with this id is connected.
+    pub fn is_connected(&self, client_id: &str) -> bool {
+        self.state().clients.contains_key(client_id)
+    }
+
+    /// Ends a client's stream (it may reconnect). False if it is not connected.
+    pub fn disconnect(&self, client_id: &str) -> bool {
+        let mut st = self.state();
+        match st.clients.get(client_id).copied() {
+            Some(id) => st.remove_subscriber(id).is_some(),
+            None => false,
+        }
+    }
+}
+
+impl State {
+    /// Removes the oldest event of a topic's history.
+    fn trim_oldest(&mut self, name: &str) {
+        let topic = self.topics.get_mut(name).expect("topic exists");
+        let Some(event) = topic.history.pop_front() else {
+            return;
+        };
+        topic.trimmed_up_to = event.seq;
+        let gone_everywhere = event.topics.iter().all(|t| {
+            self.topics
+                .get(t)
+                .is_none_or(|t| t.trimmed_up_to >= event.seq)
+        });
+        if gone_everywhere && self.ids.get(&event.id) == Some(&event.seq) {
+            self.ids.remove(&event.id);
+        }
+    }
+
+    fn remove_subscriber(&mut self, id: SubId) -> Option<Subscriber> {
+        let sub = self.subscribers.remove(&id)?;
+        for name in &sub.open_topics {
+            if let Some(topic) = self.topics.get_mut(name) {
+                topic.subscribers.remove(&id);
+            }
+        }
+        self.wildcard.remove(&id);
+        if let Some(client_id) = &sub.client_id
+            && self.clients.get(client_id) == Some(&id)
+        {
+            self.clients.remove(client_id);
+        }
+        Some(sub)
+    }
+}
+
+/// `event: complete`, data = the topic. It has no id, so the client keeps the
+/// id of the final event as its position.
+fn complete_frame(topic: &str) -> Bytes {
+    sse_codec::Event::message(topic)
+        .event_type("complete")
+        .encode()
+        .expect("constant type")
+}
+
+/// `event: reset`: history does not cover the client's position. The data is
+/// JSON: `{"reason": ..., "topics": [...]}`; the topics' retained states
+/// follow as ordinary events.
+fn reset_frame(reason: &str, topics: &[&str]) -> Bytes {
+    let data = serde_json::json!({ "reason": reason, "topics": topics }).to_string();
+    sse_codec::Event::message(&data)
+        .event_type("reset")
+        .encode()
+        .expect("constant type")
+}

@@ -1,0 +1,124 @@
+//! A subscriber's request, and the subscription the hub hands back.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{CLIENT_TOPIC_PREFIX, Hub, Selector, TopicLimits, client_topic};
+
+/// What a subscriber asks for.
+#[derive(Debug, Default)]
+pub struct Subscribe {
+    /// Topic selectors, at least one (or a client id).
+    pub selectors: Vec<Selector>,
+    /// Resume after this id (`Last-Event-ID`); `earliest` replays all history.
+    pub last_event_id: Option<String>,
+    /// A client id: a newer connection with the same id replaces this one,
+    /// and the client's channel topic is added to the selectors.
+    pub client_id: Option<String>,
+    /// Selectors of the private topics this subscriber may see.
+    pub private: Vec<Selector>,
+    /// The peer address, for the admin API.
+    pub remote: Option<SocketAddr>,
+    /// Cancelled by the hub to close the connection of a slow reader.
+    pub kill: CancellationToken,
+}
+
+/// Why a subscription was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubscribeError {
+    /// Neither a topic selector nor a client id was given.
+    #[error("at least one topic selector (match=...) is required")]
+    MissingTopic,
+    /// More selectors than the configured limit.
+    #[error("a subscription may have at most {limit} topic selectors")]
+    TooManyTopics {
+        /// The limit.
+        limit: usize,
+    },
+    /// A selector longer than the topic length limit.
+    #[error("topic selector longer than {limit} bytes")]
+    SelectorTooLong {
+        /// The limit.
+        limit: usize,
+    },
+    /// A selector names another client's channel.
+    #[error(
+        "topics starting with {CLIENT_TOPIC_PREFIX:?} are client channels: subscribe with client_id instead"
+    )]
+    ReservedTopic,
+    /// The client id is empty, too long or has characters outside the allowed set.
+    #[error(
+        "invalid client_id {0:?}: use 1 to 128 characters among letters, digits and - _ . ~ : @"
+    )]
+    InvalidClientId(String),
+}
+
+impl Subscribe {
+    pub(super) fn validated(mut self, limits: TopicLimits) -> Result<Subscribe, SubscribeError> {
+        if self.selectors.is_empty() && self.client_id.is_none() {
+            return Err(SubscribeError::MissingTopic);
+        }
+        if self.selectors.len() > limits.max_topics {
+            return Err(SubscribeError::TooManyTopics {
+                limit: limits.max_topics,
+            });
+        }
+        for selector in &self.selectors {
+            if selector.to_string().len() > limits.max_topic_length {
+                return Err(SubscribeError::SelectorTooLong {
+                    limit: limits.max_topic_length,
+                });
+            }
+            if selector.to_string().starts_with(CLIENT_TOPIC_PREFIX) {
+                return Err(SubscribeError::ReservedTopic);
+            }
+        }
+        if let Some(client_id) = &self.client_id {
+            let allowed = |c: char| c.is_ascii_alphanumeric() || "-_.~:@".contains(c);
+            if client_id.is_empty() || client_id.len() > 128 || !client_id.chars().all(allowed) {
+                return Err(SubscribeError::InvalidClientId(client_id.clone()));
+            }
+            let own = Selector::Exact(client_topic(client_id));
+            self.selectors.push(own.clone());
+            self.private.push(own);
+        }
+        Ok(self)
+    }
+}
+
+/// A registered subscriber's side of the hub.
+pub struct Subscription {
+    /// Bytes to write before anything else: the resume position, a `reset`,
+    /// history or retained states, `complete` for finished topics.
+    pub initial: Bytes,
+    /// Live events, already encoded. `None` when every topic asked for is
+    /// finished; the stream ends after `initial`. The queue closes when the
+    /// hub ends the stream (replaced, disconnected, finished, too slow).
+    pub events: Option<mpsc::Receiver<Bytes>>,
+    pub(super) guard: Guard,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("initial", &self.initial)
+            .field("id", &self.guard.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Unregisters the subscriber when the stream goes away, however it ends.
+pub(super) struct Guard {
+    pub(super) hub: Arc<Hub>,
+    pub(super) id: u64,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.hub.unsubscribe(self.id);
+    }
+}
