@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 mod parse;
+mod publish;
 mod serve;
+mod subscribe;
 
 /// ssehub — a Server-Sent Events hub.
 #[derive(Debug, clap::Parser)]
@@ -20,6 +22,11 @@ enum Command {
     Parse,
     /// Run the hub.
     Serve(Box<crate::config::ServeArgs>),
+    /// Publish one event to a hub.
+    Publish(publish::PublishArgs),
+    /// Follow topics on a hub, printing one JSON line per event; reconnects
+    /// with Last-Event-ID and exits when every topic is complete.
+    Subscribe(subscribe::SubscribeArgs),
 }
 
 impl Cli {
@@ -30,6 +37,8 @@ impl Cli {
                 parse::run(std::io::stdin().lock(), std::io::stdout().lock()).map_err(Into::into)
             }
             Command::Serve(args) => serve::run(*args),
+            Command::Publish(args) => publish::run(args),
+            Command::Subscribe(args) => subscribe::run(args),
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,

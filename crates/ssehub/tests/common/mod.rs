@@ -1,0 +1,158 @@
+//! Starts a real hub on 127.0.0.1:0 and talks to it over real sockets.
+#![allow(dead_code)] // each test file uses its own part of this harness
+
+use std::time::Duration;
+
+use ssehub::config::Config;
+use ssehub::http::Server;
+use ssehub_client::{Connection, Hub, ParsedEvent, Publish, Subscribe};
+
+/// How long any single wait in a test may take before it fails.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+pub struct TestHub {
+    pub server: Server,
+    pub url: String,
+    pub client: Hub,
+    pub http: reqwest::Client,
+}
+
+/// A hub with test-friendly settings, adjusted by `tweak`.
+pub async fn start(tweak: impl FnOnce(&mut Config)) -> TestHub {
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        dev: true,
+        ..Config::default()
+    };
+    tweak(&mut config);
+    let server = Server::start(config).await.expect("start hub");
+    let url = format!("http://{}", server.addr);
+    TestHub {
+        client: Hub::new(&url),
+        url,
+        server,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl TestHub {
+    pub fn endpoint(&self) -> String {
+        format!("{}/.well-known/mercure", self.url)
+    }
+
+    pub async fn publish(&self, topic: &str, data: &str) -> String {
+        self.client
+            .publish(&Publish::new(topic, data))
+            .await
+            .expect("publish")
+    }
+
+    pub async fn publish_with(&self, event: Publish) -> String {
+        self.client.publish(&event).await.expect("publish")
+    }
+
+    /// POSTs a raw body; returns status and body text.
+    pub async fn post(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, String) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("post");
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("get");
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    pub async fn stats(&self) -> serde_json::Value {
+        self.get_json("/v1/stats").await.1
+    }
+
+    pub async fn connect(&self, topics: &[&str], last_event_id: Option<&str>) -> Connection {
+        let mut options = Subscribe::topics(topics.iter().copied());
+        options.last_event_id = last_event_id.map(str::to_owned);
+        self.client.connect(&options).await.expect("connect")
+    }
+
+    /// Waits until a stats field reaches a value.
+    pub async fn wait_for_stat(&self, field: &str, value: u64) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let stats = self.stats().await;
+            if stats[field].as_u64() == Some(value) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "stats.{field} stayed at {} instead of {value}: {stats}",
+                stats[field]
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// The next event on a connection, failing the test after [`PATIENCE`].
+pub async fn next_event(connection: &mut Connection) -> ParsedEvent {
+    tokio::time::timeout(PATIENCE, connection.next_event())
+        .await
+        .expect("an event in time")
+        .expect("stream still open")
+        .expect("no stream error")
+}
+
+/// Asserts the stream ends (the hub closed it) within [`PATIENCE`], and
+/// returns any events that came before the end.
+pub async fn events_until_end(connection: &mut Connection) -> Vec<ParsedEvent> {
+    let mut events = Vec::new();
+    loop {
+        match tokio::time::timeout(PATIENCE, connection.next_event())
+            .await
+            .expect("the stream should end in time")
+        {
+            Some(Ok(event)) => events.push(event),
+            Some(Err(err)) => panic!("stream error: {err}"),
+            None => return events,
+        }
+    }
+}
+
+/// Reads the raw body of a stream for `duration` and returns it as text.
+pub async fn raw_stream(url: &str, headers: &[(&str, &str)], duration: Duration) -> String {
+    let client = reqwest::Client::new();
+    let mut request = client.get(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let mut response = request.send().await.expect("subscribe");
+    let mut body = Vec::new();
+    let deadline = tokio::time::Instant::now() + duration;
+    while let Ok(Ok(Some(chunk))) = tokio::time::timeout_at(deadline, response.chunk()).await {
+        body.extend_from_slice(&chunk);
+    }
+    String::from_utf8(body).expect("utf-8 stream")
+}
+
+pub fn data_of(events: &[ParsedEvent]) -> Vec<&str> {
+    events.iter().map(|e| e.data.as_str()).collect()
+}

@@ -1,0 +1,270 @@
+//! I1 (order), I2 (exact resume) and I3 (no silent gap), against a real hub.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{PATIENCE, data_of, next_event, start};
+use ssehub_client::{Publish, Subscribe};
+
+fn seq(id: &str) -> u64 {
+    id.parse()
+        .unwrap_or_else(|_| panic!("hub ids are decimal: {id:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i1_ids_strictly_increase_along_a_multi_topic_stream_under_concurrent_publishers() {
+    let hub = Arc::new(start(|_| {}).await);
+    let topics = ["a", "b", "c"];
+    let mut stream = hub.connect(&topics, None).await;
+    let publishers: Vec<_> = (0..6)
+        .map(|p| {
+            let hub = hub.clone();
+            tokio::spawn(async move {
+                for i in 0..50 {
+                    let topic = ["a", "b", "c", "other"][(p + i) % 4];
+                    hub.publish(topic, &format!("{p}-{i}")).await;
+                }
+            })
+        })
+        .collect();
+    for publisher in publishers {
+        publisher.await.unwrap();
+    }
+    let expected = 6 * 50 - 6 * 50 / 4; // every fourth went to "other"
+    let mut last = 0;
+    for _ in 0..expected {
+        let event = next_event(&mut stream).await;
+        let id = seq(&event.last_event_id);
+        assert!(id > last, "id {id} after {last}");
+        last = id;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i2_resume_on_one_topic_gets_exactly_what_was_missed() {
+    let hub = start(|_| {}).await;
+    let mut first = hub.connect(&["t"], None).await;
+    for i in 0..5 {
+        hub.publish("t", &format!("e{i}")).await;
+    }
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(next_event(&mut first).await);
+    }
+    let resume_from = seen.last().unwrap().last_event_id.clone();
+    drop(first);
+    for i in 5..8 {
+        hub.publish("t", &format!("e{i}")).await;
+    }
+    let mut second = hub.connect(&["t"], Some(&resume_from)).await;
+    for i in 8..10 {
+        hub.publish("t", &format!("e{i}")).await;
+    }
+    for _ in 3..10 {
+        seen.push(next_event(&mut second).await);
+    }
+    let expected: Vec<String> = (0..10).map(|i| format!("e{i}")).collect();
+    assert_eq!(data_of(&seen), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i2_resume_on_a_multi_topic_connection_has_no_gap_and_no_duplicate() {
+    let hub = start(|_| {}).await;
+    let topics = ["x", "y", "z"];
+    let mut first = hub.connect(&topics, None).await;
+    let mut published = Vec::new();
+    for i in 0..9 {
+        let topic = topics[i % 3];
+        hub.publish(topic, &format!("{topic}{i}")).await;
+        published.push(format!("{topic}{i}"));
+    }
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(next_event(&mut first).await);
+    }
+    let resume_from = seen.last().unwrap().last_event_id.clone();
+    drop(first);
+    for i in 9..15 {
+        let topic = topics[i % 3];
+        hub.publish(topic, &format!("{topic}{i}")).await;
+        published.push(format!("{topic}{i}"));
+        hub.publish("unrelated", "noise").await;
+    }
+    let mut second = hub.connect(&topics, Some(&resume_from)).await;
+    while seen.len() < published.len() {
+        seen.push(next_event(&mut second).await);
+    }
+    assert_eq!(data_of(&seen), published);
+    // Nothing else arrives: no duplicate at the history/live boundary.
+    let extra = tokio::time::timeout(Duration::from_millis(300), second.next_event()).await;
+    assert!(extra.is_err(), "unexpected extra event: {extra:?}");
+}
+
+/// Publishes race with reconnects: a publisher publishes non-stop while the
+/// subscriber drops and resumes its connection over and over. The subscriber
+/// must end up with every event once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i2_publishes_racing_reconnects_lose_and_repeat_nothing() {
+    let hub = Arc::new(start(|_| {}).await);
+    const TOTAL: usize = 600;
+    let publisher = {
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..TOTAL {
+                let topic = if i % 2 == 0 { "p" } else { "q" };
+                ids.push(hub.publish(topic, &i.to_string()).await);
+                if i % 50 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            ids
+        })
+    };
+    let mut received: Vec<usize> = Vec::new();
+    let mut last_event_id: Option<String> = Some("earliest".into());
+    let mut reconnects = 0;
+    let deadline = tokio::time::Instant::now() + PATIENCE * 3;
+    while received.len() < TOTAL {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} events",
+            received.len()
+        );
+        let mut connection = hub.connect(&["p", "q"], last_event_id.as_deref()).await;
+        reconnects += 1;
+        // Read a few events (or until quiet), then drop the connection.
+        for _ in 0..(7 + reconnects % 11) {
+            match tokio::time::timeout(Duration::from_millis(200), connection.next_event()).await {
+                Ok(Some(Ok(event))) => received.push(event.data.parse().unwrap()),
+                _ => break,
+            }
+        }
+        let id = connection.last_event_id();
+        if !id.is_empty() {
+            last_event_id = Some(id.to_owned());
+        }
+    }
+    publisher.await.unwrap();
+    assert_eq!(
+        received,
+        (0..TOTAL).collect::<Vec<_>>(),
+        "after {reconnects} reconnects"
+    );
+    assert!(
+        reconnects > 10,
+        "the test should reconnect often, did {reconnects}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i2_earliest_replays_all_history() {
+    let hub = start(|_| {}).await;
+    for i in 0..3 {
+        hub.publish("h", &i.to_string()).await;
+    }
+    let mut stream = hub.connect(&["h"], Some("earliest")).await;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(next_event(&mut stream).await);
+    }
+    assert_eq!(data_of(&seen), ["0", "1", "2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i2_publisher_ids_are_honoured_and_resumable() {
+    let hub = start(|_| {}).await;
+    let mut event = Publish::new("ids", "first");
+    event.id = Some("urn:uuid:first".into());
+    assert_eq!(hub.publish_with(event).await, "urn:uuid:first");
+    hub.publish("ids", "second").await;
+    let mut stream = hub.connect(&["ids"], Some("urn:uuid:first")).await;
+    assert_eq!(next_event(&mut stream).await.data, "second");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i2_a_fresh_subscriber_gets_a_position_before_any_event() {
+    // A client that connects, sees nothing, and drops must still be able to
+    // resume: the hub gives it a position at once.
+    let hub = start(|_| {}).await;
+    hub.publish("quiet", "before").await;
+    let mut stream = hub.connect(&["quiet"], None).await;
+    // Let the first bytes arrive, then read the position off the parser.
+    let _ = tokio::time::timeout(Duration::from_millis(200), stream.next_event()).await;
+    let position = stream.last_event_id().to_owned();
+    assert!(!position.is_empty());
+    drop(stream);
+    hub.publish("quiet", "while away").await;
+    let mut resumed = hub.connect(&["quiet"], Some(&position)).await;
+    assert_eq!(next_event(&mut resumed).await.data, "while away");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i3_trimmed_history_gives_a_reset_with_the_retained_state_before_live_events() {
+    let hub = start(|c| c.history_size = 3).await;
+    let mut state = Publish::new("task", "state-0");
+    state.retain = true;
+    let old = hub.publish_with(state).await;
+    for i in 1..=6 {
+        let mut state = Publish::new("task", format!("state-{i}"));
+        state.retain = i % 2 == 0;
+        hub.publish_with(state).await;
+    }
+    // History now holds states 4, 5, 6; the retained state is state-6.
+    let mut stream = hub.connect(&["task"], Some(&old)).await;
+    let reset = next_event(&mut stream).await;
+    assert_eq!(reset.event_type, "reset");
+    let body: serde_json::Value = serde_json::from_str(&reset.data).unwrap();
+    assert_eq!(body["reason"], "history_trimmed");
+    assert_eq!(body["topics"], serde_json::json!(["task"]));
+    assert_eq!(next_event(&mut stream).await.data, "state-6");
+    hub.publish("task", "live").await;
+    assert_eq!(next_event(&mut stream).await.data, "live");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i3_an_unknown_id_gives_a_reset_then_the_state() {
+    let hub = start(|_| {}).await;
+    let mut state = Publish::new("k", "current");
+    state.retain = true;
+    hub.publish_with(state).await;
+    for unknown in ["no-such-id", "999999"] {
+        let mut stream = hub.connect(&["k"], Some(unknown)).await;
+        let reset = next_event(&mut stream).await;
+        assert_eq!(reset.event_type, "reset", "for {unknown}");
+        assert!(reset.data.contains("unknown_last_event_id"));
+        // The reset keeps the id the client sent, so nothing moves backwards.
+        assert_eq!(reset.last_event_id, unknown);
+        assert_eq!(next_event(&mut stream).await.data, "current");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i3_history_expires_by_age_and_then_resume_says_reset() {
+    let hub = start(|c| c.history_ttl = Duration::from_millis(300)).await;
+    let old = hub.publish("aging", "old").await;
+    hub.publish("aging", "newer").await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(hub.stats().await["history_events"], 0);
+    let mut stream = hub.connect(&["aging"], Some(&old)).await;
+    assert_eq!(next_event(&mut stream).await.event_type, "reset");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcard_selectors_receive_matching_topics_only() {
+    let hub = start(|_| {}).await;
+    let mut stream = hub
+        .client
+        .connect(&Subscribe::topics(["books/{id}"]))
+        .await
+        .unwrap();
+    hub.publish("books/1/reviews", "no").await;
+    hub.publish("authors/1", "no").await;
+    hub.publish("books/2", "yes").await;
+    assert_eq!(next_event(&mut stream).await.data, "yes");
+    let seen: HashSet<_> = [hub.stats().await["subscriptions"].as_u64()].into();
+    assert_eq!(seen, [Some(1)].into());
+}
