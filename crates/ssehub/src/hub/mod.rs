@@ -666,6 +666,16 @@ impl State {
         for name in &sub.open_topics {
             if let Some(topic) = self.topics.get_mut(name) {
                 topic.subscribers.remove(&id);
+                // A topic only subscribers ever named leaves with them.
+                if topic.subscribers.is_empty()
+                    && topic.history.is_empty()
+                    && topic.retained.is_none()
+                    && !topic.finished
+                {
+                    let trimmed = topic.trimmed_up_to;
+                    self.topics.remove(name);
+                    self.forgotten_up_to = self.forgotten_up_to.max(trimmed);
+                }
             }
         }
         self.wildcard.remove(&id);

@@ -156,3 +156,98 @@ pub async fn raw_stream(url: &str, headers: &[(&str, &str)], duration: Duration)
 pub fn data_of(events: &[ParsedEvent]) -> Vec<&str> {
     events.iter().map(|e| e.data.as_str()).collect()
 }
+
+/// Opens a subscription over a bare TCP socket and reads the response head,
+/// so a test controls reading (or not reading) exactly.
+pub async fn raw_subscribe(
+    addr: std::net::SocketAddr,
+    query: &str,
+    receive_buffer: Option<u32>,
+) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    if let Some(size) = receive_buffer {
+        socket.set_recv_buffer_size(size).unwrap();
+    }
+    let mut stream = socket.connect(addr).await.expect("connect");
+    let request = format!("GET /.well-known/mercure?{query} HTTP/1.1\r\nHost: hub\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(PATIENCE, stream.read(&mut byte))
+            .await
+            .expect("response head in time")
+            .unwrap();
+        assert_eq!(n, 1, "connection closed before the response head");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    stream
+}
+
+/// The `ssehub` binary serving on a free port, as a child process that is
+/// killed when this is dropped.
+pub struct ChildHub {
+    pub child: std::process::Child,
+    pub addr: std::net::SocketAddr,
+    pub url: String,
+}
+
+/// Starts `ssehub serve --dev --listen 127.0.0.1:0 ARGS...` and waits for it
+/// to print its address.
+pub async fn spawn_hub(args: &[&str]) -> ChildHub {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ssehub"))
+        .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start ssehub");
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        line
+    })
+    .await
+    .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("ssehub listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    let addr = url.trim_start_matches("http://").parse().unwrap();
+    ChildHub { child, addr, url }
+}
+
+impl ChildHub {
+    pub fn rss_bytes(&self) -> u64 {
+        rss_of(&format!("/proc/{}/status", self.child.id()))
+    }
+}
+
+impl Drop for ChildHub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Resident memory from a /proc status file, in bytes.
+pub fn rss_of(status_path: &str) -> u64 {
+    let status = std::fs::read_to_string(status_path).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}

@@ -1,0 +1,215 @@
+//! I7: bad input gets a clear 4xx with a JSON error body, and nothing is stored.
+
+mod common;
+
+use common::start;
+
+const FORM: &str = "application/x-www-form-urlencoded";
+const JSON: &str = "application/json";
+
+/// Sends a publish that must be refused with `status` and `code`, and checks
+/// that nothing was published or stored.
+async fn refused(
+    hub: &common::TestHub,
+    content_type: &str,
+    body: impl Into<reqwest::Body>,
+    status: u16,
+    code: &str,
+) {
+    let before = hub.stats().await;
+    let (got_status, text) = hub.post("/.well-known/mercure", content_type, body).await;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("error body is not JSON: {text:?}"));
+    assert_eq!(
+        (got_status, json["error"].as_str()),
+        (status, Some(code)),
+        "{json}"
+    );
+    assert!(
+        json["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "no message: {json}"
+    );
+    let after = hub.stats().await;
+    assert_eq!(
+        after["published"], before["published"],
+        "something was published"
+    );
+    assert_eq!(
+        after["history_events"], before["history_events"],
+        "something was stored"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i7_every_bad_publish_is_refused_with_a_json_error_and_nothing_is_stored() {
+    let hub = start(|c| {
+        c.max_body = 1024;
+        c.max_topics = 3;
+        c.max_topic_length = 64;
+    })
+    .await;
+    hub.publish("ok", "one good event").await;
+
+    // Missing topic.
+    refused(&hub, FORM, "data=x", 400, "missing_topic").await;
+    refused(&hub, JSON, r#"{"data":"x"}"#, 400, "missing_topic").await;
+    // Invalid topic.
+    refused(&hub, FORM, "topic=&data=x", 400, "invalid_topic").await;
+    refused(
+        &hub,
+        FORM,
+        format!("topic={}&data=x", "t".repeat(65)),
+        400,
+        "invalid_topic",
+    )
+    .await;
+    refused(&hub, FORM, "topic=a%0Ab&data=x", 400, "invalid_topic").await;
+    // Too many topics.
+    refused(
+        &hub,
+        FORM,
+        "topic=a&topic=b&topic=c&topic=d",
+        400,
+        "too_many_topics",
+    )
+    .await;
+    // CR, LF or NUL in the id; CR or LF in the type.
+    for bad in ["a%0Ab", "a%0Db", "a%00b"] {
+        refused(&hub, FORM, format!("topic=t&id={bad}"), 400, "invalid_id").await;
+    }
+    refused(
+        &hub,
+        JSON,
+        r#"{"topic":"t","id":"x\ny"}"#,
+        400,
+        "invalid_id",
+    )
+    .await;
+    for bad in ["a%0Ab", "a%0Db"] {
+        refused(
+            &hub,
+            FORM,
+            format!("topic=t&type={bad}"),
+            400,
+            "invalid_type",
+        )
+        .await;
+    }
+    refused(
+        &hub,
+        JSON,
+        r#"{"topic":"t","type":"x\r\ndata: injected"}"#,
+        400,
+        "invalid_type",
+    )
+    .await;
+    // Ids made of digits are the hub's.
+    refused(&hub, FORM, "topic=t&id=42", 400, "invalid_id").await;
+    // Invalid UTF-8 in a field.
+    refused(&hub, FORM, "topic=t&data=%FF%FE", 400, "invalid_utf8").await;
+    refused(
+        &hub,
+        JSON,
+        b"{\"topic\":\"t\",\"data\":\"\xff\"}".to_vec(),
+        400,
+        "invalid_json",
+    )
+    .await;
+    // Oversized body (the limit is 1 KiB here), declared or not.
+    refused(
+        &hub,
+        FORM,
+        format!("topic=t&data={}", "x".repeat(2000)),
+        413,
+        "body_too_large",
+    )
+    .await;
+    // Unknown fields.
+    refused(&hub, FORM, "topic=t&colour=red", 400, "unknown_field").await;
+    refused(
+        &hub,
+        JSON,
+        r#"{"topic":"t","colour":"red"}"#,
+        400,
+        "unknown_field",
+    )
+    .await;
+    // Malformed values.
+    refused(&hub, FORM, "topic=t&private=maybe", 400, "invalid_boolean").await;
+    refused(&hub, FORM, "topic=t&retry=soon", 400, "invalid_retry").await;
+    refused(&hub, FORM, "topic=t&data=1&data=2", 400, "duplicate_field").await;
+    refused(&hub, JSON, "{not json", 400, "invalid_json").await;
+    // Unknown or missing content type.
+    refused(
+        &hub,
+        "text/plain",
+        "topic=t",
+        415,
+        "unsupported_content_type",
+    )
+    .await;
+    refused(&hub, "", "topic=t", 415, "unsupported_content_type").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i7_an_oversized_chunked_body_is_refused_without_content_length() {
+    let hub = start(|c| c.max_body = 1024).await;
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..10)
+        .map(|_| {
+            Ok(b"topic=t&data="
+                .iter()
+                .chain(&[b'x'; 300])
+                .copied()
+                .collect())
+        })
+        .collect();
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    refused(&hub, FORM, body, 413, "body_too_large").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i7_bad_subscriptions_are_refused_with_json_errors() {
+    let hub = start(|c| c.max_topics = 2).await;
+    for (query, status, code) in [
+        ("", 400, "missing_topic"),
+        ("match=a{b", 400, "invalid_selector"),
+        ("match=a}", 400, "invalid_selector"),
+        ("match={a}{b}", 400, "invalid_selector"),
+        ("match=a&match=b&match=c", 400, "too_many_topics"),
+        ("match=urn:ssehub:client:someone", 403, "reserved_topic"),
+        ("match=a&client_id=has%20space", 400, "invalid_client_id"),
+        ("match=%FF", 400, "invalid_utf8"),
+    ] {
+        let (got, json) = hub.get_json(&format!("/.well-known/mercure?{query}")).await;
+        assert_eq!(
+            (got, json["error"].as_str()),
+            (status, Some(code)),
+            "{query}: {json}"
+        );
+    }
+    assert_eq!(hub.stats().await["connections"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injection_attempts_never_add_a_field_on_the_wire() {
+    // Data may contain anything; it must arrive as data, never as fields.
+    let hub = start(|_| {}).await;
+    let mut stream = hub.connect(&["inj"], None).await;
+    let evil = "x\nid: 999\nevent: admin\r\ndata: y\r\rretry: 1\n\nz";
+    hub.publish("inj", evil).await;
+    let event = common::next_event(&mut stream).await;
+    assert_eq!(event.data, sse_codec::normalize_line_breaks(evil));
+    assert_eq!(event.event_type, "message");
+    assert_ne!(event.last_event_id, "999");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_paths_and_methods_get_json_errors() {
+    let hub = start(|_| {}).await;
+    let (status, json) = hub.get_json("/nope").await;
+    assert_eq!((status, json["error"].as_str()), (404, Some("not_found")));
+    let response = hub.http.put(hub.endpoint()).send().await.unwrap();
+    assert_eq!(response.status(), 405);
+    let json: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(json["error"], "method_not_allowed");
+}

@@ -1,0 +1,140 @@
+//! `ssehub parse` run as a real process, as a user would run it.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn parse(stdin: &[u8]) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ssehub"))
+        .arg("parse")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start ssehub");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_readme_example() {
+    let out = parse(b"data: a\r\ndata: b\n\nid: 7\nevent: x\ndata\n\n");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            serde_json::json!({"type": "message", "data": "a\nb", "last_event_id": ""}),
+            serde_json::json!({"type": "x", "data": "", "last_event_id": "7"}),
+        ]
+    );
+}
+
+#[test]
+fn invalid_utf8_is_printed_as_replacement_characters() {
+    let out = parse(b"\xEF\xBB\xBFdata: \xFF\xE4\xBD\xA0\n\nretry: 3000\n");
+    assert_eq!(
+        out,
+        "{\"type\":\"message\",\"data\":\"\u{FFFD}\u{4F60}\",\"last_event_id\":\"\"}\n{\"retry\":3000}\n"
+    );
+}
+
+mod common;
+
+fn ssehub(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ssehub"))
+        .args(args)
+        .output()
+        .expect("run ssehub")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_and_subscribe_commands_work_against_a_running_hub() {
+    let hub = common::spawn_hub(&["--retry", "100ms", "--max-lifetime", "300ms"]).await;
+    let url = hub.url.clone();
+    let subscriber = Command::new(env!("CARGO_BIN_EXE_ssehub"))
+        .args([
+            "subscribe",
+            "--hub",
+            &url,
+            "--last-event-id",
+            "earliest",
+            "tasks/7",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for (data, extra) in [
+        ("one", vec![]),
+        ("多行\n第二行 🎉", vec!["--type", "progress"]),
+        ("done", vec!["--final"]),
+    ] {
+        let mut args = vec!["publish", "--hub", &url, "-t", "tasks/7", "-d", data];
+        args.extend(extra);
+        let out = ssehub(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Let the subscriber live through a lifetime reconnect in between.
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    // Data from stdin.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ssehub"))
+        .args(["publish", "--hub", &url, "-t", "other"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"from stdin")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(!String::from_utf8(out.stdout).unwrap().trim().is_empty());
+
+    // The subscriber exits by itself after `complete`.
+    let out = tokio::task::spawn_blocking(move || subscriber.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let got: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| (l["type"].as_str().unwrap(), l["data"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("message", "one"),
+            ("progress", "多行\n第二行 🎉"),
+            ("message", "done"),
+            ("complete", "tasks/7")
+        ]
+    );
+}
+
+#[test]
+fn publish_reports_hub_errors_and_fails() {
+    let out = ssehub(&[
+        "publish",
+        "--hub",
+        "http://127.0.0.1:9",
+        "-t",
+        "x",
+        "-d",
+        "y",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ssehub:"));
+}

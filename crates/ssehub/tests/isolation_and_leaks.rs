@@ -1,0 +1,168 @@
+//! I5 (a slow subscriber never delays others; its memory is bounded) and I6
+//! (no leaks after clients go away).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{PATIENCE, next_event, raw_subscribe, spawn_hub, start};
+use tokio::io::AsyncReadExt;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i5_a_subscriber_that_never_reads_does_not_delay_100_others_and_is_dropped() {
+    let hub = start(|c| {
+        c.queue_size = 16;
+        c.history_size = 10;
+    })
+    .await;
+    // Never reads, with a tiny receive buffer so the hub's writes block soon.
+    let mut stalled = raw_subscribe(hub.server.addr, "match=fast", Some(4096)).await;
+    let mut readers = Vec::new();
+    for _ in 0..100 {
+        readers.push(hub.connect(&["fast"], None).await);
+    }
+    hub.wait_for_stat("connections", 101).await;
+
+    const EVENTS: usize = 400;
+    let payload = "x".repeat(16 * 1024);
+    let publishing = async {
+        for i in 0..EVENTS {
+            hub.publish("fast", &format!("{i}:{payload}")).await;
+        }
+    };
+    let reading = futures_util::future::join_all(readers.iter_mut().map(|reader| async move {
+        for i in 0..EVENTS {
+            let event = next_event(reader).await;
+            assert!(
+                event.data.starts_with(&format!("{i}:")),
+                "reader got {}",
+                &event.data[..8]
+            );
+        }
+    }));
+    // Every fast reader gets every event while the stalled one holds still.
+    tokio::time::timeout(
+        PATIENCE * 3,
+        futures_util::future::join(publishing, reading),
+    )
+    .await
+    .expect("fast readers were delayed");
+
+    let stats = hub.stats().await;
+    assert_eq!(stats["dropped_slow"], 1, "{stats}");
+    hub.wait_for_stat("connections", 100).await;
+    // The hub closed the stalled connection: reading drains what the kernel
+    // held, then ends.
+    let mut sink = vec![0u8; 64 * 1024];
+    let closed = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match stalled.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the stalled connection was not closed");
+}
+
+/// The hub runs as its own process here so its memory can be read alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i5_memory_held_for_a_stalled_subscriber_is_bounded() {
+    let hub = spawn_hub(&["--queue-size", "16", "--history-size", "10"]).await;
+    let _stalled = raw_subscribe(hub.addr, "match=m", Some(4096)).await;
+    let client = ssehub_client::Hub::new(&hub.url);
+    let mut reader = client
+        .connect(&ssehub_client::Subscribe::topics(["m"]))
+        .await
+        .unwrap();
+    let payload = "z".repeat(16 * 1024);
+    // Warm up allocator and buffers before the baseline.
+    for i in 0..50 {
+        client
+            .publish(&ssehub_client::Publish::new("m", format!("{i}:{payload}")))
+            .await
+            .unwrap();
+        next_event(&mut reader).await;
+    }
+    let before = hub.rss_bytes();
+    // 2,000 x 16 KiB = 32 MiB pass the stalled subscriber.
+    for i in 0..2000 {
+        client
+            .publish(&ssehub_client::Publish::new("m", format!("{i}:{payload}")))
+            .await
+            .unwrap();
+        next_event(&mut reader).await;
+    }
+    let growth = hub.rss_bytes().saturating_sub(before);
+    assert!(growth < 8 << 20, "hub memory grew by {growth} bytes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i5_a_dropped_slow_subscriber_resumes_from_history() {
+    let hub = start(|c| c.queue_size = 4).await;
+    let mut stalled = raw_subscribe(hub.server.addr, "match=r", Some(4096)).await;
+    let payload = "y".repeat(32 * 1024);
+    let mut ids = Vec::new();
+    for i in 0..200 {
+        ids.push(hub.publish("r", &format!("{i}:{payload}")).await);
+        if hub.stats().await["dropped_slow"] == 1 {
+            break;
+        }
+    }
+    assert_eq!(hub.stats().await["dropped_slow"], 1);
+    drop(stalled.read(&mut [0u8; 1]).await);
+    // It returns with the id of the first event and gets all the rest.
+    let mut back = hub.connect(&["r"], Some(&ids[0])).await;
+    for (i, id) in ids.iter().enumerate().skip(1) {
+        let event = next_event(&mut back).await;
+        assert_eq!(&event.last_event_id, id);
+        assert!(event.data.starts_with(&format!("{i}:")));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i6_counts_return_to_zero_after_1000_connect_disconnect_cycles() {
+    let hub = start(|_| {}).await;
+    // The test's own two HTTP clients keep one pooled connection each (a
+    // task on both ends); open them before taking the baseline.
+    hub.publish("warm-up", "").await;
+    let baseline = hub.stats().await;
+    assert_eq!(baseline["connections"], 0);
+    let addr = hub.server.addr;
+    for batch in 0..20 {
+        let cycles = (0..50).map(|i| async move {
+            let query = match i % 3 {
+                0 => format!("match=t{i}&match=shared"),
+                1 => format!("match=books/{{id}}&client_id=c{batch}-{i}"),
+                _ => "match=shared&lastEventID=earliest".to_owned(),
+            };
+            let mut stream = raw_subscribe(addr, &query, None).await;
+            let mut first = [0u8; 16];
+            let _ = stream.read(&mut first).await.unwrap();
+            // Dropped here: the client goes away without a word.
+        });
+        futures_util::future::join_all(cycles).await;
+        hub.publish("shared", &format!("batch {batch}")).await;
+    }
+    hub.wait_for_stat("connections", 0).await;
+    let stats = hub.stats().await;
+    assert_eq!(stats["subscriptions"], 0, "{stats}");
+    assert_eq!(stats["clients"], 0, "{stats}");
+    // Topics named only by departed subscribers are gone; "shared" and
+    // "warm-up" have history.
+    assert_eq!(stats["topics"], 2, "{stats}");
+    // Connection tasks end too; give the runtime a moment to reap them.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let tasks = hub.stats().await["tasks"].as_u64().unwrap();
+        if tasks <= baseline["tasks"].as_u64().unwrap() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{tasks} tasks vs {baseline}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,339 @@
+//! What a stream carries over its life: the start, heartbeats, retained
+//! state, final events, the lifetime limit, client channels and shutdown.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{PATIENCE, data_of, events_until_end, next_event, raw_stream, spawn_hub, start};
+use ssehub_client::{Publish, Subscribe};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_has_the_right_headers_and_starts_with_a_retry_hint() {
+    let hub = start(|c| c.retry = Duration::from_millis(1500)).await;
+    let response = hub
+        .http
+        .get(format!("{}?match=h", hub.endpoint()))
+        .send()
+        .await
+        .unwrap();
+    let header = |name: &str| response.headers()[name].to_str().unwrap().to_owned();
+    assert_eq!(header("content-type"), "text/event-stream");
+    assert_eq!(header("cache-control"), "no-cache");
+    assert_eq!(header("x-accel-buffering"), "no");
+    drop(response);
+    let body = raw_stream(
+        &format!("{}?match=h", hub.endpoint()),
+        &[],
+        Duration::from_millis(300),
+    )
+    .await;
+    assert!(body.starts_with("retry: 1500\n"), "{body:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_come_at_the_configured_interval_when_idle() {
+    let hub = start(|c| c.heartbeat = Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let body = raw_stream(
+        &format!("{}?match=hb", hub.endpoint()),
+        &[],
+        Duration::from_millis(1100),
+    )
+    .await;
+    let heartbeats = body.matches(":\n").count();
+    // 5 expected in 1.1 s; allow for a slow machine either way.
+    assert!(
+        (3..=7).contains(&heartbeats),
+        "{heartbeats} heartbeats in {:?}: {body:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_wait_while_events_flow() {
+    let hub = start(|c| c.heartbeat = Duration::from_millis(300)).await;
+    let url = format!("{}?match=busy", hub.endpoint());
+    let reading =
+        tokio::spawn(async move { raw_stream(&url, &[], Duration::from_millis(900)).await });
+    for i in 0..16 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        hub.publish("busy", &i.to_string()).await;
+    }
+    let body = reading.await.unwrap();
+    // Events every 50 ms for 800 ms: a heartbeat only after they stop.
+    assert!(body.matches(":\n").count() <= 1, "{body:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_ends_at_max_lifetime_and_the_client_resumes_exactly() {
+    let hub = start(|c| {
+        c.max_lifetime = Some(Duration::from_millis(400));
+        c.retry = Duration::from_millis(100);
+    })
+    .await;
+    let started = Instant::now();
+    let mut first = hub.connect(&["life"], None).await;
+    hub.publish("life", "before").await;
+    let events = events_until_end(&mut first).await;
+    let lived = started.elapsed();
+    assert!(
+        lived >= Duration::from_millis(350) && lived < PATIENCE,
+        "{lived:?}"
+    );
+    assert_eq!(data_of(&events), ["before"]);
+    let position = first.last_event_id().to_owned();
+    hub.publish("life", "between").await;
+    let mut second = hub.connect(&["life"], Some(&position)).await;
+    assert_eq!(next_event(&mut second).await.data, "between");
+
+    // The reconnecting client does the same by itself. (It connects lazily,
+    // so it starts from `earliest` to not race the first publish.)
+    let mut subscription = hub.client.subscribe(Subscribe {
+        last_event_id: Some("earliest".into()),
+        ..Subscribe::topics(["life2"])
+    });
+    let publisher = async {
+        for i in 0..10 {
+            hub.publish("life2", &i.to_string()).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let reader = async {
+        let mut seen = Vec::new();
+        while seen.len() < 10 {
+            seen.push(subscription.next().await.unwrap().unwrap().data);
+        }
+        seen
+    };
+    let (_, seen) = tokio::time::timeout(PATIENCE, futures_util::future::join(publisher, reader))
+        .await
+        .unwrap();
+    assert_eq!(seen, (0..10).map(|i| i.to_string()).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_state_comes_first_for_new_subscribers() {
+    let hub = start(|_| {}).await;
+    let mut state = Publish::new("tasks/42", r#"{"step":1}"#);
+    state.retain = true;
+    hub.publish_with(state.clone()).await;
+    state.data = r#"{"step":2}"#.into();
+    hub.publish_with(state).await;
+    hub.publish("tasks/42", "a passing note, not state").await;
+    let mut stream = hub.connect(&["tasks/42", "other"], None).await;
+    assert_eq!(next_event(&mut stream).await.data, r#"{"step":2}"#);
+    hub.publish("tasks/42", "live").await;
+    assert_eq!(next_event(&mut stream).await.data, "live");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_final_event_completes_current_and_later_subscribers() {
+    let hub = start(|_| {}).await;
+    let mut only = hub.connect(&["job"], None).await;
+    let mut both = hub.connect(&["job", "elsewhere"], None).await;
+    hub.publish("job", "working").await;
+    let mut done = Publish::new("job", "done");
+    done.is_final = true;
+    hub.publish_with(done).await;
+
+    // Only this topic: the event, `complete`, then the stream ends.
+    let events = events_until_end(&mut only).await;
+    let kinds: Vec<_> = events
+        .iter()
+        .map(|e| (e.event_type.as_str(), e.data.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("message", "working"),
+            ("message", "done"),
+            ("complete", "job")
+        ]
+    );
+
+    // Another topic still open: `complete`, and the stream stays.
+    for expected in ["working", "done", "job"] {
+        assert_eq!(next_event(&mut both).await.data, expected);
+    }
+    hub.publish("elsewhere", "still here").await;
+    assert_eq!(next_event(&mut both).await.data, "still here");
+
+    // Later subscribers: the final state and `complete` at once, then the end.
+    let mut later = hub.connect(&["job"], None).await;
+    let events = events_until_end(&mut later).await;
+    let kinds: Vec<_> = events
+        .iter()
+        .map(|e| (e.event_type.as_str(), e.data.as_str()))
+        .collect();
+    assert_eq!(kinds, [("message", "done"), ("complete", "job")]);
+
+    // The reconnecting client stops instead of reconnecting.
+    let mut subscription = hub.client.subscribe(Subscribe::topics(["job"]));
+    let mut seen = Vec::new();
+    while let Some(event) = tokio::time::timeout(PATIENCE, subscription.next())
+        .await
+        .unwrap()
+    {
+        seen.push(event.unwrap().event_type);
+    }
+    assert_eq!(seen, ["message", "complete"]);
+
+    // The topic is closed to publishers.
+    let (status, body) = hub
+        .post(
+            "/.well-known/mercure",
+            "application/x-www-form-urlencoded",
+            "topic=job&data=late",
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("topic_finished"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_connection_with_the_same_client_id_replaces_the_first() {
+    let hub = start(|_| {}).await;
+    let with_id = |id: &str| Subscribe {
+        topics: vec!["news".into()],
+        client_id: Some(id.into()),
+        ..Subscribe::default()
+    };
+    let mut first = hub.client.connect(&with_id("alice")).await.unwrap();
+    hub.wait_for_stat("clients", 1).await;
+    let mut second = hub.client.connect(&with_id("alice")).await.unwrap();
+    // The first stream ends; the second stays.
+    events_until_end(&mut first).await;
+    hub.wait_for_stat("connections", 1).await;
+    assert_eq!(hub.stats().await["clients"], 1);
+
+    let (_, list) = hub.get_json("/v1/clients").await;
+    assert_eq!(list["count"], 1);
+    assert_eq!(list["clients"][0]["client_id"], "alice");
+    assert_eq!(list["clients"][0]["topics"], serde_json::json!(["news"]));
+
+    // Push to one client: only that client gets it.
+    let mut bob = hub.client.connect(&with_id("bob")).await.unwrap();
+    let (status, body) = hub
+        .post(
+            "/v1/clients/alice/events",
+            "application/json",
+            r#"{"data":"for alice","type":"dm"}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let pushed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(pushed["connected"], true);
+    let event = next_event(&mut second).await;
+    assert_eq!(
+        (event.event_type.as_str(), event.data.as_str()),
+        ("dm", "for alice")
+    );
+    hub.publish("news", "for everyone").await;
+    assert_eq!(next_event(&mut bob).await.data, "for everyone");
+
+    // Disconnect a client.
+    let response = hub
+        .http
+        .delete(format!("{}/v1/clients/alice", hub.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    let rest = events_until_end(&mut second).await;
+    assert_eq!(data_of(&rest), ["for everyone"]);
+    let response = hub
+        .http
+        .delete(format!("{}/v1/clients/alice", hub.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let json: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(json["error"], "client_not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_to_a_reconnecting_client_is_not_lost() {
+    let hub = start(|_| {}).await;
+    let options = Subscribe {
+        topics: vec!["x".into()],
+        client_id: Some("carol".into()),
+        ..Subscribe::default()
+    };
+    let mut stream = hub.client.connect(&options).await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_millis(200), stream.next_event()).await;
+    let position = stream.last_event_id().to_owned();
+    drop(stream);
+    hub.wait_for_stat("clients", 0).await;
+    let (status, body) = hub
+        .post(
+            "/v1/clients/carol/events",
+            "application/x-www-form-urlencoded",
+            "data=while+away",
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(body.contains("\"connected\":false"), "{body}");
+    let mut back = hub
+        .client
+        .connect(&Subscribe {
+            last_event_id: Some(position),
+            ..options
+        })
+        .await
+        .unwrap();
+    assert_eq!(next_event(&mut back).await.data, "while away");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_dev_publishing_and_admin_are_refused() {
+    let hub = start(|c| c.dev = false).await;
+    let (status, body) = hub
+        .post(
+            "/.well-known/mercure",
+            "application/x-www-form-urlencoded",
+            "topic=t&data=x",
+        )
+        .await;
+    assert_eq!(status, 401);
+    assert!(body.contains("\"unauthorized\""));
+    let (status, json) = hub.get_json("/v1/stats").await;
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    let (status, _) = hub.get_json("/healthz").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_streams_with_a_retry_hint_and_exits_in_bounded_time() {
+    let mut hub = spawn_hub(&["--retry", "750ms", "--shutdown-timeout", "3s"]).await;
+    let url = format!("{}/.well-known/mercure?match=s", hub.url);
+    let reading = tokio::spawn(async move { raw_stream(&url, &[], PATIENCE).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let signalled = Instant::now();
+    // SAFETY: kill(2) with a valid pid and signal has no memory effects.
+    let rc = unsafe { libc_kill(hub.child.id() as i32, 15) };
+    assert_eq!(rc, 0);
+    let body = reading.await.unwrap();
+    assert!(
+        body.ends_with("retry: 750\n: the hub is shutting down; reconnect to resume\n"),
+        "{body:?}"
+    );
+    let status = tokio::task::spawn_blocking(move || hub.child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        signalled.elapsed()
+    );
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, signal: i32) -> i32;
+}
