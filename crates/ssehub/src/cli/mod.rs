@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+mod bench;
 mod parse;
 mod publish;
 mod serve;
@@ -27,6 +28,8 @@ enum Command {
     /// Follow topics on a hub, printing one JSON line per event; reconnects
     /// with Last-Event-ID and exits when every topic is complete.
     Subscribe(subscribe::SubscribeArgs),
+    /// Load scenarios against a hub this command starts, with figures.
+    Bench(bench::BenchArgs),
 }
 
 impl Cli {
@@ -39,6 +42,7 @@ impl Cli {
             Command::Serve(args) => serve::run(*args),
             Command::Publish(args) => publish::run(args),
             Command::Subscribe(args) => subscribe::run(args),
+            Command::Bench(args) => bench::run(args),
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,
@@ -47,5 +51,13 @@ impl Cli {
                 ExitCode::FAILURE
             }
         }
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit: every connection
+/// is a file, and the default soft limit (often 1024) is far too low.
+pub(crate) fn raise_open_files_limit() {
+    if let Err(err) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!(%err, "could not raise the open files limit");
     }
 }

@@ -6,6 +6,7 @@ use crate::http::Server;
 /// Runs the server; returns when it has shut down.
 pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let config = args.resolve()?;
+    super::raise_open_files_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

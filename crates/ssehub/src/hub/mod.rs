@@ -707,3 +707,172 @@ fn reset_frame(reason: &str, topics: &[&str]) -> Bytes {
         .encode()
         .expect("constant type")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub(history_size: usize) -> Arc<Hub> {
+        Hub::new(HubConfig {
+            history_size,
+            history_ttl: Duration::from_secs(60),
+            queue_size: 8,
+            limits: TopicLimits {
+                max_topics: 8,
+                max_topic_length: 64,
+            },
+        })
+    }
+
+    fn publish(topics: &[&str], data: &str) -> Publish {
+        Publish {
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            data: data.into(),
+            ..Publish::default()
+        }
+    }
+
+    fn subscribe(topics: &[&str], last_event_id: Option<&str>) -> Subscribe {
+        Subscribe {
+            selectors: topics.iter().map(|t| Selector::parse(t).unwrap()).collect(),
+            last_event_id: last_event_id.map(str::to_owned),
+            ..Subscribe::default()
+        }
+    }
+
+    /// What a browser would see from the first bytes of a subscription.
+    fn parsed(subscription: &Subscription) -> (Vec<(String, String, String)>, String) {
+        let mut parser = sse_codec::Parser::new();
+        let events = parser
+            .feed(&subscription.initial)
+            .into_iter()
+            .filter_map(|item| match item {
+                sse_codec::Item::Event(e) => Some((e.event_type, e.data, e.last_event_id)),
+                sse_codec::Item::Retry(_) => None,
+            })
+            .collect();
+        (events, parser.last_event_id().to_owned())
+    }
+
+    #[test]
+    fn retained_states_of_several_topics_come_in_id_order() {
+        let hub = hub(10);
+        let mut b = publish(&["b"], "b-state");
+        b.retain = true;
+        hub.publish(b).unwrap();
+        let mut a = publish(&["a"], "a-state");
+        a.retain = true;
+        hub.publish(a).unwrap();
+        hub.publish(publish(&["c"], "later")).unwrap();
+        let sub = hub.subscribe(subscribe(&["a", "b"], None)).unwrap();
+        let (events, position) = parsed(&sub);
+        let data: Vec<&str> = events.iter().map(|e| e.1.as_str()).collect();
+        assert_eq!(data, ["b-state", "a-state"]);
+        // The marker moves the position past the unrelated event.
+        assert_eq!(position, "3");
+    }
+
+    #[test]
+    fn publisher_ids_leave_the_index_when_trimmed_from_every_topic() {
+        let hub = hub(1);
+        let mut first = publish(&["x", "y"], "1");
+        first.id = Some("mine".into());
+        hub.publish(first).unwrap();
+        hub.publish(publish(&["x"], "2")).unwrap();
+        // Still held by y: the id stays usable and resumable.
+        assert!(hub.state().ids.contains_key("mine"));
+        hub.publish(publish(&["y"], "3")).unwrap();
+        assert!(!hub.state().ids.contains_key("mine"));
+        // Reusable once gone.
+        let mut again = publish(&["z"], "4");
+        again.id = Some("mine".into());
+        assert!(hub.publish(again).is_ok());
+    }
+
+    #[test]
+    fn duplicate_publisher_ids_are_refused_while_in_history() {
+        let hub = hub(10);
+        let mut event = publish(&["x"], "1");
+        event.id = Some("dup".into());
+        hub.publish(event.clone()).unwrap();
+        assert_eq!(
+            hub.publish(event).unwrap_err(),
+            PublishError::DuplicateId("dup".into())
+        );
+        assert_eq!(hub.stats().published, 1);
+    }
+
+    #[test]
+    fn private_events_reach_only_authorized_subscribers() {
+        let hub = hub(10);
+        let anonymous = hub.subscribe(subscribe(&["p"], None)).unwrap();
+        let mut allowed = subscribe(&["p"], None);
+        allowed.private = vec![Selector::parse("p").unwrap()];
+        let allowed = hub.subscribe(allowed).unwrap();
+        let mut secret = publish(&["p"], "secret");
+        secret.private = true;
+        hub.publish(secret).unwrap();
+        let mut anonymous_events = anonymous.events.unwrap();
+        let mut allowed_events = allowed.events.unwrap();
+        assert!(anonymous_events.try_recv().is_err());
+        assert!(allowed_events.try_recv().is_ok());
+        // Nor does history replay leak it.
+        let replay = hub.subscribe(subscribe(&["p"], Some("earliest"))).unwrap();
+        assert!(parsed(&replay).0.is_empty());
+    }
+
+    #[test]
+    fn a_full_queue_drops_that_subscriber_only() {
+        let hub = hub(100);
+        let slow = hub.subscribe(subscribe(&["q"], None)).unwrap();
+        let fast = hub.subscribe(subscribe(&["q"], None)).unwrap();
+        let mut fast_events = fast.events.unwrap();
+        for i in 0..9 {
+            hub.publish(publish(&["q"], &i.to_string())).unwrap();
+            fast_events.try_recv().unwrap();
+        }
+        assert_eq!(hub.stats().dropped_slow, 1);
+        let mut slow_events = slow.events.unwrap();
+        // What was queued is still there; then the queue is closed.
+        for _ in 0..8 {
+            slow_events.try_recv().unwrap();
+        }
+        assert_eq!(
+            slow_events.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        );
+    }
+
+    #[test]
+    fn subscribing_only_to_finished_topics_ends_after_the_first_bytes() {
+        let hub = hub(10);
+        let mut last = publish(&["done"], "result");
+        last.is_final = true;
+        hub.publish(last).unwrap();
+        let sub = hub.subscribe(subscribe(&["done"], None)).unwrap();
+        assert!(sub.events.is_none());
+        let (events, _) = parsed(&sub);
+        let kinds: Vec<&str> = events.iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(kinds, ["message", "complete"]);
+    }
+
+    #[test]
+    fn sweeping_forgets_idle_topics_and_remembers_what_was_trimmed() {
+        let hub = hub(10);
+        hub.publish(publish(&["old"], "1")).unwrap();
+        hub.sweep(SystemTime::now() + Duration::from_secs(120));
+        assert_eq!(hub.stats().topics, 0);
+        // A client that saw event 1 missed nothing on "old"...
+        let (events, _) = parsed(&hub.subscribe(subscribe(&["old"], Some("1"))).unwrap());
+        assert!(events.is_empty(), "{events:?}");
+        // ...one from before it is told it may have.
+        let (events, _) = parsed(&hub.subscribe(subscribe(&["old"], Some("0"))).unwrap());
+        assert_eq!(events[0].0, "reset");
+        // The hub no longer knows which forgotten topic held what, so it errs
+        // on the side of a reset for any topic it does not know.
+        hub.publish(publish(&["other"], "2")).unwrap();
+        hub.sweep(SystemTime::now() + Duration::from_secs(240));
+        let (events, _) = parsed(&hub.subscribe(subscribe(&["old"], Some("1"))).unwrap());
+        assert_eq!(events[0].0, "reset");
+    }
+}

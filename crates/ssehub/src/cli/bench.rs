@@ -1,0 +1,276 @@
+//! `ssehub bench`: load scenarios measured against a hub this command starts
+//! itself, so the hub's own process can be measured alone.
+//!
+//! `idle`: hold N subscriber connections and report the hub's resident
+//! memory per connection (and the kernel's socket memory separately).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Flags of `ssehub bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Scenario {
+    /// Hold idle subscriber connections; report hub memory per connection.
+    Idle(IdleArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct IdleArgs {
+    /// Connections to hold (one process holds at most ~19,000 here).
+    #[arg(long, default_value_t = 10_000)]
+    connections: usize,
+    /// Rounds, each with a fresh hub; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// How long to hold the connections before measuring.
+    #[arg(long, default_value = "2s", value_parser = crate::config::parse_duration)]
+    hold: Duration,
+    /// Write the results into this Markdown file (between the idle markers).
+    #[arg(long)]
+    write: Option<PathBuf>,
+}
+
+/// Runs a scenario.
+pub fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
+    crate::cli::raise_open_files_limit();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match args.scenario {
+        Scenario::Idle(idle) => runtime.block_on(run_idle(idle)),
+    }
+}
+
+struct IdleRound {
+    rss_per_connection: f64,
+    kernel_per_connection: f64,
+    open_seconds: f64,
+}
+
+async fn run_idle(args: IdleArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let mut rounds = Vec::new();
+    for round in 1..=args.rounds {
+        let result = idle_round(&args).await?;
+        println!(
+            "round {round}: hub RSS {:.0} B/connection, kernel sockets {:.0} B/connection, opened in {:.2}s",
+            result.rss_per_connection, result.kernel_per_connection, result.open_seconds
+        );
+        rounds.push(result);
+    }
+    let median = |f: fn(&IdleRound) -> f64| {
+        let mut values: Vec<f64> = rounds.iter().map(f).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let rss = median(|r| r.rss_per_connection);
+    let kernel = median(|r| r.kernel_per_connection);
+    println!(
+        "idle, {} connections, median of {} rounds: hub RSS {rss:.0} B ({:.2} KiB) per connection; kernel socket memory {kernel:.0} B per connection (both ends, loopback)",
+        args.connections,
+        args.rounds,
+        rss / 1024.0
+    );
+    if let Some(path) = &args.write {
+        let table = format!(
+            "| connections | rounds | hub RSS per connection (median) | kernel socket memory per connection (median, both ends) |\n\
+             |---:|---:|---:|---:|\n\
+             | {} | {} | {rss:.0} B ({:.2} KiB) | {kernel:.0} B |\n",
+            args.connections,
+            args.rounds,
+            rss / 1024.0
+        );
+        write_section(path, "idle", &table)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+async fn idle_round(args: &IdleArgs) -> Result<IdleRound, Box<dyn std::error::Error>> {
+    let mut hub = HubProcess::start(&["--heartbeat", "1h", "--max-lifetime", "0"])?;
+    // Warm up: the first connections grow allocator pools that later ones
+    // reuse; measuring from a warm baseline counts what a connection holds.
+    {
+        let warm = open_idle(hub.addr, 200).await?;
+        drop(warm);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let rss_before = hub.rss_bytes()?;
+    let kernel_before = kernel_tcp_bytes()?;
+    let started = Instant::now();
+    let connections = open_idle(hub.addr, args.connections).await?;
+    let open_seconds = started.elapsed().as_secs_f64();
+    tokio::time::sleep(args.hold).await;
+    let rss_after = hub.rss_bytes()?;
+    let kernel_after = kernel_tcp_bytes()?;
+    drop(connections);
+    hub.stop();
+    let n = args.connections as f64;
+    Ok(IdleRound {
+        rss_per_connection: (rss_after as f64 - rss_before as f64) / n,
+        kernel_per_connection: (kernel_after as f64 - kernel_before as f64) / n,
+        open_seconds,
+    })
+}
+
+/// Opens `count` subscriptions, each to its own topic, ramping 500 at a time,
+/// and waits for each stream's first bytes.
+async fn open_idle(addr: SocketAddr, count: usize) -> std::io::Result<Vec<TcpStream>> {
+    let mut streams = Vec::with_capacity(count);
+    for start in (0..count).step_by(500) {
+        let batch = (start..count.min(start + 500)).map(|i| async move {
+            let mut stream = TcpStream::connect(addr).await?;
+            let request =
+                format!("GET /.well-known/mercure?match=idle/{i} HTTP/1.1\r\nHost: hub\r\n\r\n");
+            stream.write_all(request.as_bytes()).await?;
+            // The response head and the stream's first bytes.
+            let mut buf = [0u8; 512];
+            let mut seen = Vec::new();
+            while !seen.windows(6).any(|w| w == b"retry:") {
+                let n = stream.read(&mut buf).await?;
+                if n == 0 {
+                    return Err(std::io::Error::other("hub closed a connection"));
+                }
+                seen.extend_from_slice(&buf[..n]);
+            }
+            Ok::<_, std::io::Error>(stream)
+        });
+        for stream in futures_util::future::join_all(batch).await {
+            streams.push(stream?);
+        }
+    }
+    Ok(streams)
+}
+
+/// A hub started from this same binary, measured through /proc.
+struct HubProcess {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl HubProcess {
+    fn start(extra: &[&str]) -> std::io::Result<HubProcess> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .args([
+                "serve",
+                "--dev",
+                "--store",
+                "memory",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .args(extra)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+        let addr = line
+            .trim()
+            .strip_prefix("ssehub listening on http://")
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("unexpected hub output {line:?}")))?;
+        Ok(HubProcess { child, addr })
+    }
+
+    fn rss_bytes(&self) -> std::io::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        status_kib(&status, "VmRSS:")
+            .map(|kib| kib * 1024)
+            .ok_or_else(|| std::io::Error::other("no VmRSS"))
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn status_kib(status: &str, key: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Memory the kernel holds for TCP sockets, machine-wide (`mem` of
+/// /proc/net/sockstat is in pages).
+fn kernel_tcp_bytes() -> std::io::Result<u64> {
+    let sockstat = std::fs::read_to_string("/proc/net/sockstat")?;
+    let pages = sockstat
+        .lines()
+        .find(|l| l.starts_with("TCP:"))
+        .and_then(|l| {
+            let mut fields = l.split_whitespace();
+            while let Some(f) = fields.next() {
+                if f == "mem" {
+                    return fields.next()?.parse::<u64>().ok();
+                }
+            }
+            None
+        })
+        .ok_or_else(|| std::io::Error::other("no TCP mem in /proc/net/sockstat"))?;
+    Ok(pages * 4096)
+}
+
+/// Replaces the text between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->`
+/// with the results, the machine and the exact command.
+fn write_section(path: &PathBuf, name: &str, results: &str) -> std::io::Result<()> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let (open, close) = (
+        format!("<!-- bench:{name} -->"),
+        format!("<!-- /bench:{name} -->"),
+    );
+    let command: Vec<String> = std::env::args().collect();
+    let body = format!(
+        "{open}\nMeasured {} on {}.\n\nCommand: `{}`\n\n{results}{close}",
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
+        machine(),
+        command
+            .join(" ")
+            .replace(&std::env::current_exe()?.display().to_string(), "ssehub"),
+    );
+    let updated = match (text.find(&open), text.find(&close)) {
+        (Some(start), Some(end)) if end > start => {
+            format!("{}{body}{}", &text[..start], &text[end + close.len()..])
+        }
+        _ => format!("{text}\n{body}\n"),
+    };
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(updated.as_bytes())
+}
+
+/// CPU model, cores, memory and kernel, from /proc.
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory_gib = status_kib(&meminfo, "MemTotal:").unwrap_or(0) as f64 / (1024.0 * 1024.0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "{model}, {cores} cores, {memory_gib:.0} GiB, Linux {}",
+        kernel.trim()
+    )
+}
