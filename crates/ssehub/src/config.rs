@@ -3,17 +3,21 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::hub::{HubConfig, TopicLimits};
+use crate::store::{DurableStore, MemoryStore, Store, StoreError};
 
 /// Where history is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StoreKind {
-    /// In memory: fast, lost on restart.
+    /// One file in the data directory; every acknowledged event survives a crash.
+    Durable,
+    /// In memory: nothing survives a restart.
     Memory,
 }
 
@@ -24,6 +28,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// History store.
     pub store: StoreKind,
+    /// Directory of the durable store.
+    pub data_dir: PathBuf,
+    /// Total bytes of stored events before the oldest are dropped.
+    pub history_max_bytes: usize,
     /// Anonymous publishing and admin access, for development only.
     pub dev: bool,
     /// Comment line sent on an idle stream this often.
@@ -54,7 +62,9 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            store: StoreKind::Memory,
+            store: StoreKind::Durable,
+            data_dir: PathBuf::from("ssehub-data"),
+            history_max_bytes: 1 << 30,
             dev: false,
             heartbeat: Duration::from_secs(15),
             retry: Duration::from_secs(3),
@@ -72,12 +82,21 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Opens the configured store.
+    pub fn open_store(&self) -> Result<Arc<dyn Store>, StoreError> {
+        Ok(match self.store {
+            StoreKind::Durable => Arc::new(DurableStore::open(&self.data_dir)?),
+            StoreKind::Memory => Arc::new(MemoryStore),
+        })
+    }
+
     /// The hub's part of the configuration.
     pub fn hub(&self) -> HubConfig {
         HubConfig {
             history_size: self.history_size,
             history_ttl: self.history_ttl,
             queue_size: self.queue_size,
+            history_max_bytes: self.history_max_bytes,
             limits: TopicLimits {
                 max_topics: self.max_topics,
                 max_topic_length: self.max_topic_length,
@@ -96,9 +115,15 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, env = "SSEHUB_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// Where history is kept [default: memory].
+    /// Where history is kept [default: durable].
     #[arg(long, env = "SSEHUB_STORE")]
     pub store: Option<StoreKind>,
+    /// Directory of the durable store [default: ./ssehub-data].
+    #[arg(long, env = "SSEHUB_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Total size of stored events, e.g. 512MiB; the oldest go first [default: 1GiB].
+    #[arg(long, env = "SSEHUB_HISTORY_MAX_BYTES", value_parser = parse_size)]
+    pub history_max_bytes: Option<usize>,
     /// Allow anonymous publishing and admin access. Never in production.
     #[arg(long, env = "SSEHUB_DEV")]
     pub dev: bool,
@@ -144,6 +169,8 @@ pub struct ServeArgs {
 struct FileConfig {
     listen: Option<SocketAddr>,
     store: Option<StoreKind>,
+    data_dir: Option<PathBuf>,
+    history_max_bytes: Option<String>,
     dev: Option<bool>,
     heartbeat: Option<String>,
     retry: Option<String>,
@@ -211,6 +238,15 @@ impl ServeArgs {
         let config = Config {
             listen: self.listen.or(file.listen).unwrap_or(d.listen),
             store: self.store.or(file.store).unwrap_or(d.store),
+            data_dir: self
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or(d.data_dir),
+            history_max_bytes: self
+                .history_max_bytes
+                .or(size("history-max-bytes", &file.history_max_bytes)?)
+                .unwrap_or(d.history_max_bytes),
             dev: self.dev || file.dev.unwrap_or(d.dev),
             heartbeat: self
                 .heartbeat
@@ -269,6 +305,7 @@ impl ServeArgs {
             ("max-topics", config.max_topics),
             ("max-topic-length", config.max_topic_length),
             ("max-body", config.max_body),
+            ("history-max-bytes", config.history_max_bytes),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid(format!(

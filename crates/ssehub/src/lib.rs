@@ -11,3 +11,4 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod hub;
+pub mod store;

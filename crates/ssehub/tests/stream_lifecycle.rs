@@ -314,9 +314,7 @@ async fn sigterm_ends_streams_with_a_retry_hint_and_exits_in_bounded_time() {
     let reading = tokio::spawn(async move { raw_stream(&url, &[], PATIENCE).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let signalled = Instant::now();
-    // SAFETY: kill(2) with a valid pid and signal has no memory effects.
-    let rc = unsafe { libc_kill(hub.child.id() as i32, 15) };
-    assert_eq!(rc, 0);
+    common::send_signal(hub.child.id(), 15);
     let body = reading.await.unwrap();
     assert!(
         body.ends_with("retry: 750\n: the hub is shutting down; reconnect to resume\n"),
@@ -331,9 +329,4 @@ async fn sigterm_ends_streams_with_a_retry_hint_and_exits_in_bounded_time() {
         "{:?}",
         signalled.elapsed()
     );
-}
-
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, signal: i32) -> i32;
 }

@@ -43,7 +43,7 @@ pub async fn push_to_client(
     let mut publish = read_publish_without_topic(&headers, body, app.config.max_body).await?;
     publish.topics = vec![client_topic(&client_id)];
     publish.private = true;
-    let event = app.hub.publish(publish)?;
+    let event = app.hub.publish(publish).await?;
     Ok(Json(serde_json::json!({
         "id": event.id,
         "connected": app.hub.is_connected(&client_id),

@@ -51,6 +51,7 @@ impl From<PublishError> for ApiError {
             PublishError::InvalidType(_) => (StatusCode::BAD_REQUEST, "invalid_type"),
             PublishError::DuplicateId(_) => (StatusCode::CONFLICT, "duplicate_id"),
             PublishError::TopicFinished(_) => (StatusCode::CONFLICT, "topic_finished"),
+            PublishError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
         };
         ApiError::new(status, code, err.to_string())
     }

@@ -108,6 +108,22 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
 /// A running hub server.
 pub struct Server {
     /// The address it listens on (useful with port 0).
@@ -119,11 +135,21 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds and starts serving in the background.
-    pub async fn start(config: Config) -> std::io::Result<Server> {
-        let listener = TcpListener::bind(config.listen).await?;
-        let addr = listener.local_addr()?;
-        let hub = Hub::new(config.hub());
+    /// Opens the store, binds and starts serving in the background.
+    pub async fn start(config: Config) -> Result<Server, StartError> {
+        let store = config.open_store()?;
+        let hub = Hub::open(config.hub(), store)?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
         let shutdown = CancellationToken::new();
         let retry_hint = sse_codec::Event::default()
             .retry(config.retry.as_millis() as u64)

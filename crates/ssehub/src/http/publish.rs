@@ -18,7 +18,7 @@ pub async fn publish(
 ) -> Result<Response, ApiError> {
     app.require_publisher()?;
     let publish = read_publish(&headers, body, app.config.max_body).await?;
-    let event = app.hub.publish(publish)?;
+    let event = app.hub.publish(publish).await?;
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],

@@ -85,6 +85,9 @@ pub enum PublishError {
     /// The topic was closed by a final event.
     #[error("the topic {0:?} is finished: a final event was already published")]
     TopicFinished(String),
+    /// The event could not be stored; it was not published.
+    #[error("the event could not be stored: {0}")]
+    Unavailable(String),
 }
 
 /// Limits on what may be published or subscribed to.

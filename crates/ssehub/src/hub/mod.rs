@@ -7,25 +7,33 @@
 //! between a subscriber's history and its live events (I2). The lock is held
 //! only for memory operations: delivery is a non-blocking push into each
 //! subscriber's bounded queue, and a full queue drops that subscriber (I5).
+//!
+//! With a durable store a publish takes two steps: its id is assigned under
+//! the lock, then the committer writes it with everything else that arrived
+//! meanwhile (one fsync for the group) and only then adds it to history,
+//! fans it out and acknowledges it. Subscribers never see an event that a
+//! crash could take back, and ids are never reused.
 
+mod commit;
 mod event;
 mod selector;
+mod state;
 mod subscription;
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::SocketAddr;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{Notify, mpsc, oneshot};
 
 pub use event::{Event, Publish, PublishError, TopicLimits, validate_topic};
 pub use selector::{Selector, SelectorError};
 pub use subscription::{Subscribe, SubscribeError, Subscription};
 
+use crate::store::{MemoryStore, Recovered, Store, StoreError, StoredEvent};
+use state::{Pending, State, SubId, Subscriber, Topic};
 use subscription::Guard;
 
 /// Topics of per-client channels start with this; `client_id=X` on subscribe
@@ -47,6 +55,9 @@ pub struct HubConfig {
     pub history_ttl: Duration,
     /// Events queued per connection before it counts as slow and is dropped.
     pub queue_size: usize,
+    /// Total bytes of stored events (payloads, ids, topics); the oldest go
+    /// first when it is exceeded.
+    pub history_max_bytes: usize,
     /// Topic count and length limits.
     pub limits: TopicLimits,
 }
@@ -71,6 +82,10 @@ pub struct Stats {
     /// Events held in history across topics (an event with several topics
     /// counts once per topic).
     pub history_events: u64,
+    /// Events the store holds (in a history or as a retained state).
+    pub stored_events: u64,
+    /// Their size as counted against `--history-max-bytes`.
+    pub stored_bytes: u64,
 }
 
 /// One connected client, as the admin API lists it.
@@ -90,86 +105,16 @@ pub struct ClientInfo {
 pub struct Hub {
     state: Mutex<State>,
     config: HubConfig,
+    store: Arc<dyn Store>,
+    /// To the committer; `None` when the store is not durable and events are
+    /// applied at once.
+    commits: Option<mpsc::UnboundedSender<commit::Commit>>,
+    /// Wakes the committer to write pending deletions without new events.
+    flush: Arc<Notify>,
     published: AtomicU64,
     delivered: AtomicU64,
     dropped_slow: AtomicU64,
     connections: AtomicU64,
-}
-
-type SubId = u64;
-
-#[derive(Default)]
-struct State {
-    /// The seq of the newest event.
-    last_seq: u64,
-    topics: HashMap<String, Topic>,
-    /// Publisher-chosen ids of events still in history, for resume.
-    ids: HashMap<String, u64>,
-    /// Highest seq trimmed from topics that were since forgotten: a resume
-    /// from before it on an unknown topic may have missed events.
-    forgotten_up_to: u64,
-    subscribers: HashMap<SubId, Subscriber>,
-    /// Subscribers with a template or `*` selector, checked on every event.
-    wildcard: HashSet<SubId>,
-    clients: HashMap<String, SubId>,
-    next_sub: SubId,
-}
-
-struct Topic {
-    history: VecDeque<Arc<Event>>,
-    /// Highest seq removed from `history`.
-    trimmed_up_to: u64,
-    retained: Option<Arc<Event>>,
-    finished: bool,
-    /// Subscribers that named this topic exactly.
-    subscribers: HashSet<SubId>,
-    last_publish: SystemTime,
-}
-
-impl Topic {
-    fn new(now: SystemTime) -> Topic {
-        Topic {
-            history: VecDeque::new(),
-            trimmed_up_to: 0,
-            retained: None,
-            finished: false,
-            subscribers: HashSet::new(),
-            last_publish: now,
-        }
-    }
-}
-
-struct Subscriber {
-    selectors: Vec<Selector>,
-    /// Private events are delivered only when one of their topics matches.
-    private: Vec<Selector>,
-    /// Exact topics not finished yet; the stream ends when none is left and
-    /// there is no wildcard selector.
-    open_topics: HashSet<String>,
-    wildcard: bool,
-    client_id: Option<String>,
-    queue: mpsc::Sender<Bytes>,
-    /// Closes the connection itself (a slow reader may never read again).
-    kill: CancellationToken,
-    connected_at: SystemTime,
-    remote: Option<SocketAddr>,
-}
-
-impl Subscriber {
-    fn may_see(&self, event: &Event) -> bool {
-        !event.private
-            || event
-                .topics
-                .iter()
-                .any(|t| self.private.iter().any(|s| s.matches(t)))
-    }
-
-    fn selects(&self, event: &Event) -> bool {
-        event
-            .topics
-            .iter()
-            .any(|t| self.selectors.iter().any(|s| s.matches(t)))
-    }
 }
 
 /// Where a subscriber's stream starts.
@@ -183,16 +128,84 @@ enum Resume {
 }
 
 impl Hub {
-    /// An empty hub.
+    /// A hub with in-memory history only.
     pub fn new(config: HubConfig) -> Arc<Hub> {
-        Arc::new(Hub {
+        Hub::open(config, Arc::new(MemoryStore)).expect("the memory store cannot fail")
+    }
+
+    /// A hub over a store: what the store holds is loaded back, ids continue
+    /// after the highest ever assigned, and retention is applied at once.
+    /// With a durable store this spawns the committer, so it must be called
+    /// inside a tokio runtime.
+    pub fn open(config: HubConfig, store: Arc<dyn Store>) -> Result<Arc<Hub>, StoreError> {
+        let recovered = store.load()?;
+        let durable = store.is_durable();
+        let (commits, queue) = if durable {
+            let (tx, rx) = mpsc::unbounded_channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let hub = Arc::new(Hub {
             state: Mutex::new(State::default()),
             config,
+            store,
+            commits,
+            flush: Arc::new(Notify::new()),
             published: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             dropped_slow: AtomicU64::new(0),
             connections: AtomicU64::new(0),
-        })
+        });
+        hub.restore(recovered);
+        if let Some(queue) = queue {
+            tokio::spawn(commit::run(Arc::downgrade(&hub), queue, hub.flush.clone()));
+        }
+        Ok(hub)
+    }
+
+    fn restore(&self, recovered: Recovered) {
+        let mut st = self.state();
+        if self.store.is_durable() {
+            st.pending = Some(Pending::default());
+        }
+        let events = recovered.events.len();
+        for stored in recovered.events {
+            let event = Arc::new(rebuild(stored));
+            st.add_to_history(
+                &event,
+                self.config.history_size,
+                self.config.history_max_bytes,
+            );
+        }
+        for (name, up_to) in recovered.trimmed {
+            if st.topics.contains_key(&name) {
+                while st.topics[&name]
+                    .history
+                    .front()
+                    .is_some_and(|e| e.seq <= up_to)
+                {
+                    st.trim_oldest(&name);
+                }
+                let topic = st.topics.get_mut(&name).expect("present");
+                topic.trimmed_up_to = topic.trimmed_up_to.max(up_to);
+            } else {
+                st.forgotten_up_to = st.forgotten_up_to.max(up_to);
+            }
+        }
+        st.last_seq = recovered.last_seq.max(st.applied_seq);
+        st.applied_seq = st.last_seq;
+        st.forgotten_up_to = st.forgotten_up_to.max(recovered.forgotten_up_to);
+        if events > 0 {
+            tracing::info!(
+                events,
+                topics = st.topics.len(),
+                last_id = st.last_seq,
+                "history restored"
+            );
+        }
+        drop(st);
+        self.sweep(SystemTime::now());
     }
 
     /// The configuration in force.
@@ -208,74 +221,101 @@ impl Hub {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Publishes an event: assigns its id, appends it to the history of each
-    /// of its topics, and hands it to every subscriber that selects it.
-    pub fn publish(&self, publish: Publish) -> Result<Arc<Event>, PublishError> {
+    /// Publishes an event: assigns its id, makes it durable (with a durable
+    /// store), appends it to the history of each of its topics, and hands it
+    /// to every subscriber that selects it. Returns once all of that is done.
+    pub async fn publish(&self, publish: Publish) -> Result<Arc<Event>, PublishError> {
         publish.validate(self.config.limits)?;
         let now = SystemTime::now();
-        let mut st = self.state();
-        if let Some(topic) = publish
-            .topics
-            .iter()
-            .find(|t| st.topics.get(*t).is_some_and(|t| t.finished))
-        {
-            return Err(PublishError::TopicFinished(topic.clone()));
-        }
-        if let Some(id) = &publish.id
-            && st.ids.contains_key(id)
-        {
-            return Err(PublishError::DuplicateId(id.clone()));
-        }
-        let seq = st.last_seq + 1;
-        let publisher_id = publish.id.is_some();
-        let id = publish.id.unwrap_or_else(|| seq.to_string());
-        let wire = sse_codec::Event {
-            id: Some(&id),
-            event_type: publish.event_type.as_deref(),
-            data: Some(&publish.data),
-            retry: publish.retry,
-            comment: None,
-        }
-        .encode()
-        .expect("fields were validated");
-        let event = Arc::new(Event {
-            seq,
-            id,
-            topics: publish.topics,
-            event_type: publish.event_type,
-            data: publish.data,
-            retry: publish.retry,
-            private: publish.private,
-            retain: publish.retain || publish.is_final,
-            is_final: publish.is_final,
-            published_at: now,
-            wire,
-        });
-        st.last_seq = seq;
-        if publisher_id {
-            st.ids.insert(event.id.clone(), seq);
-        }
-        for name in &event.topics {
-            let topic = st
-                .topics
-                .entry(name.clone())
-                .or_insert_with(|| Topic::new(now));
-            topic.history.push_back(event.clone());
-            topic.last_publish = now;
-            if event.retain {
-                topic.retained = Some(event.clone());
+        let (event, committed) = {
+            let mut st = self.state();
+            if let Some(topic) = publish.topics.iter().find(|t| {
+                st.pending_final.contains(*t) || st.topics.get(*t).is_some_and(|t| t.finished)
+            }) {
+                return Err(PublishError::TopicFinished(topic.clone()));
             }
-            topic.finished |= event.is_final;
-            while st.topics[name].history.len() > self.config.history_size {
-                st.trim_oldest(name);
+            if let Some(id) = &publish.id
+                && st.ids.contains_key(id)
+            {
+                return Err(PublishError::DuplicateId(id.clone()));
             }
+            let seq = st.last_seq + 1;
+            let id = publish.id.unwrap_or_else(|| seq.to_string());
+            let wire = sse_codec::Event {
+                id: Some(&id),
+                event_type: publish.event_type.as_deref(),
+                data: Some(&publish.data),
+                retry: publish.retry,
+                comment: None,
+            }
+            .encode()
+            .expect("fields were validated");
+            let event = Arc::new(Event {
+                seq,
+                id,
+                topics: publish.topics,
+                event_type: publish.event_type,
+                data: publish.data,
+                retry: publish.retry,
+                private: publish.private,
+                retain: publish.retain || publish.is_final,
+                is_final: publish.is_final,
+                published_at: now,
+                wire,
+            });
+            st.last_seq = seq;
+            let Some(commits) = &self.commits else {
+                self.apply(&mut st, &event);
+                return Ok(event);
+            };
+            // Reserve the id and close finished topics now, so publishes that
+            // arrive while this one commits see them.
+            if event.id != seq.to_string() {
+                st.ids.insert(event.id.clone(), seq);
+            }
+            if event.is_final {
+                st.pending_final.extend(event.topics.iter().cloned());
+            }
+            let (done, committed) = oneshot::channel();
+            commits
+                .send(commit::Commit {
+                    event: event.clone(),
+                    done,
+                })
+                .map_err(|_| PublishError::Unavailable("the hub is shutting down".into()))?;
+            (event, committed)
+        };
+        match committed.await {
+            Ok(Ok(())) => Ok(event),
+            Ok(Err(err)) => Err(PublishError::Unavailable(err.to_string())),
+            Err(_) => Err(PublishError::Unavailable("the hub is shutting down".into())),
         }
+    }
+
+    /// Adds a committed event to history and delivers it.
+    fn apply(&self, st: &mut State, event: &Arc<Event>) {
+        st.add_to_history(
+            event,
+            self.config.history_size,
+            self.config.history_max_bytes,
+        );
         self.published.fetch_add(1, Relaxed);
-        self.fan_out(&mut st, &event);
+        self.fan_out(st, event);
         if event.is_final {
-            self.complete(&mut st, &event);
+            self.complete(st, event);
         }
-        Ok(event)
+    }
+
+    /// A commit failed: release what the events reserved.
+    fn abandon(&self, st: &mut State, event: &Event) {
+        if st.ids.get(&event.id) == Some(&event.seq) {
+            st.ids.remove(&event.id);
+        }
+        if event.is_final {
+            for topic in &event.topics {
+                st.pending_final.remove(topic);
+            }
+        }
     }
 
     fn fan_out(&self, st: &mut State, event: &Arc<Event>) {
@@ -389,7 +429,7 @@ impl Hub {
                     check_gaps: true,
                 },
                 None => match id.parse::<u64>() {
-                    Ok(seq) if seq <= st.last_seq && id == seq.to_string() => Resume::After {
+                    Ok(seq) if seq <= st.applied_seq && id == seq.to_string() => Resume::After {
                         seq,
                         check_gaps: true,
                     },
@@ -483,10 +523,10 @@ impl Hub {
             (Resume::After { seq, .. }, None) => Some(*seq),
             _ => None,
         };
-        if position != Some(st.last_seq) {
+        if position != Some(st.applied_seq) {
             // An id-only block dispatches nothing but gives the client a
             // position, so a reconnect before the next event loses nothing.
-            let head = st.last_seq.to_string();
+            let head = st.applied_seq.to_string();
             let marker = sse_codec::Event::default().id(&head).encode();
             initial.extend_from_slice(&marker.expect("digits are a valid id"));
         }
@@ -577,9 +617,11 @@ impl Hub {
                 && topic.subscribers.is_empty()
                 && expired(topic.last_publish)
             {
-                let topic = st.topics.remove(&name).expect("present");
-                st.forgotten_up_to = st.forgotten_up_to.max(topic.trimmed_up_to);
+                st.forget(&name);
             }
+        }
+        if st.pending.as_ref().is_some_and(|p| !p.is_empty()) {
+            self.flush.notify_one();
         }
     }
 
@@ -599,6 +641,8 @@ impl Hub {
             delivered: self.delivered.load(Relaxed),
             dropped_slow: self.dropped_slow.load(Relaxed),
             history_events: st.topics.values().map(|t| t.history.len() as u64).sum(),
+            stored_events: st.kept.len() as u64,
+            stored_bytes: st.kept_bytes as u64,
         }
     }
 
@@ -643,51 +687,6 @@ impl Hub {
     }
 }
 
-impl State {
-    /// Removes the oldest event of a topic's history.
-    fn trim_oldest(&mut self, name: &str) {
-        let topic = self.topics.get_mut(name).expect("topic exists");
-        let Some(event) = topic.history.pop_front() else {
-            return;
-        };
-        topic.trimmed_up_to = event.seq;
-        let gone_everywhere = event.topics.iter().all(|t| {
-            self.topics
-                .get(t)
-                .is_none_or(|t| t.trimmed_up_to >= event.seq)
-        });
-        if gone_everywhere && self.ids.get(&event.id) == Some(&event.seq) {
-            self.ids.remove(&event.id);
-        }
-    }
-
-    fn remove_subscriber(&mut self, id: SubId) -> Option<Subscriber> {
-        let sub = self.subscribers.remove(&id)?;
-        for name in &sub.open_topics {
-            if let Some(topic) = self.topics.get_mut(name) {
-                topic.subscribers.remove(&id);
-                // A topic only subscribers ever named leaves with them.
-                if topic.subscribers.is_empty()
-                    && topic.history.is_empty()
-                    && topic.retained.is_none()
-                    && !topic.finished
-                {
-                    let trimmed = topic.trimmed_up_to;
-                    self.topics.remove(name);
-                    self.forgotten_up_to = self.forgotten_up_to.max(trimmed);
-                }
-            }
-        }
-        self.wildcard.remove(&id);
-        if let Some(client_id) = &sub.client_id
-            && self.clients.get(client_id) == Some(&id)
-        {
-            self.clients.remove(client_id);
-        }
-        Some(sub)
-    }
-}
-
 /// `event: complete`, data = the topic. It has no id, so the client keeps the
 /// id of the final event as its position.
 fn complete_frame(topic: &str) -> Bytes {
@@ -708,6 +707,39 @@ fn reset_frame(reason: &str, topics: &[&str]) -> Bytes {
         .expect("constant type")
 }
 
+/// An event from the store, encoded again for the wire.
+fn rebuild(stored: StoredEvent) -> Event {
+    let wire = sse_codec::Event {
+        id: Some(&stored.id),
+        event_type: stored.event_type.as_deref(),
+        data: Some(&stored.data),
+        retry: stored.retry,
+        comment: None,
+    }
+    .encode()
+    // Stored events were validated when published; a record that fails here
+    // was altered outside the hub, and is sent without the bad field rather
+    // than not at all.
+    .unwrap_or_else(|err| {
+        tracing::warn!(seq = stored.seq, %err, "stored event has an invalid field");
+        sse_codec::Event::message(&stored.data)
+            .encode()
+            .expect("data only")
+    });
+    Event {
+        seq: stored.seq,
+        id: stored.id,
+        topics: stored.topics,
+        event_type: stored.event_type,
+        data: stored.data,
+        retry: stored.retry,
+        private: stored.private,
+        retain: stored.retain,
+        is_final: stored.is_final,
+        published_at: std::time::UNIX_EPOCH + Duration::from_millis(stored.published_at_ms),
+        wire,
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -717,6 +749,7 @@ mod tests {
             history_size,
             history_ttl: Duration::from_secs(60),
             queue_size: 8,
+            history_max_bytes: 1 << 20,
             limits: TopicLimits {
                 max_topics: 8,
                 max_topic_length: 64,
@@ -754,16 +787,16 @@ mod tests {
         (events, parser.last_event_id().to_owned())
     }
 
-    #[test]
-    fn retained_states_of_several_topics_come_in_id_order() {
+    #[tokio::test]
+    async fn retained_states_of_several_topics_come_in_id_order() {
         let hub = hub(10);
         let mut b = publish(&["b"], "b-state");
         b.retain = true;
-        hub.publish(b).unwrap();
+        hub.publish(b).await.unwrap();
         let mut a = publish(&["a"], "a-state");
         a.retain = true;
-        hub.publish(a).unwrap();
-        hub.publish(publish(&["c"], "later")).unwrap();
+        hub.publish(a).await.unwrap();
+        hub.publish(publish(&["c"], "later")).await.unwrap();
         let sub = hub.subscribe(subscribe(&["a", "b"], None)).unwrap();
         let (events, position) = parsed(&sub);
         let data: Vec<&str> = events.iter().map(|e| e.1.as_str()).collect();
@@ -772,38 +805,38 @@ mod tests {
         assert_eq!(position, "3");
     }
 
-    #[test]
-    fn publisher_ids_leave_the_index_when_trimmed_from_every_topic() {
+    #[tokio::test]
+    async fn publisher_ids_leave_the_index_when_trimmed_from_every_topic() {
         let hub = hub(1);
         let mut first = publish(&["x", "y"], "1");
         first.id = Some("mine".into());
-        hub.publish(first).unwrap();
-        hub.publish(publish(&["x"], "2")).unwrap();
+        hub.publish(first).await.unwrap();
+        hub.publish(publish(&["x"], "2")).await.unwrap();
         // Still held by y: the id stays usable and resumable.
         assert!(hub.state().ids.contains_key("mine"));
-        hub.publish(publish(&["y"], "3")).unwrap();
+        hub.publish(publish(&["y"], "3")).await.unwrap();
         assert!(!hub.state().ids.contains_key("mine"));
         // Reusable once gone.
         let mut again = publish(&["z"], "4");
         again.id = Some("mine".into());
-        assert!(hub.publish(again).is_ok());
+        assert!(hub.publish(again).await.is_ok());
     }
 
-    #[test]
-    fn duplicate_publisher_ids_are_refused_while_in_history() {
+    #[tokio::test]
+    async fn duplicate_publisher_ids_are_refused_while_in_history() {
         let hub = hub(10);
         let mut event = publish(&["x"], "1");
         event.id = Some("dup".into());
-        hub.publish(event.clone()).unwrap();
+        hub.publish(event.clone()).await.unwrap();
         assert_eq!(
-            hub.publish(event).unwrap_err(),
+            hub.publish(event).await.unwrap_err(),
             PublishError::DuplicateId("dup".into())
         );
         assert_eq!(hub.stats().published, 1);
     }
 
-    #[test]
-    fn private_events_reach_only_authorized_subscribers() {
+    #[tokio::test]
+    async fn private_events_reach_only_authorized_subscribers() {
         let hub = hub(10);
         let anonymous = hub.subscribe(subscribe(&["p"], None)).unwrap();
         let mut allowed = subscribe(&["p"], None);
@@ -811,7 +844,7 @@ mod tests {
         let allowed = hub.subscribe(allowed).unwrap();
         let mut secret = publish(&["p"], "secret");
         secret.private = true;
-        hub.publish(secret).unwrap();
+        hub.publish(secret).await.unwrap();
         let mut anonymous_events = anonymous.events.unwrap();
         let mut allowed_events = allowed.events.unwrap();
         assert!(anonymous_events.try_recv().is_err());
@@ -821,14 +854,14 @@ mod tests {
         assert!(parsed(&replay).0.is_empty());
     }
 
-    #[test]
-    fn a_full_queue_drops_that_subscriber_only() {
+    #[tokio::test]
+    async fn a_full_queue_drops_that_subscriber_only() {
         let hub = hub(100);
         let slow = hub.subscribe(subscribe(&["q"], None)).unwrap();
         let fast = hub.subscribe(subscribe(&["q"], None)).unwrap();
         let mut fast_events = fast.events.unwrap();
         for i in 0..9 {
-            hub.publish(publish(&["q"], &i.to_string())).unwrap();
+            hub.publish(publish(&["q"], &i.to_string())).await.unwrap();
             fast_events.try_recv().unwrap();
         }
         assert_eq!(hub.stats().dropped_slow, 1);
@@ -843,12 +876,12 @@ mod tests {
         );
     }
 
-    #[test]
-    fn subscribing_only_to_finished_topics_ends_after_the_first_bytes() {
+    #[tokio::test]
+    async fn subscribing_only_to_finished_topics_ends_after_the_first_bytes() {
         let hub = hub(10);
         let mut last = publish(&["done"], "result");
         last.is_final = true;
-        hub.publish(last).unwrap();
+        hub.publish(last).await.unwrap();
         let sub = hub.subscribe(subscribe(&["done"], None)).unwrap();
         assert!(sub.events.is_none());
         let (events, _) = parsed(&sub);
@@ -856,10 +889,10 @@ mod tests {
         assert_eq!(kinds, ["message", "complete"]);
     }
 
-    #[test]
-    fn sweeping_forgets_idle_topics_and_remembers_what_was_trimmed() {
+    #[tokio::test]
+    async fn sweeping_forgets_idle_topics_and_remembers_what_was_trimmed() {
         let hub = hub(10);
-        hub.publish(publish(&["old"], "1")).unwrap();
+        hub.publish(publish(&["old"], "1")).await.unwrap();
         hub.sweep(SystemTime::now() + Duration::from_secs(120));
         assert_eq!(hub.stats().topics, 0);
         // A client that saw event 1 missed nothing on "old"...
@@ -870,7 +903,7 @@ mod tests {
         assert_eq!(events[0].0, "reset");
         // The hub no longer knows which forgotten topic held what, so it errs
         // on the side of a reset for any topic it does not know.
-        hub.publish(publish(&["other"], "2")).unwrap();
+        hub.publish(publish(&["other"], "2")).await.unwrap();
         hub.sweep(SystemTime::now() + Duration::from_secs(240));
         let (events, _) = parsed(&hub.subscribe(subscribe(&["old"], Some("1"))).unwrap());
         assert_eq!(events[0].0, "reset");

@@ -12,16 +12,30 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 
 pub struct TestHub {
     pub server: Server,
+    /// The durable store's directory, removed when the hub is dropped.
+    pub data_dir: Option<tempfile::TempDir>,
     pub url: String,
     pub client: Hub,
     pub http: reqwest::Client,
 }
 
-/// A hub with test-friendly settings, adjusted by `tweak`.
+/// A hub with test-friendly settings, adjusted by `tweak`. The store is
+/// memory, or durable in a fresh directory when `SSEHUB_TEST_STORE=durable`
+/// (the test command runs the suites both ways).
 pub async fn start(tweak: impl FnOnce(&mut Config)) -> TestHub {
+    let durable = std::env::var("SSEHUB_TEST_STORE").as_deref() == Ok("durable");
+    let data_dir = durable.then(|| tempfile::tempdir().unwrap());
     let mut config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         dev: true,
+        store: if durable {
+            ssehub::config::StoreKind::Durable
+        } else {
+            ssehub::config::StoreKind::Memory
+        },
+        data_dir: data_dir
+            .as_ref()
+            .map_or_else(Default::default, |d| d.path().to_owned()),
         ..Config::default()
     };
     tweak(&mut config);
@@ -31,6 +45,7 @@ pub async fn start(tweak: impl FnOnce(&mut Config)) -> TestHub {
         client: Hub::new(&url),
         url,
         server,
+        data_dir,
         http: reqwest::Client::new(),
     }
 }
@@ -198,12 +213,18 @@ pub struct ChildHub {
     pub url: String,
 }
 
-/// Starts `ssehub serve --dev --listen 127.0.0.1:0 ARGS...` and waits for it
-/// to print its address.
+/// Starts `ssehub serve --dev --listen 127.0.0.1:0 ARGS...` (with the memory
+/// store unless ARGS choose one) and waits for it to print its address.
 pub async fn spawn_hub(args: &[&str]) -> ChildHub {
     use std::io::BufRead;
+    let store: &[&str] = if args.contains(&"--store") {
+        &[]
+    } else {
+        &["--store", "memory"]
+    };
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ssehub"))
         .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
+        .args(store)
         .args(args)
         .env("RUST_LOG", "error")
         .stdout(std::process::Stdio::piped())
@@ -228,7 +249,41 @@ pub async fn spawn_hub(args: &[&str]) -> ChildHub {
     ChildHub { child, addr, url }
 }
 
+/// Like [`spawn_hub`], but returns the hub's error output if it fails to start.
+pub fn try_spawn_hub(args: &[&str]) -> Result<ChildHub, String> {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ssehub"))
+        .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start ssehub");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    match line.trim().strip_prefix("ssehub listening on ") {
+        Some(url) => Ok(ChildHub {
+            addr: url.trim_start_matches("http://").parse().unwrap(),
+            url: url.to_owned(),
+            child,
+        }),
+        None => {
+            let out = child.wait_with_output().unwrap();
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+}
+
 impl ChildHub {
+    /// SIGTERM, then waits for the exit; returns whether it exited cleanly.
+    pub fn terminate(&mut self) -> bool {
+        send_signal(self.child.id(), 15);
+        self.child.wait().unwrap().success()
+    }
+
     pub fn rss_bytes(&self) -> u64 {
         rss_of(&format!("/proc/{}/status", self.child.id()))
     }
@@ -250,4 +305,14 @@ pub fn rss_of(status_path: &str) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap();
     kb * 1024
+}
+
+/// kill(2).
+pub fn send_signal(pid: u32, signal: i32) {
+    unsafe extern "C" {
+        fn kill(pid: i32, signal: i32) -> i32;
+    }
+    // SAFETY: kill(2) takes two integers and touches no memory of ours.
+    let rc = unsafe { kill(pid as i32, signal) };
+    assert_eq!(rc, 0, "kill({pid}, {signal})");
 }

@@ -1,0 +1,105 @@
+//! Group commit: every event waiting when a write starts goes into that
+//! write, so N concurrent publishers share one fsync instead of paying N.
+
+use std::sync::{Arc, Weak};
+
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use super::{Event, Hub};
+use crate::store::{Batch, StoreError};
+
+/// Most events written in one transaction; more wait for the next.
+const MAX_BATCH: usize = 4096;
+
+/// A published event waiting to be made durable.
+pub(super) struct Commit {
+    pub event: Arc<Event>,
+    /// Told once the event is durable and delivered, or why not.
+    pub done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// Writes batches until the hub is gone. Events leave the queue in id order,
+/// and each batch is applied before the next is written, so delivery order
+/// is id order.
+pub(super) async fn run(
+    hub: Weak<Hub>,
+    mut queue: mpsc::UnboundedReceiver<Commit>,
+    flush: Arc<Notify>,
+) {
+    loop {
+        let mut commits = Vec::new();
+        tokio::select! {
+            first = queue.recv() => match first {
+                Some(commit) => commits.push(commit),
+                None => return,
+            },
+            // Deletions and trims from retention, with no event to carry them.
+            _ = flush.notified() => {}
+        }
+        while commits.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(commit) => commits.push(commit),
+                Err(_) => break,
+            }
+        }
+        let Some(hub) = hub.upgrade() else { return };
+        let mut batch = Batch {
+            append: commits.iter().map(|c| c.event.clone()).collect(),
+            ..Batch::default()
+        };
+        {
+            let mut st = hub.state();
+            if let Some(pending) = st.pending.take() {
+                pending.into_batch(&mut batch);
+            }
+            st.pending = Some(Default::default());
+            batch.last_seq = batch
+                .append
+                .last()
+                .map_or(st.applied_seq, |e| e.seq)
+                .max(st.applied_seq);
+            batch.forgotten_up_to = st.forgotten_up_to;
+        }
+        let store = hub.store.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let result = store.commit(&batch);
+            (batch, result)
+        })
+        .await;
+        let (batch, result) = match written {
+            Ok(pair) => pair,
+            Err(panic) => (
+                Batch::default(),
+                Err(StoreError::Write(format!("the store panicked: {panic}"))),
+            ),
+        };
+        let mut st = hub.state();
+        match result {
+            Ok(()) => {
+                for commit in &commits {
+                    hub.apply(&mut st, &commit.event);
+                }
+                drop(st);
+                for commit in commits {
+                    let _ = commit.done.send(Ok(()));
+                }
+            }
+            Err(err) => {
+                tracing::error!(%err, events = commits.len(), "store write failed");
+                // The deletions are retried with the next write.
+                if let Some(pending) = &mut st.pending {
+                    pending.delete.extend(batch.delete);
+                    pending.trimmed.extend(batch.trimmed);
+                    pending.forgotten_topics.extend(batch.forgotten_topics);
+                }
+                for commit in &commits {
+                    hub.abandon(&mut st, &commit.event);
+                }
+                drop(st);
+                for commit in commits {
+                    let _ = commit.done.send(Err(StoreError::Write(err.to_string())));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! The hub's state behind its lock: topics with their history, retained
+//! states, the subscribers, and the retention rules that keep all of it
+//! bounded. Everything the store must learn about (deletions, trims) is
+//! collected in [`Pending`] for the next durable write.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{Event, Selector};
+use crate::store::Batch;
+
+pub(super) type SubId = u64;
+
+#[derive(Default)]
+pub(super) struct State {
+    /// The seq of the newest event assigned (it may still be committing).
+    pub last_seq: u64,
+    /// The seq of the newest event in history; what subscribers can see.
+    pub applied_seq: u64,
+    pub topics: HashMap<String, Topic>,
+    /// Publisher-chosen ids of events still stored (or committing), for
+    /// resume and uniqueness.
+    pub ids: HashMap<String, u64>,
+    /// Topics whose final event is committing: already closed to publishers.
+    pub pending_final: HashSet<String>,
+    /// Highest seq trimmed from topics that were since forgotten: a resume
+    /// from before it on an unknown topic may have missed events.
+    pub forgotten_up_to: u64,
+    /// Every event the store holds (in some history, or a retained state),
+    /// oldest first, for the total size limit.
+    pub kept: BTreeMap<u64, Arc<Event>>,
+    pub kept_bytes: usize,
+    /// What the next durable write must also record. Only collected when the
+    /// store is durable.
+    pub pending: Option<Pending>,
+    pub subscribers: HashMap<SubId, Subscriber>,
+    /// Subscribers with a template or `*` selector, checked on every event.
+    pub wildcard: HashSet<SubId>,
+    pub clients: HashMap<String, SubId>,
+    pub next_sub: SubId,
+}
+
+/// Store changes waiting for the next commit.
+#[derive(Default)]
+pub(super) struct Pending {
+    pub delete: Vec<u64>,
+    pub trimmed: HashMap<String, u64>,
+    pub forgotten_topics: Vec<String>,
+}
+
+impl Pending {
+    pub fn is_empty(&self) -> bool {
+        self.delete.is_empty() && self.trimmed.is_empty() && self.forgotten_topics.is_empty()
+    }
+
+    pub fn into_batch(self, batch: &mut Batch) {
+        batch.delete = self.delete;
+        batch.trimmed = self.trimmed.into_iter().collect();
+        batch.forgotten_topics = self.forgotten_topics;
+    }
+}
+
+pub(super) struct Topic {
+    pub history: VecDeque<Arc<Event>>,
+    /// Highest seq removed from `history`.
+    pub trimmed_up_to: u64,
+    pub retained: Option<Arc<Event>>,
+    pub finished: bool,
+    /// Subscribers that named this topic exactly.
+    pub subscribers: HashSet<SubId>,
+    pub last_publish: SystemTime,
+}
+
+impl Topic {
+    pub fn new(now: SystemTime) -> Topic {
+        Topic {
+            history: VecDeque::new(),
+            trimmed_up_to: 0,
+            retained: None,
+            finished: false,
+            subscribers: HashSet::new(),
+            last_publish: now,
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.subscribers.is_empty()
+            && self.history.is_empty()
+            && self.retained.is_none()
+            && !self.finished
+    }
+}
+
+pub(super) struct Subscriber {
+    pub selectors: Vec<Selector>,
+    /// Private events are delivered only when one of their topics matches.
+    pub private: Vec<Selector>,
+    /// Exact topics not finished yet; the stream ends when none is left and
+    /// there is no wildcard selector.
+    pub open_topics: HashSet<String>,
+    pub wildcard: bool,
+    pub client_id: Option<String>,
+    pub queue: mpsc::Sender<Bytes>,
+    /// Closes the connection itself (a slow reader may never read again).
+    pub kill: CancellationToken,
+    pub connected_at: SystemTime,
+    pub remote: Option<SocketAddr>,
+}
+
+impl Subscriber {
+    pub fn may_see(&self, event: &Event) -> bool {
+        !event.private
+            || event
+                .topics
+                .iter()
+                .any(|t| self.private.iter().any(|s| s.matches(t)))
+    }
+
+    pub fn selects(&self, event: &Event) -> bool {
+        event
+            .topics
+            .iter()
+            .any(|t| self.selectors.iter().any(|s| s.matches(t)))
+    }
+}
+
+/// Bytes an event counts for against the total size limit.
+fn footprint(event: &Event) -> usize {
+    // The strings, plus a rough fixed cost for the record and its indexes.
+    event.data.len() + event.id.len() + event.topics.iter().map(String::len).sum::<usize>() + 128
+}
+
+impl State {
+    /// Adds an applied event to the history (and state) of its topics, then
+    /// enforces the per-topic count limit and the total size limit.
+    pub fn add_to_history(&mut self, event: &Arc<Event>, history_size: usize, max_bytes: usize) {
+        let now = event.published_at;
+        self.applied_seq = self.applied_seq.max(event.seq);
+        self.kept.insert(event.seq, event.clone());
+        self.kept_bytes += footprint(event);
+        if event.id != event.seq.to_string() {
+            self.ids.insert(event.id.clone(), event.seq);
+        }
+        for name in &event.topics {
+            let topic = self
+                .topics
+                .entry(name.clone())
+                .or_insert_with(|| Topic::new(now));
+            topic.history.push_back(event.clone());
+            topic.last_publish = now;
+            topic.finished |= event.is_final;
+            let replaced = if event.retain {
+                topic.retained.replace(event.clone())
+            } else {
+                None
+            };
+            if event.is_final {
+                self.pending_final.remove(name);
+            }
+            if let Some(old) = replaced {
+                self.release(&old);
+            }
+            while self.topics[name].history.len() > history_size {
+                self.trim_oldest(name);
+            }
+        }
+        while self.kept_bytes > max_bytes && self.kept.len() > 1 {
+            self.evict_oldest();
+        }
+    }
+
+    /// Removes the oldest event of a topic's history.
+    pub fn trim_oldest(&mut self, name: &str) {
+        let topic = self.topics.get_mut(name).expect("topic exists");
+        let Some(event) = topic.history.pop_front() else {
+            return;
+        };
+        topic.trimmed_up_to = event.seq;
+        if let Some(pending) = &mut self.pending {
+            pending.trimmed.insert(name.to_owned(), event.seq);
+        }
+        self.release(&event);
+    }
+
+    /// Drops an event from the store's keeping once nothing needs it: it is
+    /// out of every topic's history and no topic's retained state.
+    fn release(&mut self, event: &Arc<Event>) {
+        let needed = event.topics.iter().any(|name| {
+            self.topics.get(name).is_some_and(|t| {
+                t.trimmed_up_to < event.seq
+                    || t.retained.as_ref().is_some_and(|r| r.seq == event.seq)
+            })
+        });
+        if needed || self.kept.remove(&event.seq).is_none() {
+            return;
+        }
+        self.kept_bytes -= footprint(event);
+        if self.ids.get(&event.id) == Some(&event.seq) {
+            self.ids.remove(&event.id);
+        }
+        if let Some(pending) = &mut self.pending {
+            pending.delete.push(event.seq);
+        }
+    }
+
+    /// The total size limit: drops the oldest stored event from wherever it
+    /// is — the front of its topics' histories, or a retained state.
+    fn evict_oldest(&mut self) {
+        let Some((&seq, event)) = self.kept.first_key_value() else {
+            return;
+        };
+        let event = event.clone();
+        for name in &event.topics {
+            let Some(topic) = self.topics.get_mut(name) else {
+                continue;
+            };
+            if topic.retained.as_ref().is_some_and(|r| r.seq == seq) {
+                topic.retained = None;
+            }
+            if topic.history.front().is_some_and(|e| e.seq == seq) {
+                self.trim_oldest(name);
+            }
+        }
+        self.release(&event);
+        debug_assert!(!self.kept.contains_key(&seq), "eviction made progress");
+        if self.kept.remove(&seq).is_some() {
+            self.kept_bytes -= footprint(&event);
+        }
+    }
+
+    /// Forgets a topic that has nothing left: no history, no subscribers.
+    pub fn forget(&mut self, name: &str) {
+        let Some(topic) = self.topics.remove(name) else {
+            return;
+        };
+        self.forgotten_up_to = self.forgotten_up_to.max(topic.trimmed_up_to);
+        if let Some(pending) = &mut self.pending {
+            pending.trimmed.remove(name);
+            pending.forgotten_topics.push(name.to_owned());
+        }
+        if let Some(state) = topic.retained {
+            self.release(&state);
+        }
+    }
+
+    pub fn remove_subscriber(&mut self, id: SubId) -> Option<Subscriber> {
+        let sub = self.subscribers.remove(&id)?;
+        for name in &sub.open_topics {
+            let idle = self.topics.get_mut(name).is_some_and(|topic| {
+                topic.subscribers.remove(&id);
+                topic.is_idle()
+            });
+            // A topic only subscribers ever named leaves with them.
+            if idle {
+                self.forget(name);
+            }
+        }
+        self.wildcard.remove(&id);
+        if let Some(client_id) = &sub.client_id
+            && self.clients.get(client_id) == Some(&id)
+        {
+            self.clients.remove(client_id);
+        }
+        Some(sub)
+    }
+}

@@ -1,0 +1,142 @@
+//! Where history lives between restarts.
+//!
+//! The hub keeps every event it serves in memory (that is the read path for
+//! replay); a store makes those events durable and hands them back at
+//! startup. The store never knows about connections or subscribers.
+//!
+//! * [`MemoryStore`]: nothing is written; history is lost on restart.
+//! * [`DurableStore`]: one redb file; a batch of events is on disk (fsync)
+//!   before any of them is acknowledged or delivered.
+
+mod durable;
+mod memory;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use durable::DurableStore;
+pub use memory::MemoryStore;
+
+use crate::hub::Event;
+
+/// One durable write: everything since the previous one.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// New events, in id order.
+    pub append: Vec<Arc<Event>>,
+    /// Events no longer needed (out of every history, not a retained state).
+    pub delete: Vec<u64>,
+    /// Topics whose history was trimmed: the highest seq removed.
+    pub trimmed: Vec<(String, u64)>,
+    /// Topics forgotten entirely.
+    pub forgotten_topics: Vec<String>,
+    /// The highest seq ever assigned, so ids are never reused.
+    pub last_seq: u64,
+    /// Highest seq trimmed from topics that were since forgotten.
+    pub forgotten_up_to: u64,
+}
+
+/// An event as stored: everything needed to rebuild it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoredEvent {
+    /// Position in the hub's order.
+    pub seq: u64,
+    /// The SSE id.
+    pub id: String,
+    /// Topics.
+    pub topics: Vec<String>,
+    /// SSE event type.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<String>,
+    /// Payload.
+    pub data: String,
+    /// Reconnection hint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<u64>,
+    /// Private update.
+    #[serde(default)]
+    pub private: bool,
+    /// Retained state.
+    #[serde(default)]
+    pub retain: bool,
+    /// Final event of its topics.
+    #[serde(default, rename = "final")]
+    pub is_final: bool,
+    /// Publish time, milliseconds since the Unix epoch.
+    pub published_at_ms: u64,
+}
+
+/// What a store holds at startup.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Stored events, in id order.
+    pub events: Vec<StoredEvent>,
+    /// The highest seq ever assigned.
+    pub last_seq: u64,
+    /// Highest seq removed from each topic's history.
+    pub trimmed: HashMap<String, u64>,
+    /// Highest seq trimmed from forgotten topics.
+    pub forgotten_up_to: u64,
+}
+
+/// A store failure, with what the operator can do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The data file cannot be opened.
+    #[error("cannot open the data file {path}: {reason}. {advice}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+        /// What to do.
+        advice: &'static str,
+    },
+    /// A stored record cannot be read back.
+    #[error("the data file {path} holds a record that cannot be read ({reason}). {advice}")]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+        /// What to do.
+        advice: &'static str,
+    },
+    /// A write failed; nothing of the batch was stored.
+    #[error("writing to the store failed: {0}")]
+    Write(String),
+}
+
+/// A place for history. Methods block; the hub calls them off the async
+/// threads.
+pub trait Store: Send + Sync + 'static {
+    /// Everything stored, for startup.
+    fn load(&self) -> Result<Recovered, StoreError>;
+    /// Makes a batch durable, all or nothing.
+    fn commit(&self, batch: &Batch) -> Result<(), StoreError>;
+    /// Whether `commit` writes anything. A memory store's commits are
+    /// skipped, so publishing does not wait for them.
+    fn is_durable(&self) -> bool;
+}
+
+impl StoredEvent {
+    /// The stored form of an event.
+    pub fn from_event(event: &Event) -> StoredEvent {
+        StoredEvent {
+            seq: event.seq,
+            id: event.id.clone(),
+            topics: event.topics.clone(),
+            event_type: event.event_type.clone(),
+            data: event.data.clone(),
+            retry: event.retry,
+            private: event.private,
+            retain: event.retain,
+            is_final: event.is_final,
+            published_at_ms: event
+                .published_at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        }
+    }
+}
