@@ -62,7 +62,14 @@ pub(super) async fn run(
         }
         let store = hub.store.clone();
         let written = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
             let result = store.commit(&batch);
+            tracing::debug!(
+                events = batch.append.len(),
+                deletes = batch.delete.len(),
+                micros = started.elapsed().as_micros() as u64,
+                "store commit"
+            );
             (batch, result)
         })
         .await;
