@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::http::auth::AuthSettings;
+use crate::http::limits::LimitSettings;
 use crate::hub::{HubConfig, TopicLimits};
 use crate::store::{DurableStore, MemoryStore, Store, StoreError};
 
@@ -56,6 +58,36 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// How long a client may take to send its request headers.
     pub header_read_timeout: Duration,
+    /// Publisher JWT key: an HMAC secret, or a PEM public key (or its file).
+    pub publisher_jwt_key: Option<String>,
+    /// Subscriber JWT key, same forms.
+    pub subscriber_jwt_key: Option<String>,
+    /// The JWT algorithm accepted.
+    pub jwt_alg: String,
+    /// Required `aud`.
+    pub jwt_audience: Option<String>,
+    /// Required `iss`.
+    pub jwt_issuer: Option<String>,
+    /// Refuse tokens without `exp`.
+    pub jwt_require_exp: bool,
+    /// Cookie carrying a subscriber's (or publisher's) token.
+    pub cookie_name: String,
+    /// Accept tokens in the `authorization` / `access_token` query parameter.
+    pub allow_query_token: bool,
+    /// Subscribers without a token may receive public updates.
+    pub anonymous_subscribers: bool,
+    /// Bearer token of the admin API.
+    pub admin_token: Option<String>,
+    /// Origins allowed by CORS; `*` for any, without credentials.
+    pub cors_origins: Vec<String>,
+    /// Open streams in all (0: no limit).
+    pub max_connections: usize,
+    /// Open streams per client address (0: no limit).
+    pub max_connections_per_address: usize,
+    /// Open streams per token subject (0: no limit).
+    pub max_connections_per_subject: usize,
+    /// Publishes per second per publisher (0: no limit).
+    pub publish_rate: u32,
 }
 
 impl Default for Config {
@@ -77,6 +109,21 @@ impl Default for Config {
             queue_size: 512,
             shutdown_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
+            publisher_jwt_key: None,
+            subscriber_jwt_key: None,
+            jwt_alg: "HS256".into(),
+            jwt_audience: None,
+            jwt_issuer: None,
+            jwt_require_exp: false,
+            cookie_name: "mercureAuthorization".into(),
+            allow_query_token: false,
+            anonymous_subscribers: true,
+            admin_token: None,
+            cors_origins: Vec::new(),
+            max_connections: 100_000,
+            max_connections_per_address: 0,
+            max_connections_per_subject: 100,
+            publish_rate: 0,
         }
     }
 }
@@ -88,6 +135,28 @@ impl Config {
             StoreKind::Durable => Arc::new(DurableStore::open(&self.data_dir)?),
             StoreKind::Memory => Arc::new(MemoryStore),
         })
+    }
+
+    /// The JWT part of the configuration.
+    pub fn auth_settings(&self) -> AuthSettings {
+        AuthSettings {
+            publisher_key: self.publisher_jwt_key.clone(),
+            subscriber_key: self.subscriber_jwt_key.clone(),
+            algorithm: self.jwt_alg.clone(),
+            audience: self.jwt_audience.clone(),
+            issuer: self.jwt_issuer.clone(),
+            require_exp: self.jwt_require_exp,
+        }
+    }
+
+    /// The abuse limits.
+    pub fn limit_settings(&self) -> LimitSettings {
+        LimitSettings {
+            max_connections: self.max_connections,
+            max_per_address: self.max_connections_per_address,
+            max_per_subject: self.max_connections_per_subject,
+            publish_rate: self.publish_rate,
+        }
     }
 
     /// The hub's part of the configuration.
@@ -160,6 +229,55 @@ pub struct ServeArgs {
     /// How long a client may take to send request headers [default: 10s].
     #[arg(long, env = "SSEHUB_HEADER_READ_TIMEOUT", value_parser = parse_duration)]
     pub header_read_timeout: Option<Duration>,
+    /// Publisher JWT key: an HMAC secret, or a PEM public key or the path of its file.
+    #[arg(long, env = "SSEHUB_PUBLISHER_JWT_KEY", hide_env_values = true)]
+    pub publisher_jwt_key: Option<String>,
+    /// Subscriber JWT key: an HMAC secret, or a PEM public key or the path of its file.
+    #[arg(long, env = "SSEHUB_SUBSCRIBER_JWT_KEY", hide_env_values = true)]
+    pub subscriber_jwt_key: Option<String>,
+    /// The one JWT algorithm accepted: HS256, HS384, HS512, RS256, ..., ES256, ES384, PS256, ..., EdDSA [default: HS256].
+    #[arg(long, env = "SSEHUB_JWT_ALG")]
+    pub jwt_alg: Option<String>,
+    /// Require this `aud` in tokens.
+    #[arg(long, env = "SSEHUB_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Require this `iss` in tokens.
+    #[arg(long, env = "SSEHUB_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Refuse tokens without `exp`.
+    #[arg(long, env = "SSEHUB_JWT_REQUIRE_EXP")]
+    pub jwt_require_exp: bool,
+    /// Name of the cookie carrying the token [default: mercureAuthorization].
+    #[arg(long, env = "SSEHUB_COOKIE_NAME")]
+    pub cookie_name: Option<String>,
+    /// Accept tokens in the `authorization` or `access_token` query parameter (they end up in logs).
+    #[arg(long, env = "SSEHUB_ALLOW_QUERY_TOKEN")]
+    pub allow_query_token: bool,
+    /// Whether subscribers without a token receive public updates [default: true].
+    #[arg(long, env = "SSEHUB_ANONYMOUS_SUBSCRIBERS")]
+    pub anonymous_subscribers: Option<bool>,
+    /// Bearer token for the admin API (/v1/...).
+    #[arg(long, env = "SSEHUB_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Origin allowed by CORS, e.g. https://app.example.com (repeat; `*` for any, without cookies).
+    #[arg(
+        long = "cors-origin",
+        env = "SSEHUB_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
+    /// Open streams in all; 0 for no limit [default: 100000].
+    #[arg(long, env = "SSEHUB_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Open streams per client address; 0 for no limit [default: 0].
+    #[arg(long, env = "SSEHUB_MAX_CONNECTIONS_PER_ADDRESS")]
+    pub max_connections_per_address: Option<usize>,
+    /// Open streams per token subject; 0 for no limit [default: 100].
+    #[arg(long, env = "SSEHUB_MAX_CONNECTIONS_PER_SUBJECT")]
+    pub max_connections_per_subject: Option<usize>,
+    /// Publishes per second per publisher; 0 for no limit [default: 0].
+    #[arg(long, env = "SSEHUB_PUBLISH_RATE")]
+    pub publish_rate: Option<u32>,
 }
 
 /// The config file: the same settings, kebab-case keys, durations and sizes
@@ -183,6 +301,21 @@ struct FileConfig {
     queue_size: Option<usize>,
     shutdown_timeout: Option<String>,
     header_read_timeout: Option<String>,
+    publisher_jwt_key: Option<String>,
+    subscriber_jwt_key: Option<String>,
+    jwt_alg: Option<String>,
+    jwt_audience: Option<String>,
+    jwt_issuer: Option<String>,
+    jwt_require_exp: Option<bool>,
+    cookie_name: Option<String>,
+    allow_query_token: Option<bool>,
+    anonymous_subscribers: Option<bool>,
+    admin_token: Option<String>,
+    cors_origins: Option<Vec<String>>,
+    max_connections: Option<usize>,
+    max_connections_per_address: Option<usize>,
+    max_connections_per_subject: Option<usize>,
+    publish_rate: Option<u32>,
 }
 
 /// A configuration that cannot be used, with what to fix.
@@ -287,7 +420,52 @@ impl ServeArgs {
                 .header_read_timeout
                 .or(duration("header-read-timeout", &file.header_read_timeout)?)
                 .unwrap_or(d.header_read_timeout),
+            publisher_jwt_key: self.publisher_jwt_key.clone().or(file.publisher_jwt_key),
+            subscriber_jwt_key: self.subscriber_jwt_key.clone().or(file.subscriber_jwt_key),
+            jwt_alg: self.jwt_alg.clone().or(file.jwt_alg).unwrap_or(d.jwt_alg),
+            jwt_audience: self.jwt_audience.clone().or(file.jwt_audience),
+            jwt_issuer: self.jwt_issuer.clone().or(file.jwt_issuer),
+            jwt_require_exp: self.jwt_require_exp || file.jwt_require_exp.unwrap_or(false),
+            cookie_name: self
+                .cookie_name
+                .clone()
+                .or(file.cookie_name)
+                .unwrap_or(d.cookie_name),
+            allow_query_token: self.allow_query_token || file.allow_query_token.unwrap_or(false),
+            anonymous_subscribers: self
+                .anonymous_subscribers
+                .or(file.anonymous_subscribers)
+                .unwrap_or(d.anonymous_subscribers),
+            admin_token: self.admin_token.clone().or(file.admin_token),
+            cors_origins: if self.cors_origins.is_empty() {
+                file.cors_origins.unwrap_or_default()
+            } else {
+                self.cors_origins.clone()
+            },
+            max_connections: self
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(d.max_connections),
+            max_connections_per_address: self
+                .max_connections_per_address
+                .or(file.max_connections_per_address)
+                .unwrap_or(d.max_connections_per_address),
+            max_connections_per_subject: self
+                .max_connections_per_subject
+                .or(file.max_connections_per_subject)
+                .unwrap_or(d.max_connections_per_subject),
+            publish_rate: self
+                .publish_rate
+                .or(file.publish_rate)
+                .unwrap_or(d.publish_rate),
         };
+        if let Some(token) = &config.admin_token
+            && token.len() < 16
+        {
+            return Err(ConfigError::Invalid(
+                "admin-token must be at least 16 characters".into(),
+            ));
+        }
         for (name, value) in [
             ("heartbeat", config.heartbeat),
             ("history-ttl", config.history_ttl),

@@ -11,8 +11,8 @@ use super::{ApiError, AppState};
 use crate::hub::client_topic;
 
 /// `GET /v1/stats`.
-pub async fn stats(State(app): State<AppState>) -> Result<Response, ApiError> {
-    app.require_admin()?;
+pub async fn stats(State(app): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    app.require_admin(&headers)?;
     let stats = app.hub.stats();
     let mut body = serde_json::to_value(stats).expect("plain struct");
     // Tokio tasks alive: connection tasks and the hub's own; back to the
@@ -25,8 +25,11 @@ pub async fn stats(State(app): State<AppState>) -> Result<Response, ApiError> {
 }
 
 /// `GET /v1/clients`.
-pub async fn list_clients(State(app): State<AppState>) -> Result<Response, ApiError> {
-    app.require_admin()?;
+pub async fn list_clients(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    app.require_admin(&headers)?;
     let clients = app.hub.clients();
     Ok(Json(serde_json::json!({ "count": clients.len(), "clients": clients })).into_response())
 }
@@ -39,7 +42,7 @@ pub async fn push_to_client(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    app.require_admin()?;
+    app.require_admin(&headers)?;
     let mut publish = read_publish_without_topic(&headers, body, app.config.max_body).await?;
     publish.topics = vec![client_topic(&client_id)];
     publish.private = true;
@@ -70,8 +73,9 @@ async fn read_publish_without_topic(
 pub async fn disconnect_client(
     State(app): State<AppState>,
     Path(client_id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    app.require_admin()?;
+    app.require_admin(&headers)?;
     if app.hub.disconnect(&client_id) {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {

@@ -3,8 +3,11 @@
 //! Requests become hub calls here; the hub never sees an HTTP type.
 
 mod admin;
+pub mod auth;
+mod cors;
 mod error;
 mod form;
+pub mod limits;
 mod publish;
 mod subscribe;
 
@@ -33,6 +36,9 @@ use crate::hub::Hub;
 pub struct AppState {
     hub: Arc<Hub>,
     config: Arc<Config>,
+    auth: Arc<auth::Auth>,
+    limits: Arc<limits::Limits>,
+    cors: Arc<cors::CorsSettings>,
     /// Cancelled at shutdown: every stream ends with a retry hint.
     closing: CancellationToken,
     /// `retry: N` without a blank line, sent first on every stream.
@@ -40,28 +46,9 @@ pub struct AppState {
 }
 
 impl AppState {
-    fn require_publisher(&self) -> Result<(), ApiError> {
-        if self.config.dev {
-            Ok(())
-        } else {
-            Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "publishing needs credentials; this hub accepts anonymous publishers only with --dev",
-            ))
-        }
-    }
-
-    fn require_admin(&self) -> Result<(), ApiError> {
-        if self.config.dev {
-            Ok(())
-        } else {
-            Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "the admin API needs credentials; it is open without them only with --dev",
-            ))
-        }
+    /// The admin API's credential check.
+    fn require_admin(&self, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+        self.auth.admin(headers, self.config.dev)
     }
 }
 
@@ -69,7 +56,7 @@ impl AppState {
 /// the connection outright (for a subscriber too slow to be told anything).
 #[derive(Clone)]
 pub struct ConnectionInfo {
-    remote: SocketAddr,
+    pub(crate) remote: SocketAddr,
     kill: CancellationToken,
 }
 
@@ -89,6 +76,10 @@ fn router(state: AppState) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            cors::cors,
+        ))
         .with_state(state)
 }
 
@@ -114,6 +105,9 @@ pub enum StartError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// A setting is unusable (a key that does not load, ...).
+    #[error("{0}")]
+    Config(String),
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -137,6 +131,16 @@ pub struct Server {
 impl Server {
     /// Opens the store, binds and starts serving in the background.
     pub async fn start(config: Config) -> Result<Server, StartError> {
+        let auth = auth::Auth::new(
+            &config.auth_settings(),
+            config.cookie_name.clone(),
+            config.allow_query_token,
+            config.admin_token.clone(),
+        )
+        .map_err(StartError::Config)?;
+        if !config.dev && !auth.has_publisher_key() {
+            tracing::warn!("no --publisher-jwt-key and no --dev: nobody can publish to this hub");
+        }
         let store = config.open_store()?;
         let hub = Hub::open(config.hub(), store)?;
         let listener =
@@ -156,6 +160,11 @@ impl Server {
             .encode()
             .expect("retry only");
         let state = AppState {
+            auth: Arc::new(auth),
+            limits: limits::Limits::new(config.limit_settings()),
+            cors: Arc::new(cors::CorsSettings {
+                origins: config.cors_origins.clone(),
+            }),
             hub: hub.clone(),
             config: Arc::new(config),
             closing: shutdown.clone(),

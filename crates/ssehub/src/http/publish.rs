@@ -1,23 +1,40 @@
 //! `POST /.well-known/mercure`: publish an event, as a Mercure form or as JSON.
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Deserialize;
 
-use super::{ApiError, AppState, form};
+use super::auth::{Credentials, insufficient_scope};
+use super::{ApiError, AppState, ConnectionInfo, form};
 use crate::hub::Publish;
 
 /// Publishes; answers the event id as `text/plain`, as Mercure does.
 pub async fn publish(
     State(app): State<AppState>,
+    Extension(conn): Extension<ConnectionInfo>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    app.require_publisher()?;
+    let credentials = Credentials {
+        headers: &headers,
+        query: &[],
+    };
+    let grants = app.auth.publisher(&credentials, app.config.dev)?;
+    // The rate is per publisher: the token's subject, else the address.
+    let publisher = match grants.as_ref().and_then(|g| g.subject.as_deref()) {
+        Some(subject) => format!("sub:{subject}"),
+        None => format!("addr:{}", conn.remote.ip()),
+    };
+    app.limits.publish(&publisher)?;
     let publish = read_publish(&headers, body, app.config.max_body).await?;
+    if let Some(grants) = &grants {
+        grants.may_publish(&publish.topics).map_err(|topic| {
+            insufficient_scope(format!("the token may not publish to the topic {topic:?}"))
+        })?;
+    }
     let event = app.hub.publish(publish).await?;
     Ok((
         StatusCode::OK,

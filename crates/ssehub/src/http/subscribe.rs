@@ -15,8 +15,10 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
+use super::auth::Credentials;
+use super::limits::Admission;
 use super::{ApiError, AppState, ConnectionInfo, form};
-use crate::hub::{Selector, Subscribe, Subscription};
+use crate::hub::{Selector, Subscribe, Subscription, client_topic};
 
 /// At most this much is coalesced into one write.
 const MAX_WRITE: usize = 64 * 1024;
@@ -30,9 +32,18 @@ pub async fn subscribe(
 ) -> Result<Response, ApiError> {
     let fields = form::parse(query.unwrap_or_default().as_bytes())
         .map_err(|e| ApiError::bad_request("invalid_utf8", e.to_string()))?;
+    let credentials = Credentials {
+        headers: &headers,
+        query: &fields,
+    };
+    let grants = app
+        .auth
+        .subscriber(&credentials, app.config.anonymous_subscribers)?
+        .unwrap_or_default();
     let mut request = Subscribe {
         remote: Some(conn.remote),
         kill: conn.kill.clone(),
+        private: grants.subscribe.clone(),
         ..Subscribe::default()
     };
     for (name, value) in fields {
@@ -53,8 +64,30 @@ pub async fn subscribe(
         })?;
         request.last_event_id = Some(value.to_owned());
     }
+    if let Some(client_id) = &request.client_id
+        && !app.config.dev
+    {
+        // A client channel is private: only its owner may open it.
+        let own = client_topic(client_id);
+        let owner = grants.subject.as_deref() == Some(client_id.as_str())
+            || grants.subscribe.iter().any(|s| s.matches(&own));
+        if !owner {
+            return Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "client_id_not_allowed",
+                "client_id must be the token's subject (sub), or a topic the token may subscribe to",
+            ));
+        }
+    }
+    let admission = app
+        .limits
+        .admit(conn.remote.ip(), grants.subject.as_deref())?;
     let subscription = app.hub.subscribe(request)?;
-    let stream = EventStream::new(subscription, &app);
+    let expires = grants.expires_at.map(|at| {
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default()
+    });
+    let stream = EventStream::new(subscription, &app, admission, expires);
     Ok((
         [
             (header::CONTENT_TYPE, "text/event-stream"),
@@ -75,15 +108,24 @@ struct EventStream {
     heartbeat: Pin<Box<Sleep>>,
     heartbeat_every: Duration,
     lifetime: Option<Pin<Box<Sleep>>>,
+    /// When the subscriber's token expires, the stream ends.
+    token_expiry: Option<Pin<Box<Sleep>>>,
     closing: Pin<Box<WaitForCancellationFutureOwned>>,
     retry_hint: Bytes,
     ended: bool,
     /// Unregisters the subscriber when the stream is dropped.
     _subscription: Subscription,
+    /// Releases the stream's place in the connection limits.
+    _admission: Admission,
 }
 
 impl EventStream {
-    fn new(mut subscription: Subscription, app: &AppState) -> EventStream {
+    fn new(
+        mut subscription: Subscription,
+        app: &AppState,
+        admission: Admission,
+        token_expiry: Option<Duration>,
+    ) -> EventStream {
         let mut first = BytesMut::from(&app.retry_hint[..]);
         first.extend_from_slice(&subscription.initial);
         let heartbeat_every = app.config.heartbeat;
@@ -96,10 +138,12 @@ impl EventStream {
                 .config
                 .max_lifetime
                 .map(|d| Box::pin(tokio::time::sleep(d))),
+            token_expiry: token_expiry.map(|d| Box::pin(tokio::time::sleep(d))),
             closing: Box::pin(app.closing.clone().cancelled_owned()),
             retry_hint: app.retry_hint.clone(),
             ended: false,
             _subscription: subscription,
+            _admission: admission,
         }
     }
 
@@ -160,6 +204,11 @@ impl Stream for EventStream {
         }
         if this.closing.as_mut().poll(cx).is_ready() {
             return this.end_with(": the hub is shutting down; reconnect to resume\n");
+        }
+        if let Some(expiry) = this.token_expiry.as_mut()
+            && expiry.as_mut().poll(cx).is_ready()
+        {
+            return this.end_with(": the token has expired; reconnect with a fresh one\n");
         }
         if let Some(lifetime) = this.lifetime.as_mut()
             && lifetime.as_mut().poll(cx).is_ready()

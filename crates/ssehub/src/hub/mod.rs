@@ -29,7 +29,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 pub use event::{Event, Publish, PublishError, TopicLimits, validate_topic};
-pub use selector::{Selector, SelectorError};
+pub use selector::{Part, Selector, SelectorError};
 pub use subscription::{Subscribe, SubscribeError, Subscription};
 
 use crate::store::{MemoryStore, Recovered, Store, StoreError, StoredEvent};

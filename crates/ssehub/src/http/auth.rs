@@ -1,0 +1,537 @@
+//! Who may publish, subscribe and administer.
+//!
+//! Publishers and subscribers present JWTs as Mercure defines them: in an
+//! `Authorization: Bearer` header, in a cookie (for `EventSource`, which cannot
+//! set headers), or — only when enabled — in the query string. The algorithm
+//! and key come from configuration, never from the token: a token whose `alg`
+//! differs (including `none`, or HS256 signed with an RSA public key) is
+//! refused before any signature check. Grants are read from the `mercure`
+//! claim or from `authorization_details`; a malformed grant rejects the whole
+//! token rather than silently narrowing it.
+
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::http::{HeaderMap, StatusCode, header};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+use super::ApiError;
+use crate::hub::{Part, Selector};
+
+/// Most `mercure` authorization details, topics per detail, and bytes per
+/// topic pattern a token may carry.
+const MAX_DETAILS: usize = 32;
+const MAX_TOPICS: usize = 256;
+const MAX_PATTERN: usize = 2048;
+
+/// What a valid token allows.
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    /// The `sub` claim.
+    pub subject: Option<String>,
+    /// Topics it may publish to.
+    pub publish: Vec<Selector>,
+    /// Topics whose private updates it may receive.
+    pub subscribe: Vec<Selector>,
+    /// The `exp` claim.
+    pub expires_at: Option<SystemTime>,
+}
+
+impl Grants {
+    /// Whether the token may publish to every one of `topics`.
+    pub fn may_publish(&self, topics: &[String]) -> Result<(), String> {
+        match topics
+            .iter()
+            .find(|t| !self.publish.iter().any(|s| s.matches(t)))
+        {
+            Some(topic) => Err(topic.clone()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Checks tokens for one role with a fixed algorithm and key.
+pub struct Verifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+/// Settings of the auth layer.
+#[derive(Debug, Clone, Default)]
+pub struct AuthSettings {
+    /// HMAC secret, or a PEM public key (inline, or a path to a file).
+    pub publisher_key: Option<String>,
+    /// Same, for subscribers.
+    pub subscriber_key: Option<String>,
+    /// The one algorithm accepted, e.g. `HS256`, `RS256`, `ES256`.
+    pub algorithm: String,
+    /// Required `aud` value, when set.
+    pub audience: Option<String>,
+    /// Required `iss` value, when set.
+    pub issuer: Option<String>,
+    /// Refuse tokens without `exp`.
+    pub require_exp: bool,
+}
+
+impl Verifier {
+    /// A verifier for one role.
+    pub fn new(key: &str, settings: &AuthSettings) -> Result<Verifier, String> {
+        let algorithm = Algorithm::from_str(&settings.algorithm)
+            .map_err(|_| format!("unknown JWT algorithm {:?}", settings.algorithm))?;
+        let key = decoding_key(key, algorithm)?;
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = 5;
+        validation.validate_nbf = true;
+        validation.required_spec_claims = HashSet::new();
+        if settings.require_exp {
+            validation.required_spec_claims.insert("exp".to_owned());
+        }
+        match &settings.audience {
+            Some(audience) => validation.set_audience(&[audience]),
+            None => validation.validate_aud = false,
+        }
+        if let Some(issuer) = &settings.issuer {
+            validation.set_issuer(&[issuer]);
+            validation.required_spec_claims.insert("iss".to_owned());
+        }
+        Ok(Verifier { key, validation })
+    }
+
+    /// Checks a token and reads its grants.
+    pub fn verify(&self, token: &str) -> Result<Grants, String> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+            .map_err(|e| describe(&e))?;
+        data.claims.grants()
+    }
+}
+
+fn decoding_key(key: &str, algorithm: Algorithm) -> Result<DecodingKey, String> {
+    use Algorithm::*;
+    if matches!(algorithm, HS256 | HS384 | HS512) {
+        if key.len() < 16 {
+            return Err("an HMAC secret must be at least 16 bytes".into());
+        }
+        return Ok(DecodingKey::from_secret(key.as_bytes()));
+    }
+    let pem = if key.trim_start().starts_with("-----BEGIN") {
+        key.to_owned()
+    } else {
+        std::fs::read_to_string(key).map_err(|e| format!("cannot read the key file {key}: {e}"))?
+    };
+    let parsed = match algorithm {
+        RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => DecodingKey::from_rsa_pem(pem.as_bytes()),
+        ES256 | ES384 => DecodingKey::from_ec_pem(pem.as_bytes()),
+        EdDSA => DecodingKey::from_ed_pem(pem.as_bytes()),
+        HS256 | HS384 | HS512 => unreachable!("handled above"),
+    };
+    parsed.map_err(|e| format!("the key is not a PEM public key for {algorithm:?}: {e}"))
+}
+
+/// A short reason, for the error message and the log.
+fn describe(err: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind::*;
+    match err.kind() {
+        ExpiredSignature => "the token has expired".into(),
+        ImmatureSignature => "the token is not valid yet (nbf)".into(),
+        InvalidAudience => "the token is for another audience (aud)".into(),
+        InvalidIssuer => "the token is from another issuer (iss)".into(),
+        InvalidSignature => "the signature does not verify".into(),
+        InvalidAlgorithm => "the token's algorithm is not the one configured".into(),
+        MissingRequiredClaim(claim) => format!("the token has no {claim} claim"),
+        InvalidToken | Base64(_) | Json(_) | Utf8(_) => "the token is malformed".into(),
+        _ => "the token is not valid".into(),
+    }
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: Option<String>,
+    exp: Option<u64>,
+    mercure: Option<MercureClaim>,
+    authorization_details: Option<Vec<serde_json::Value>>,
+}
+
+/// The classic Mercure claim: topic selectors per action.
+#[derive(Deserialize)]
+struct MercureClaim {
+    #[serde(default)]
+    publish: Vec<String>,
+    #[serde(default)]
+    subscribe: Vec<String>,
+}
+
+impl Claims {
+    fn grants(self) -> Result<Grants, String> {
+        let mut grants = Grants {
+            subject: self.sub,
+            expires_at: self.exp.map(|s| UNIX_EPOCH + Duration::from_secs(s)),
+            ..Grants::default()
+        };
+        if let Some(mercure) = self.mercure {
+            if mercure.publish.len() + mercure.subscribe.len() > MAX_TOPICS {
+                return Err("the mercure claim lists too many topics".into());
+            }
+            for (list, target) in [
+                (mercure.publish, &mut grants.publish),
+                (mercure.subscribe, &mut grants.subscribe),
+            ] {
+                for selector in list {
+                    target.push(
+                        Selector::parse(&selector)
+                            .map_err(|e| format!("the mercure claim has an {e}"))?,
+                    );
+                }
+            }
+        }
+        if let Some(details) = self.authorization_details {
+            let mercure: Vec<&serde_json::Value> = details
+                .iter()
+                .filter(|d| d.get("type").and_then(|t| t.as_str()) == Some("mercure"))
+                .collect();
+            if mercure.len() > MAX_DETAILS {
+                return Err("too many mercure authorization details".into());
+            }
+            for detail in mercure {
+                read_detail(detail, &mut grants)?;
+            }
+        }
+        Ok(grants)
+    }
+}
+
+/// One `{"type": "mercure", "actions": [...], "topics": [{"match", "matchType"}]}`.
+fn read_detail(detail: &serde_json::Value, grants: &mut Grants) -> Result<(), String> {
+    let bad = |why: &str| format!("a mercure authorization detail is invalid: {why}");
+    let actions = detail
+        .get("actions")
+        .and_then(|a| a.as_array())
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| bad("actions must be a non-empty array"))?;
+    let topics = detail
+        .get("topics")
+        .and_then(|t| t.as_array())
+        .filter(|t| !t.is_empty() && t.len() <= MAX_TOPICS)
+        .ok_or_else(|| bad("topics must be a non-empty array of at most 256 matchers"))?;
+    let mut selectors = Vec::with_capacity(topics.len());
+    for topic in topics {
+        let pattern = topic
+            .get("match")
+            .and_then(|m| m.as_str())
+            .filter(|m| !m.is_empty() && m.len() <= MAX_PATTERN)
+            .ok_or_else(|| bad("each topic needs a non-empty match string"))?;
+        let selector = match topic.get("matchType").map(|t| t.as_str()) {
+            _ if pattern == "*" => Selector::All,
+            None | Some(Some("Exact")) => Selector::Exact(pattern.to_owned()),
+            Some(Some("URLPattern")) => url_pattern(pattern)
+                .ok_or_else(|| bad("only :name and * are supported in URLPattern matchers"))?,
+            _ => return Err(bad("matchType must be Exact or URLPattern")),
+        };
+        selectors.push(selector);
+    }
+    for action in actions {
+        match action.as_str() {
+            Some("publish") => grants.publish.extend(selectors.iter().cloned()),
+            Some("subscribe") => grants.subscribe.extend(selectors.iter().cloned()),
+            _ => return Err(bad("actions may only be publish and subscribe")),
+        }
+    }
+    Ok(())
+}
+
+/// The part of the URLPattern syntax that topic matching needs: `:name`
+/// matches one path segment, `*` matches anything.
+fn url_pattern(pattern: &str) -> Option<Selector> {
+    if pattern.contains(['(', ')', '{', '}', '?', '+', '\\']) {
+        return None;
+    }
+    let mut parts = Vec::new();
+    let mut literal = String::new();
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        let part = match c {
+            '*' => Part::Any,
+            // `:name` is a group; a colon not followed by a name (as in
+            // `https:`) is literal.
+            ':' if chars
+                .peek()
+                .is_some_and(|n| n.is_ascii_alphabetic() || *n == '_') =>
+            {
+                let mut name = String::new();
+                while let Some(&n) = chars
+                    .peek()
+                    .filter(|n| n.is_ascii_alphanumeric() || **n == '_')
+                {
+                    name.push(n);
+                    chars.next();
+                }
+                if name.is_empty() {
+                    return None;
+                }
+                Part::Segment
+            }
+            _ => {
+                literal.push(c);
+                continue;
+            }
+        };
+        if !literal.is_empty() {
+            parts.push(Part::Literal(std::mem::take(&mut literal)));
+        } else if matches!(parts.last(), Some(Part::Segment | Part::Any)) {
+            return None;
+        }
+        parts.push(part);
+    }
+    if !literal.is_empty() {
+        parts.push(Part::Literal(literal));
+    }
+    Some(Selector::Template {
+        source: pattern.to_owned(),
+        parts,
+    })
+}
+
+/// The auth layer: verifiers per role and where tokens may come from.
+pub struct Auth {
+    publisher: Option<Verifier>,
+    subscriber: Option<Verifier>,
+    cookie_name: String,
+    allow_query_token: bool,
+    admin_token: Option<String>,
+}
+
+/// Where a token may be found on a request.
+pub struct Credentials<'a> {
+    /// Request headers.
+    pub headers: &'a HeaderMap,
+    /// Decoded query fields.
+    pub query: &'a [(String, String)],
+}
+
+impl Auth {
+    /// Builds the layer; errors name the setting to fix.
+    pub fn new(
+        settings: &AuthSettings,
+        cookie_name: String,
+        allow_query_token: bool,
+        admin_token: Option<String>,
+    ) -> Result<Auth, String> {
+        let verifier = |key: &Option<String>, role: &str| {
+            key.as_deref()
+                .map(|k| Verifier::new(k, settings).map_err(|e| format!("--{role}-jwt-key: {e}")))
+                .transpose()
+        };
+        Ok(Auth {
+            publisher: verifier(&settings.publisher_key, "publisher")?,
+            subscriber: verifier(&settings.subscriber_key, "subscriber")?,
+            cookie_name,
+            allow_query_token,
+            admin_token,
+        })
+    }
+
+    /// Whether publishers can authenticate at all.
+    pub fn has_publisher_key(&self) -> bool {
+        self.publisher.is_some()
+    }
+
+    /// The token presented, by Mercure's precedence: header, query, cookie.
+    fn token<'a>(&self, credentials: &'a Credentials<'_>) -> Result<Option<&'a str>, ApiError> {
+        if let Some(value) = credentials.headers.get(header::AUTHORIZATION) {
+            let value = value.to_str().unwrap_or("");
+            return match value.split_once(' ') {
+                Some((scheme, token))
+                    if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+                {
+                    Ok(Some(token.trim()))
+                }
+                _ => Err(invalid_token(
+                    "the Authorization header is not a Bearer token",
+                )),
+            };
+        }
+        if self.allow_query_token
+            && let Some((_, token)) = credentials
+                .query
+                .iter()
+                .find(|(name, _)| name == "authorization" || name == "access_token")
+        {
+            return Ok(Some(token));
+        }
+        Ok(credentials
+            .headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(name, _)| *name == self.cookie_name)
+            .map(|(_, value)| value))
+    }
+
+    /// A publisher's grants: `Ok(None)` for an anonymous publisher, allowed
+    /// only in dev mode without a token.
+    pub fn publisher(
+        &self,
+        credentials: &Credentials<'_>,
+        dev: bool,
+    ) -> Result<Option<Grants>, ApiError> {
+        match (self.token(credentials)?, &self.publisher) {
+            (Some(token), Some(verifier)) => verifier
+                .verify(token)
+                .map(Some)
+                .map_err(|e| invalid_token(&e)),
+            (Some(_), None) if dev => Ok(None),
+            (Some(_), None) => Err(invalid_token("this hub has no publisher key configured")),
+            (None, _) if dev => Ok(None),
+            (None, _) => Err(unauthorized(
+                "publishing needs a token (Authorization: Bearer ...)",
+            )),
+        }
+    }
+
+    /// A subscriber's grants; `Ok(None)` for an anonymous subscriber.
+    pub fn subscriber(
+        &self,
+        credentials: &Credentials<'_>,
+        anonymous_allowed: bool,
+    ) -> Result<Option<Grants>, ApiError> {
+        match (self.token(credentials)?, &self.subscriber) {
+            (Some(token), Some(verifier)) => verifier
+                .verify(token)
+                .map(Some)
+                .map_err(|e| invalid_token(&e)),
+            (Some(_), None) => Err(invalid_token("this hub has no subscriber key configured")),
+            (None, _) if anonymous_allowed => Ok(None),
+            (None, _) => Err(unauthorized(
+                "subscribing needs a token (cookie or Authorization header)",
+            )),
+        }
+    }
+
+    /// The admin API: `Authorization: Bearer <admin token>`; open in dev mode
+    /// when no admin token is set.
+    pub fn admin(&self, headers: &HeaderMap, dev: bool) -> Result<(), ApiError> {
+        let Some(expected) = &self.admin_token else {
+            return if dev {
+                Ok(())
+            } else {
+                Err(unauthorized("the admin API needs --admin-token (or --dev)"))
+            };
+        };
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
+            Ok(())
+        } else if presented.is_empty() {
+            Err(unauthorized(
+                "the admin API needs Authorization: Bearer <admin token>",
+            ))
+        } else {
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "the admin token is wrong",
+            )
+            .with_header(header::WWW_AUTHENTICATE, "Bearer error=\"invalid_token\""))
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        .with_header(header::WWW_AUTHENTICATE, "Bearer")
+}
+
+fn invalid_token(reason: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+        format!("invalid token: {reason}"),
+    )
+    .with_header(header::WWW_AUTHENTICATE, "Bearer error=\"invalid_token\"")
+}
+
+/// 403 for a valid token that does not cover the request.
+pub fn insufficient_scope(message: String) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope", message).with_header(
+        header::WWW_AUTHENTICATE,
+        "Bearer error=\"insufficient_scope\"",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_patterns_become_templates() {
+        let s = url_pattern("https://example.com/books/:id").unwrap();
+        assert!(s.matches("https://example.com/books/7"));
+        assert!(!s.matches("https://example.com/books/7/reviews"));
+        let s = url_pattern("/logs/*").unwrap();
+        assert!(s.matches("/logs/a/b"));
+        for bad in ["/a/(\\d+)", "/a/:id?", "/a/{x}", "/a/:x*"] {
+            assert!(url_pattern(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn both_claim_shapes_give_grants() {
+        let claims: Claims = serde_json::from_value(serde_json::json!({
+            "sub": "alice",
+            "mercure": {"publish": ["a/{id}"], "subscribe": ["*"]},
+            "authorization_details": [
+                {"type": "mercure", "actions": ["subscribe"], "topics": [{"match": "b/:id", "matchType": "URLPattern"}]},
+                {"type": "other", "whatever": true}
+            ]
+        }))
+        .unwrap();
+        let grants = claims.grants().unwrap();
+        assert_eq!(grants.subject.as_deref(), Some("alice"));
+        assert!(grants.may_publish(&["a/1".into()]).is_ok());
+        assert_eq!(
+            grants.may_publish(&["a/1".into(), "b".into()]),
+            Err("b".into())
+        );
+        assert_eq!(grants.subscribe.len(), 2);
+    }
+
+    #[test]
+    fn a_malformed_detail_rejects_the_whole_token() {
+        for detail in [
+            serde_json::json!({"type": "mercure", "actions": [], "topics": [{"match": "a"}]}),
+            serde_json::json!({"type": "mercure", "actions": ["read"], "topics": [{"match": "a"}]}),
+            serde_json::json!({"type": "mercure", "actions": ["publish"], "topics": []}),
+            serde_json::json!({"type": "mercure", "actions": ["publish"], "topics": ["a"]}),
+            serde_json::json!({"type": "mercure", "actions": ["publish"], "topics": [{"match": "a", "matchType": "Regex"}]}),
+        ] {
+            let claims: Claims = serde_json::from_value(serde_json::json!({
+                "authorization_details": [
+                    {"type": "mercure", "actions": ["publish"], "topics": [{"match": "*"}]},
+                    detail.clone()
+                ]
+            }))
+            .unwrap();
+            assert!(claims.grants().is_err(), "{detail}");
+        }
+    }
+
+    #[test]
+    fn short_hmac_secrets_are_refused() {
+        let settings = AuthSettings {
+            algorithm: "HS256".into(),
+            ..AuthSettings::default()
+        };
+        assert!(Verifier::new("short", &settings).is_err());
+        assert!(Verifier::new("a-secret-of-enough-length", &settings).is_ok());
+    }
+}

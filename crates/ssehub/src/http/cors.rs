@@ -1,0 +1,107 @@
+//! CORS with an explicit origin allowlist.
+//!
+//! Credentials (the auth cookie) are allowed for listed origins only, and the
+//! answer names that origin: never `*` with credentials, never an origin
+//! echoed back unchecked. A preflight from an unlisted origin gets a 403 JSON
+//! error; other requests from unlisted origins simply get no CORS headers, so
+//! the browser keeps their answers from the page.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::{ApiError, AppState};
+
+/// The allowlist. `*` allows any origin, without credentials.
+#[derive(Debug, Clone, Default)]
+pub struct CorsSettings {
+    /// Origins such as `https://app.example.com`, compared exactly.
+    pub origins: Vec<String>,
+}
+
+enum Allowed {
+    /// This origin, with credentials.
+    Origin(HeaderValue),
+    /// Any origin, without credentials.
+    Any,
+}
+
+impl CorsSettings {
+    fn allowed(&self, origin: &str) -> Option<Allowed> {
+        if self.origins.iter().any(|o| o == origin) {
+            HeaderValue::from_str(origin).ok().map(Allowed::Origin)
+        } else if self.origins.iter().any(|o| o == "*") {
+            Some(Allowed::Any)
+        } else {
+            None
+        }
+    }
+}
+
+/// The middleware.
+pub async fn cors(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .map(str::to_owned);
+    let Some(origin) = origin else {
+        return next.run(request).await;
+    };
+    let allowed = app.cors.allowed(&origin);
+    let preflight = request.method() == Method::OPTIONS
+        && request
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    if preflight {
+        let Some(allowed) = allowed else {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "cors_origin_not_allowed",
+                format!("the origin {origin:?} is not in this hub's --cors-origin list"),
+            )
+            .into_response();
+        };
+        let mut response = StatusCode::NO_CONTENT.into_response();
+        let headers = response.headers_mut();
+        apply(headers, &allowed);
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, DELETE"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("authorization, content-type, last-event-id, cache-control"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+        return response;
+    }
+    let mut response = next.run(request).await;
+    if let Some(allowed) = allowed {
+        apply(response.headers_mut(), &allowed);
+    }
+    response
+}
+
+fn apply(headers: &mut HeaderMap, allowed: &Allowed) {
+    match allowed {
+        Allowed::Origin(origin) => {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
+        }
+        Allowed::Any => {
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                HeaderValue::from_static("*"),
+            );
+        }
+    }
+    headers.append(header::VARY, HeaderValue::from_static("origin"));
+}
