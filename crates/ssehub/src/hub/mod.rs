@@ -909,3 +909,174 @@ mod tests {
         assert_eq!(events[0].0, "reset");
     }
 }
+
+/// Properties over random topics, selectors, grants and payloads.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const TOPICS: [&str; 5] = ["a", "b", "c/1", "c/2", "d"];
+    const SELECTORS: [&str; 7] = ["a", "b", "c/1", "c/2", "d", "c/{id}", "*"];
+
+    fn hub() -> Arc<Hub> {
+        Hub::new(HubConfig {
+            history_size: 1000,
+            history_ttl: Duration::from_secs(3600),
+            queue_size: 4096,
+            history_max_bytes: 1 << 30,
+            limits: TopicLimits {
+                max_topics: 8,
+                max_topic_length: 1024,
+            },
+        })
+    }
+
+    fn pick(pool: &'static [&'static str], mask: u8) -> Vec<Selector> {
+        pool.iter()
+            .enumerate()
+            .filter(|(i, _)| mask & (1 << i) != 0)
+            .map(|(_, s)| Selector::parse(s).unwrap())
+            .collect()
+    }
+
+    #[derive(Debug, Clone)]
+    struct Reader {
+        selectors: u8,
+        grants: u8,
+        joins_before: usize,
+        replay: bool,
+    }
+
+    fn reader() -> impl Strategy<Value = Reader> {
+        (1u8..128, 0u8..128, 0usize..20, any::<bool>()).prop_map(
+            |(selectors, grants, joins_before, replay)| Reader {
+                selectors,
+                grants,
+                joins_before,
+                replay,
+            },
+        )
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// No subscriber ever receives a private update its grants do not
+        /// cover, live or replayed, and each gets exactly what its
+        /// selectors and grants allow from the moment it joined.
+        #[test]
+        fn private_updates_reach_only_authorized_subscribers(
+            readers in prop::collection::vec(reader(), 1..6),
+            events in prop::collection::vec((1u8..32, any::<bool>()), 1..20),
+        ) {
+            let hub = hub();
+            let runtime = runtime();
+            let mut published: Vec<Arc<Event>> = Vec::new();
+            let mut subscriptions: Vec<(Reader, Subscription, usize)> = Vec::new();
+            for step in 0..=events.len() {
+                for reader in readers.iter().filter(|r| r.joins_before.min(events.len()) == step) {
+                    let subscription = hub.subscribe(Subscribe {
+                        selectors: pick(&SELECTORS, reader.selectors),
+                        private: pick(&SELECTORS, reader.grants),
+                        last_event_id: reader.replay.then(|| "earliest".to_owned()),
+                        ..Subscribe::default()
+                    }).unwrap();
+                    subscriptions.push((reader.clone(), subscription, published.len()));
+                }
+                if let Some((topics, private)) = events.get(step) {
+                    let topics: Vec<String> = TOPICS
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| topics & (1 << i) != 0)
+                        .map(|(_, t)| t.to_string())
+                        .collect();
+                    let event = runtime.block_on(hub.publish(Publish {
+                        topics,
+                        data: format!("event {step}"),
+                        private: *private,
+                        ..Publish::default()
+                    })).unwrap();
+                    published.push(event);
+                }
+            }
+            for (reader, mut subscription, joined_at) in subscriptions {
+                let selectors = pick(&SELECTORS, reader.selectors);
+                let grants = pick(&SELECTORS, reader.grants);
+                let mut bytes = subscription.initial.to_vec();
+                let mut queue = subscription.events.take().unwrap();
+                while let Ok(more) = queue.try_recv() {
+                    bytes.extend_from_slice(&more);
+                }
+                let received: Vec<String> = sse_codec::Parser::new()
+                    .feed(&bytes)
+                    .into_iter()
+                    .filter_map(|item| match item {
+                        sse_codec::Item::Event(e) => Some(e.data),
+                        _ => None,
+                    })
+                    .collect();
+                let allowed = |e: &Event| {
+                    e.topics.iter().any(|t| selectors.iter().any(|s| s.matches(t)))
+                        && (!e.private || e.topics.iter().any(|t| grants.iter().any(|s| s.matches(t))))
+                };
+                let from = if reader.replay { 0 } else { joined_at };
+                let expected: Vec<String> = published[from..]
+                    .iter()
+                    .filter(|e| allowed(e))
+                    .map(|e| e.data.clone())
+                    .collect();
+                prop_assert_eq!(received, expected, "reader {:?}", reader);
+            }
+        }
+
+        /// Whatever a publisher puts in an id, a type or the data, the wire
+        /// carries exactly one event with exactly those values, or the
+        /// publish is refused; a line break never becomes a field.
+        #[test]
+        fn publisher_input_never_adds_a_field_on_the_wire(
+            id in prop::option::of("[a-z]{0,3}[\r\n\0:]?[a-z: ]{0,6}"),
+            event_type in prop::option::of("[a-z]{0,3}[\r\n]?[a-z: ]{0,6}"),
+            data in "(data: x|id: 9|event: y|retry: 1|\r|\n|\r\n|:|[a-z ]{0,4}){0,8}",
+            topic in "[a-z]{1,3}[\r\n]?[a-z]{0,3}",
+        ) {
+            let hub = hub();
+            let result = runtime().block_on(hub.publish(Publish {
+                topics: vec![topic.clone()],
+                data: data.clone(),
+                id: id.clone(),
+                event_type: event_type.clone(),
+                ..Publish::default()
+            }));
+            let bad_id = id.as_deref().is_some_and(|i| {
+                i.is_empty() || i.contains(['\r', '\n', '\0']) || i.bytes().all(|b| b.is_ascii_digit())
+            });
+            let bad_type = event_type.as_deref().is_some_and(|t| t.contains(['\r', '\n']));
+            let bad_topic = topic.contains(['\r', '\n']);
+            match result {
+                Err(_) => prop_assert!(bad_id || bad_type || bad_topic),
+                Ok(event) => {
+                    prop_assert!(!(bad_id || bad_type || bad_topic));
+                    let items = sse_codec::Parser::new().feed(&event.wire);
+                    prop_assert_eq!(items.len(), 1, "{:?}", items);
+                    let sse_codec::Item::Event(parsed) = &items[0] else {
+                        return Err(TestCaseError::fail("not an event"));
+                    };
+                    prop_assert_eq!(&parsed.data, &sse_codec::normalize_line_breaks(&data));
+                    prop_assert_eq!(&parsed.last_event_id, &event.id);
+                    let expected_type = match event_type.as_deref() {
+                        None | Some("") => "message",
+                        Some(t) => t,
+                    };
+                    prop_assert_eq!(parsed.event_type.as_str(), expected_type);
+                }
+            }
+        }
+    }
+}
