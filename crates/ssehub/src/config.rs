@@ -88,6 +88,16 @@ pub struct Config {
     pub max_connections_per_subject: usize,
     /// Publishes per second per publisher (0: no limit).
     pub publish_rate: u32,
+    /// Serve the demo pages' backend (`/demo/...`).
+    pub demos: bool,
+    /// Delay between demo steps.
+    pub demo_pace: Duration,
+    /// OpenAI-compatible endpoint the chat demo relays.
+    pub llm_url: Option<String>,
+    /// Model name sent to it.
+    pub llm_model: String,
+    /// Bearer key for it.
+    pub llm_api_key: Option<String>,
 }
 
 impl Default for Config {
@@ -124,6 +134,11 @@ impl Default for Config {
             max_connections_per_address: 0,
             max_connections_per_subject: 100,
             publish_rate: 0,
+            demos: true,
+            demo_pace: Duration::from_millis(100),
+            llm_url: None,
+            llm_model: "gpt-4o-mini".into(),
+            llm_api_key: None,
         }
     }
 }
@@ -146,6 +161,21 @@ impl Config {
             audience: self.jwt_audience.clone(),
             issuer: self.jwt_issuer.clone(),
             require_exp: self.jwt_require_exp,
+        }
+    }
+
+    /// The demo backend.
+    pub fn demo_settings(&self) -> crate::demo::DemoSettings {
+        crate::demo::DemoSettings {
+            pace: self.demo_pace,
+            llm: self
+                .llm_url
+                .as_ref()
+                .map(|url| crate::demo::chat::LlmSettings {
+                    url: url.clone(),
+                    model: self.llm_model.clone(),
+                    api_key: self.llm_api_key.clone(),
+                }),
         }
     }
 
@@ -278,6 +308,21 @@ pub struct ServeArgs {
     /// Publishes per second per publisher; 0 for no limit [default: 0].
     #[arg(long, env = "SSEHUB_PUBLISH_RATE")]
     pub publish_rate: Option<u32>,
+    /// Serve the demo backend behind the pages at / [default: true].
+    #[arg(long, env = "SSEHUB_DEMOS")]
+    pub demos: Option<bool>,
+    /// Delay between demo steps (file slices, answer fragments) [default: 100ms].
+    #[arg(long, env = "SSEHUB_DEMO_PACE", value_parser = parse_duration)]
+    pub demo_pace: Option<Duration>,
+    /// Relay this OpenAI-compatible endpoint in the chat demo, e.g. http://localhost:11434/v1.
+    #[arg(long, env = "SSEHUB_LLM_URL")]
+    pub llm_url: Option<String>,
+    /// Model name for --llm-url [default: gpt-4o-mini].
+    #[arg(long, env = "SSEHUB_LLM_MODEL")]
+    pub llm_model: Option<String>,
+    /// API key for --llm-url.
+    #[arg(long, env = "SSEHUB_LLM_API_KEY", hide_env_values = true)]
+    pub llm_api_key: Option<String>,
 }
 
 /// The config file: the same settings, kebab-case keys, durations and sizes
@@ -316,6 +361,11 @@ struct FileConfig {
     max_connections_per_address: Option<usize>,
     max_connections_per_subject: Option<usize>,
     publish_rate: Option<u32>,
+    demos: Option<bool>,
+    demo_pace: Option<String>,
+    llm_url: Option<String>,
+    llm_model: Option<String>,
+    llm_api_key: Option<String>,
 }
 
 /// A configuration that cannot be used, with what to fix.
@@ -458,6 +508,18 @@ impl ServeArgs {
                 .publish_rate
                 .or(file.publish_rate)
                 .unwrap_or(d.publish_rate),
+            demos: self.demos.or(file.demos).unwrap_or(d.demos),
+            demo_pace: self
+                .demo_pace
+                .or(duration("demo-pace", &file.demo_pace)?)
+                .unwrap_or(d.demo_pace),
+            llm_url: self.llm_url.clone().or(file.llm_url),
+            llm_model: self
+                .llm_model
+                .clone()
+                .or(file.llm_model)
+                .unwrap_or(d.llm_model),
+            llm_api_key: self.llm_api_key.clone().or(file.llm_api_key),
         };
         if let Some(token) = &config.admin_token
             && token.len() < 16

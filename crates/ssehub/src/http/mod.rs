@@ -5,9 +5,11 @@
 mod admin;
 pub mod auth;
 mod cors;
+mod demo;
 mod error;
 mod form;
 pub mod limits;
+mod pages;
 mod publish;
 mod subscribe;
 
@@ -39,6 +41,8 @@ pub struct AppState {
     auth: Arc<auth::Auth>,
     limits: Arc<limits::Limits>,
     cors: Arc<cors::CorsSettings>,
+    /// The demo backend's settings; `None` when the demos are off.
+    demo: Option<Arc<crate::demo::DemoSettings>>,
     /// Cancelled at shutdown: every stream ends with a retry hint.
     closing: CancellationToken,
     /// `retry: N` without a blank line, sent first on every stream.
@@ -74,6 +78,17 @@ fn router(state: AppState) -> Router {
             "/v1/clients/{client_id}/events",
             post(admin::push_to_client),
         )
+        .route("/", get(pages::index))
+        .route("/upload", get(pages::upload))
+        .route("/chat", get(pages::chat))
+        .route("/live", get(pages::live))
+        .route("/ssehub.js", get(pages::helper))
+        .route("/style.css", get(pages::style))
+        .route(
+            "/demo/upload",
+            post(demo::upload).layer(axum::extract::DefaultBodyLimit::max(demo::MAX_UPLOAD)),
+        )
+        .route("/demo/chat", post(demo::ask))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -165,12 +180,16 @@ impl Server {
             cors: Arc::new(cors::CorsSettings {
                 origins: config.cors_origins.clone(),
             }),
+            demo: config.demos.then(|| Arc::new(config.demo_settings())),
             hub: hub.clone(),
             config: Arc::new(config),
             closing: shutdown.clone(),
             retry_hint,
         };
         spawn_sweeper(hub.clone(), shutdown.clone());
+        if let Some(demo) = &state.demo {
+            crate::demo::start(hub.clone(), demo.clone(), shutdown.clone());
+        }
         let done = tokio::spawn(accept_loop(listener, state, shutdown.clone()));
         Ok(Server {
             addr,

@@ -79,6 +79,8 @@ pub struct Stats {
     pub delivered: u64,
     /// Subscribers dropped because they did not read fast enough.
     pub dropped_slow: u64,
+    /// Streams opened since start.
+    pub opened: u64,
     /// Events held in history across topics (an event with several topics
     /// counts once per topic).
     pub history_events: u64,
@@ -115,6 +117,7 @@ pub struct Hub {
     delivered: AtomicU64,
     dropped_slow: AtomicU64,
     connections: AtomicU64,
+    opened: AtomicU64,
 }
 
 /// Where a subscriber's stream starts.
@@ -156,6 +159,7 @@ impl Hub {
             delivered: AtomicU64::new(0),
             dropped_slow: AtomicU64::new(0),
             connections: AtomicU64::new(0),
+            opened: AtomicU64::new(0),
         });
         hub.restore(recovered);
         if let Some(queue) = queue {
@@ -542,6 +546,7 @@ impl Hub {
         let id = st.next_sub;
         st.next_sub += 1;
         self.connections.fetch_add(1, Relaxed);
+        self.opened.fetch_add(1, Relaxed);
         let guard = Guard {
             hub: self.clone(),
             id,
@@ -640,10 +645,46 @@ impl Hub {
             published: self.published.load(Relaxed),
             delivered: self.delivered.load(Relaxed),
             dropped_slow: self.dropped_slow.load(Relaxed),
+            opened: self.opened.load(Relaxed),
             history_events: st.topics.values().map(|t| t.history.len() as u64).sum(),
             stored_events: st.kept.len() as u64,
             stored_bytes: st.kept_bytes as u64,
         }
+    }
+
+    /// The events a topic's history holds, oldest first.
+    pub fn topic_history(&self, topic: &str) -> Vec<Arc<Event>> {
+        self.state()
+            .topics
+            .get(topic)
+            .map(|t| t.history.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Known topics starting with `prefix` that no final event has closed.
+    pub fn open_topics_with_prefix(&self, prefix: &str) -> Vec<String> {
+        let st = self.state();
+        st.topics
+            .iter()
+            .filter(|(name, t)| {
+                name.starts_with(prefix) && !t.finished && !st.pending_final.contains(*name)
+            })
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Whether anyone is listening to `topic` (exactly or by a wildcard).
+    pub fn has_subscribers(&self, topic: &str) -> bool {
+        let st = self.state();
+        st.topics
+            .get(topic)
+            .is_some_and(|t| !t.subscribers.is_empty())
+            || st.wildcard.iter().any(|id| {
+                st.subscribers[id]
+                    .selectors
+                    .iter()
+                    .any(|s| s.matches(topic))
+            })
     }
 
     /// Connected clients, by client id.

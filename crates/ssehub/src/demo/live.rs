@@ -1,0 +1,93 @@
+//! Live data for the live page: a clock, prices, log lines and the hub's own
+//! figures. Each is published only while someone is subscribed to it, so an
+//! idle hub writes nothing.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::{Hub, Publish};
+
+/// Topics the live page listens to.
+pub const CLOCK: &str = "live/clock";
+/// Prices, a random walk.
+pub const PRICES: &str = "live/prices";
+/// Log lines.
+pub const LOGS: &str = "live/logs";
+/// The hub's figures.
+pub const HUB: &str = "live/hub";
+
+/// Ticks every 250 ms until shutdown.
+pub async fn run(hub: Arc<Hub>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut prices = [("BTC", 64_000.0_f64), ("ETH", 3_100.0), ("SSE", 42.0)];
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut last_published = hub.stats().published;
+    for n in 0u64.. {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        if n % 4 == 0 && hub.has_subscribers(CLOCK) {
+            let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+            emit(&hub, CLOCK, "clock", now, true).await;
+        }
+        if n % 2 == 0 && hub.has_subscribers(PRICES) {
+            for (_, price) in prices.iter_mut() {
+                // xorshift: a random walk without a random-number crate.
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let step = (seed % 2001) as f64 / 1000.0 - 1.0;
+                *price *= 1.0 + step * 0.002;
+            }
+            let data = serde_json::json!(prices
+                .iter()
+                .map(|(symbol, price)| serde_json::json!({"symbol": symbol, "price": (price * 100.0).round() / 100.0}))
+                .collect::<Vec<_>>());
+            emit(&hub, PRICES, "prices", data.to_string(), true).await;
+        }
+        if n % 3 == 0 && hub.has_subscribers(LOGS) {
+            let levels = ["INFO", "INFO", "INFO", "WARN", "DEBUG"];
+            let line = format!(
+                "{} order #{} processed in {} ms",
+                levels[(n / 3 % 5) as usize],
+                10_000 + n / 3,
+                5 + (n * 7919) % 120
+            );
+            emit(&hub, LOGS, "log", line, false).await;
+        }
+        if n % 4 == 0 {
+            let stats = hub.stats();
+            let per_second = stats.published.saturating_sub(last_published);
+            last_published = stats.published;
+            if hub.has_subscribers(HUB) {
+                let data = serde_json::json!({
+                    "connections": stats.connections,
+                    "topics": stats.topics,
+                    "published": stats.published,
+                    "delivered": stats.delivered,
+                    "events_per_second": per_second,
+                });
+                emit(&hub, HUB, "stats", data.to_string(), true).await;
+            }
+        }
+    }
+}
+
+async fn emit(hub: &Hub, topic: &str, event_type: &str, data: String, retain: bool) {
+    let result = hub
+        .publish(Publish {
+            topics: vec![topic.into()],
+            data,
+            event_type: Some(event_type.into()),
+            retain,
+            ..Publish::default()
+        })
+        .await;
+    if let Err(err) = result {
+        tracing::debug!(topic, %err, "live demo publish failed");
+    }
+}

@@ -1,0 +1,52 @@
+//! The demo backend behind the pages at `/`: what a team's own backend would
+//! do with the hub, built in so `ssehub serve` shows every scenario working.
+//!
+//! * [`upload`]: a multi-file upload whose processing publishes the task's
+//!   state as the retained state of `tasks/{code}`.
+//! * [`chat`]: an answer streamed in fragments to `chat/{id}`, scripted or
+//!   relayed from an OpenAI-compatible model; unfinished scripted answers
+//!   continue after a restart.
+//! * [`live`]: a clock, prices, logs and the hub's own figures, published
+//!   only while someone listens.
+//!
+//! It talks to the hub through the same `publish` a remote backend reaches
+//! over HTTP.
+
+pub mod chat;
+pub mod live;
+pub mod upload;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::Hub;
+
+/// Settings of the demo backend.
+#[derive(Debug, Clone)]
+pub struct DemoSettings {
+    /// Delay between steps (a slice of a file, a fragment of an answer), so
+    /// progress is visible.
+    pub pace: Duration,
+    /// Relay a real model instead of the scripted answerer.
+    pub llm: Option<chat::LlmSettings>,
+}
+
+/// Starts the background parts: live tickers, and continuing answers a
+/// restart interrupted.
+pub fn start(hub: Arc<Hub>, settings: Arc<DemoSettings>, shutdown: CancellationToken) {
+    tokio::spawn(live::run(hub.clone(), shutdown.clone()));
+    chat::resume_unfinished(&hub, &settings, &shutdown);
+}
+
+/// A short id, unique across restarts: time in microseconds and a counter.
+pub fn new_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let micros = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{:x}{:02x}", micros, n % 256)
+}

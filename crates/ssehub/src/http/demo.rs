@@ -1,0 +1,106 @@
+//! `/demo/...`: the endpoints the demo pages call, standing in for a team's
+//! own backend (see `crate::demo`).
+
+use axum::Json;
+use axum::extract::{Multipart, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use bytes::BytesMut;
+use serde::Deserialize;
+
+use super::{ApiError, AppState};
+use crate::demo::{chat, upload};
+
+/// Most files in one upload.
+const MAX_FILES: usize = 20;
+/// Largest upload body; larger ones get 413 from the body limit layer.
+pub const MAX_UPLOAD: usize = 64 << 20;
+/// Longest question, in characters.
+const MAX_QUESTION: usize = 2000;
+
+/// `POST /demo/upload` (multipart, field `files`): starts a task and answers
+/// `202 {"code", "topic"}` at once; progress arrives on the topic.
+pub async fn upload(
+    State(app): State<AppState>,
+    mut form: Multipart,
+) -> Result<Response, ApiError> {
+    let demo = app.demo.clone().ok_or_else(demos_off)?;
+    let mut files = Vec::new();
+    while let Some(mut field) = form.next_field().await.map_err(bad_upload)? {
+        if files.len() == MAX_FILES {
+            return Err(ApiError::bad_request(
+                "too_many_files",
+                format!("at most {MAX_FILES} files per upload"),
+            ));
+        }
+        let name = field
+            .file_name()
+            .unwrap_or("unnamed")
+            .chars()
+            .take(200)
+            .collect();
+        let mut bytes = BytesMut::new();
+        while let Some(chunk) = field.chunk().await.map_err(bad_upload)? {
+            bytes.extend_from_slice(&chunk);
+        }
+        files.push(upload::UploadedFile {
+            name,
+            bytes: bytes.freeze(),
+        });
+    }
+    if files.is_empty() {
+        return Err(ApiError::bad_request(
+            "no_files",
+            "choose at least one file",
+        ));
+    }
+    let code = upload::start(app.hub.clone(), files, demo.pace)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e))?;
+    let topic = upload::topic(&code);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "code": code, "topic": topic })),
+    )
+        .into_response())
+}
+
+fn bad_upload(err: axum::extract::multipart::MultipartError) -> ApiError {
+    ApiError::new(err.status(), "invalid_upload", err.body_text())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Question {
+    question: String,
+}
+
+/// `POST /demo/chat` `{"question": ...}`: answers `202 {"id", "topic"}`; the
+/// answer streams on the topic.
+pub async fn ask(State(app): State<AppState>, body: Json<Question>) -> Result<Response, ApiError> {
+    let demo = app.demo.clone().ok_or_else(demos_off)?;
+    let question = body.0.question.trim().to_owned();
+    if question.is_empty() || question.chars().count() > MAX_QUESTION {
+        return Err(ApiError::bad_request(
+            "invalid_question",
+            format!("ask a question of 1 to {MAX_QUESTION} characters"),
+        ));
+    }
+    let id = chat::ask(app.hub.clone(), demo, question, app.closing.clone())
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e))?;
+    let topic = chat::topic(&id);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "id": id, "topic": topic })),
+    )
+        .into_response())
+}
+
+fn demos_off() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "the demos are off (--demos false)",
+    )
+}

@@ -1,0 +1,30 @@
+//! The demo pages and the JS helper, embedded in the binary: no files to
+//! deploy, no build step.
+
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+
+macro_rules! page {
+    ($name:ident, $file:literal, $type:literal) => {
+        /// Serves the embedded file.
+        pub async fn $name() -> Response {
+            serve(include_str!(concat!("../../../../web/", $file)), $type)
+        }
+    };
+}
+
+page!(index, "index.html", "text/html; charset=utf-8");
+page!(upload, "upload.html", "text/html; charset=utf-8");
+page!(chat, "chat.html", "text/html; charset=utf-8");
+page!(live, "live.html", "text/html; charset=utf-8");
+page!(helper, "ssehub.js", "text/javascript; charset=utf-8");
+page!(style, "style.css", "text/css; charset=utf-8");
+
+fn serve(body: &'static str, content_type: &'static str) -> Response {
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    // Small, and changed with every release: always revalidate.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}

@@ -1,0 +1,176 @@
+//! The demo backend over HTTP: the chat relay against a fake
+//! OpenAI-compatible upstream, the scripted answer, and the upload task.
+
+mod common;
+
+use std::time::Duration;
+
+use axum::response::IntoResponse;
+use common::{PATIENCE, start};
+use ssehub_client::Subscribe;
+
+/// A stand-in for `/v1/chat/completions` with `stream: true`: it streams the
+/// reply in chunks (split across writes, as real servers do), then `[DONE]`.
+async fn fake_model(body: axum::Json<serde_json::Value>) -> axum::response::Response {
+    assert_eq!(body["stream"], true);
+    assert_eq!(body["model"], "test-model");
+    let question = body["messages"][0]["content"].as_str().unwrap().to_owned();
+    let tokens = vec![
+        "Hello".to_owned(),
+        ", ".into(),
+        "世界".into(),
+        " 🌍".into(),
+        "\nline two".into(),
+        format!(" ({question})"),
+    ];
+    let mut frames: Vec<String> =
+        vec![r#"data: {"choices":[{"delta":{"role":"assistant"}}]}"#.to_owned() + "\n\n"];
+    for token in tokens {
+        let chunk = serde_json::json!({"choices": [{"delta": {"content": token}}]});
+        frames.push(format!("data: {chunk}\n\n"));
+    }
+    frames.push("data: [DONE]\n\n".into());
+    // Split every frame in two writes, to exercise the incremental parser.
+    let pieces: Vec<Result<String, std::io::Error>> = frames
+        .into_iter()
+        .flat_map(|f| {
+            let cut = f.len() / 2;
+            let cut = (cut..f.len()).find(|&i| f.is_char_boundary(i)).unwrap();
+            [Ok(f[..cut].to_owned()), Ok(f[cut..].to_owned())]
+        })
+        .collect();
+    let stream = futures_util::stream::iter(pieces).then(|piece| async {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        piece
+    });
+    (
+        [("content-type", "text/event-stream")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+use futures_util::StreamExt;
+
+async fn ask(hub: &common::TestHub, question: &str) -> String {
+    let response = hub
+        .http
+        .post(format!("{}/demo/chat", hub.url))
+        .json(&serde_json::json!({ "question": question }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let body: serde_json::Value = response.json().await.unwrap();
+    body["topic"].as_str().unwrap().to_owned()
+}
+
+async fn whole_topic(hub: &common::TestHub, topic: &str) -> Vec<(String, String)> {
+    let mut stream = hub
+        .client
+        .connect(&Subscribe {
+            last_event_id: Some("earliest".into()),
+            ..Subscribe::topics([topic])
+        })
+        .await
+        .unwrap();
+    common::events_until_end(&mut stream)
+        .await
+        .into_iter()
+        .map(|e| (e.event_type, e.data))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chat_demo_relays_a_streaming_openai_compatible_model() {
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_url = format!("http://{}/v1", upstream.local_addr().unwrap());
+    tokio::spawn(async move {
+        let app =
+            axum::Router::new().route("/v1/chat/completions", axum::routing::post(fake_model));
+        axum::serve(upstream, app).await.unwrap();
+    });
+    let hub = start(|c| {
+        c.llm_url = Some(upstream_url);
+        c.llm_model = "test-model".into();
+    })
+    .await;
+    let topic = ask(&hub, "q?").await;
+    let events = tokio::time::timeout(PATIENCE, whole_topic(&hub, &topic))
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = events.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"start"));
+    assert_eq!(&kinds[kinds.len() - 2..], ["end", "complete"]);
+    let fragments: Vec<&str> = events
+        .iter()
+        .filter(|(t, _)| t == "fragment")
+        .map(|(_, d)| d.as_str())
+        .collect();
+    assert_eq!(
+        fragments,
+        ["Hello", ", ", "世界", " 🌍", "\nline two", " (q?)"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_model_ends_the_answer_with_an_error_event() {
+    let hub = start(|c| c.llm_url = Some("http://127.0.0.1:9/v1".into())).await;
+    let topic = ask(&hub, "anyone there?").await;
+    let events = tokio::time::timeout(PATIENCE, whole_topic(&hub, &topic))
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = events.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(kinds, ["start", "error", "end", "complete"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scripted_answer_streams_start_fragments_end() {
+    let hub = start(|c| c.demo_pace = Duration::from_millis(1)).await;
+    let topic = ask(&hub, "why?").await;
+    let events = tokio::time::timeout(PATIENCE, whole_topic(&hub, &topic))
+        .await
+        .unwrap();
+    let text: String = events
+        .iter()
+        .filter(|(t, _)| t == "fragment")
+        .map(|(_, d)| d.as_str())
+        .collect();
+    assert_eq!(
+        text,
+        ssehub::demo::chat::scripted_fragments("why?").concat()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_endpoints_refuse_bad_input_and_can_be_turned_off() {
+    let hub = start(|_| {}).await;
+    let (status, body) = hub
+        .post("/demo/chat", "application/json", r#"{"question":"   "}"#)
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("invalid_question"));
+    let (status, body) = hub
+        .post(
+            "/demo/upload",
+            "multipart/form-data; boundary=x",
+            "--x--\r\n",
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("no_files"), "{body}");
+
+    let off = start(|c| c.demos = false).await;
+    let (status, body) = off
+        .post("/demo/chat", "application/json", r#"{"question":"hi"}"#)
+        .await;
+    assert_eq!(status, 404, "{body}");
+    // The pages are still served: they are the hub's front door.
+    assert_eq!(
+        reqwest::get(format!("{}/ssehub.js", off.url))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
