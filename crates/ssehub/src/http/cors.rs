@@ -87,6 +87,16 @@ pub async fn cors(State(app): State<AppState>, request: Request, next: Next) -> 
     response
 }
 
+/// The CORS headers for a non-preflight answer to `origin`, for answers
+/// written outside the router (see `super::direct`).
+pub(super) fn answer_headers(settings: &CorsSettings, origin: Option<&str>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Some(allowed) = origin.and_then(|o| settings.allowed(o)) {
+        apply(&mut headers, &allowed);
+    }
+    headers
+}
+
 fn apply(headers: &mut HeaderMap, allowed: &Allowed) {
     match allowed {
         Allowed::Origin(origin) => {

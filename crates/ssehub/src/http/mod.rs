@@ -6,6 +6,7 @@ mod admin;
 pub mod auth;
 mod cors;
 mod demo;
+mod direct;
 mod error;
 mod form;
 pub mod limits;
@@ -257,22 +258,37 @@ async fn accept_loop(listener: TcpListener, state: AppState, shutdown: Cancellat
             _ = shutdown.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        let info = ConnectionInfo {
-            remote,
-            kill: CancellationToken::new(),
-        };
-        let kill = info.kill.clone();
+        let kill = CancellationToken::new();
         let app = app.clone();
-        let service =
-            hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
-                request.extensions_mut().insert(info.clone());
-                app.clone().oneshot(request)
-            });
-        let connection = http.serve_connection(TokioIo::new(stream), service);
         let shutdown = shutdown.clone();
         let grace = state.config.shutdown_timeout;
+        let http = http.clone();
+        let state = state.clone();
+        let tracker = connections.clone();
         connections.spawn(async move {
-            tokio::pin!(connection);
+            let conn = ConnectionInfo {
+                remote,
+                kill: kill.clone(),
+            };
+            // Subscriptions are served directly; the rest goes to hyper.
+            let socket = tokio::select! {
+                route = direct::serve(stream, &state, &conn) => match route {
+                    direct::Route::Done => return,
+                    direct::Route::Stream(streaming) => {
+                        tracker.spawn(direct::pump(streaming, kill));
+                        return;
+                    }
+                    direct::Route::Hyper(socket) => socket,
+                },
+                _ = kill.cancelled() => return,
+            };
+            let service =
+                hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(conn.clone());
+                    app.clone().oneshot(request)
+                });
+            // Boxed: only connections that need hyper pay for its state.
+            let mut connection = Box::pin(http.serve_connection(TokioIo::new(socket), service));
             tokio::select! {
                 _ = connection.as_mut() => {}
                 // Dropping the connection closes the socket at once.

@@ -11,7 +11,6 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
-use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
@@ -23,17 +22,38 @@ use crate::hub::{Selector, Subscribe, Subscription, client_topic};
 /// At most this much is coalesced into one write.
 const MAX_WRITE: usize = 64 * 1024;
 
-/// Opens a stream for the topics in the query string.
+/// Opens a stream for the topics in the query string (the hyper path; most
+/// subscriptions are served by [`super::direct`], which shares [`open`]).
 pub async fn subscribe(
     State(app): State<AppState>,
     Extension(conn): Extension<ConnectionInfo>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let fields = form::parse(query.unwrap_or_default().as_bytes())
+    let stream = open(&app, &conn, &headers, query.as_deref().unwrap_or(""))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::HeaderName::from_static("x-accel-buffering"), "no"),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// Checks credentials and limits, registers the subscriber, and returns its
+/// stream; or the error to answer.
+pub(super) fn open(
+    app: &AppState,
+    conn: &ConnectionInfo,
+    headers: &HeaderMap,
+    query: &str,
+) -> Result<EventStream, ApiError> {
+    let fields = form::parse(query.as_bytes())
         .map_err(|e| ApiError::bad_request("invalid_utf8", e.to_string()))?;
     let credentials = Credentials {
-        headers: &headers,
+        headers,
         query: &fields,
     };
     let grants = app
@@ -87,29 +107,23 @@ pub async fn subscribe(
         at.duration_since(std::time::SystemTime::now())
             .unwrap_or_default()
     });
-    let stream = EventStream::new(subscription, &app, admission, expires);
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-cache"),
-            (header::HeaderName::from_static("x-accel-buffering"), "no"),
-        ],
-        Body::from_stream(stream),
-    )
-        .into_response())
+    Ok(EventStream::new(subscription, app, admission, expires))
 }
 
 /// The body of one stream: the first bytes, then live events coalesced into
 /// as few writes as possible, heartbeats when idle, and a clean end at the
-/// maximum lifetime or at shutdown.
-struct EventStream {
+/// maximum lifetime, at token expiry or at shutdown. One timer serves the
+/// heartbeat and both deadlines, to keep an idle stream small.
+pub(super) struct EventStream {
     first: Option<Bytes>,
-    events: Option<mpsc::Receiver<Bytes>>,
-    heartbeat: Pin<Box<Sleep>>,
+    events: Option<crate::hub::queue::Receiver>,
+    timer: Pin<Box<Sleep>>,
     heartbeat_every: Duration,
-    lifetime: Option<Pin<Box<Sleep>>>,
-    /// When the subscriber's token expires, the stream ends.
-    token_expiry: Option<Pin<Box<Sleep>>>,
+    next_heartbeat: Instant,
+    /// The maximum lifetime.
+    ends_at: Option<Instant>,
+    /// When the subscriber's token expires.
+    expires_at: Option<Instant>,
     closing: Pin<Box<WaitForCancellationFutureOwned>>,
     retry_hint: Bytes,
     ended: bool,
@@ -127,29 +141,40 @@ impl EventStream {
         token_expiry: Option<Duration>,
     ) -> EventStream {
         let mut first = BytesMut::from(&app.retry_hint[..]);
-        first.extend_from_slice(&subscription.initial);
+        first.extend_from_slice(&std::mem::take(&mut subscription.initial));
+        let now = Instant::now();
         let heartbeat_every = app.config.heartbeat;
-        EventStream {
+        let mut stream = EventStream {
             first: Some(first.freeze()),
             events: subscription.events.take(),
-            heartbeat: Box::pin(tokio::time::sleep(heartbeat_every)),
+            timer: Box::pin(tokio::time::sleep_until(now + heartbeat_every)),
             heartbeat_every,
-            lifetime: app
-                .config
-                .max_lifetime
-                .map(|d| Box::pin(tokio::time::sleep(d))),
-            token_expiry: token_expiry.map(|d| Box::pin(tokio::time::sleep(d))),
+            next_heartbeat: now + heartbeat_every,
+            ends_at: app.config.max_lifetime.map(|d| now + d),
+            expires_at: token_expiry.map(|d| now + d),
             closing: Box::pin(app.closing.clone().cancelled_owned()),
             retry_hint: app.retry_hint.clone(),
             ended: false,
             _subscription: subscription,
             _admission: admission,
-        }
+        };
+        stream.arm();
+        stream
+    }
+
+    /// Sets the timer to the earliest of heartbeat, lifetime and expiry.
+    fn arm(&mut self) {
+        let at = [Some(self.next_heartbeat), self.ends_at, self.expires_at]
+            .into_iter()
+            .flatten()
+            .min()
+            .expect("the heartbeat is always set");
+        self.timer.as_mut().reset(at);
     }
 
     fn wrote(&mut self) {
-        let next = Instant::now() + self.heartbeat_every;
-        self.heartbeat.as_mut().reset(next);
+        self.next_heartbeat = Instant::now() + self.heartbeat_every;
+        self.arm();
     }
 
     /// The last bytes of a stream the hub ends: a comment saying why.
@@ -205,17 +230,14 @@ impl Stream for EventStream {
         if this.closing.as_mut().poll(cx).is_ready() {
             return this.end_with(": the hub is shutting down; reconnect to resume\n");
         }
-        if let Some(expiry) = this.token_expiry.as_mut()
-            && expiry.as_mut().poll(cx).is_ready()
-        {
+        ready!(this.timer.as_mut().poll(cx));
+        let now = Instant::now();
+        if this.expires_at.is_some_and(|at| at <= now) {
             return this.end_with(": the token has expired; reconnect with a fresh one\n");
         }
-        if let Some(lifetime) = this.lifetime.as_mut()
-            && lifetime.as_mut().poll(cx).is_ready()
-        {
+        if this.ends_at.is_some_and(|at| at <= now) {
             return this.end_with(": maximum connection lifetime reached; reconnect to resume\n");
         }
-        ready!(this.heartbeat.as_mut().poll(cx));
         this.wrote();
         Poll::Ready(Some(Ok(Bytes::from_static(b":\n"))))
     }

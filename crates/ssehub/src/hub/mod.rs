@@ -16,17 +16,19 @@
 
 mod commit;
 mod event;
+pub mod queue;
 mod selector;
 mod state;
 mod subscription;
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{Notify, mpsc, oneshot};
+
+use queue::TrySendError;
 
 pub use event::{Event, Publish, PublishError, TopicLimits, validate_topic};
 pub use selector::{Part, Selector, SelectorError};
@@ -354,9 +356,9 @@ impl Hub {
             Ok(()) => {
                 self.delivered.fetch_add(1, Relaxed);
             }
-            Err(mpsc::error::TrySendError::Full(_)) => slow.push(id),
+            Err(TrySendError::Full) => slow.push(id),
             // The stream is gone; its guard is about to unregister it.
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(TrySendError::Closed) => {}
         }
     }
 
@@ -385,8 +387,8 @@ impl Hub {
                 let Some(sub) = st.subscribers.get_mut(&id) else {
                     continue;
                 };
-                sub.open_topics.remove(topic);
-                let ends = sub.open_topics.is_empty() && !sub.wildcard;
+                sub.open_topics = sub.open_topics.saturating_sub(1);
+                let ends = sub.open_topics == 0 && !sub.wildcard;
                 self.send(&st.subscribers[&id], id, frame.clone(), &mut slow);
                 if ends {
                     // Dropping the queue's sender ends the stream once the
@@ -417,7 +419,7 @@ impl Hub {
     /// events; dropping it unregisters the subscriber.
     pub fn subscribe(self: &Arc<Self>, request: Subscribe) -> Result<Subscription, SubscribeError> {
         let mut request = request.validated(self.config.limits)?;
-        let (queue, live) = mpsc::channel(self.config.queue_size);
+        let (queue, live) = queue::queue(self.config.queue_size);
         let now = SystemTime::now();
         let mut st = self.state();
 
@@ -534,12 +536,12 @@ impl Hub {
             let marker = sse_codec::Event::default().id(&head).encode();
             initial.extend_from_slice(&marker.expect("digits are a valid id"));
         }
-        let mut open_topics = HashSet::new();
+        let mut open_topics: Vec<&String> = Vec::new();
         for name in &exact {
             if st.topics.get(name).is_some_and(|t| t.finished) {
                 initial.extend_from_slice(&complete_frame(name));
-            } else {
-                open_topics.insert(name.clone());
+            } else if !open_topics.contains(&name) {
+                open_topics.push(name);
             }
         }
 
@@ -562,7 +564,7 @@ impl Hub {
         }
         for name in &open_topics {
             st.topics
-                .entry(name.clone())
+                .entry((*name).clone())
                 .or_insert_with(|| Topic::new(now))
                 .subscribers
                 .insert(id);
@@ -581,7 +583,7 @@ impl Hub {
             Subscriber {
                 selectors: std::mem::take(&mut request.selectors),
                 private: std::mem::take(&mut request.private),
-                open_topics,
+                open_topics: open_topics.len() as u32,
                 wildcard,
                 client_id: request.client_id.take(),
                 queue,
@@ -913,7 +915,7 @@ mod tests {
         }
         assert_eq!(
             slow_events.try_recv(),
-            Err(mpsc::error::TryRecvError::Disconnected)
+            Err(queue::TryRecvError::Disconnected)
         );
     }
 

@@ -8,8 +8,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use bytes::Bytes;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{Event, Selector};
@@ -101,12 +99,13 @@ pub(super) struct Subscriber {
     pub selectors: Vec<Selector>,
     /// Private events are delivered only when one of their topics matches.
     pub private: Vec<Selector>,
-    /// Exact topics not finished yet; the stream ends when none is left and
-    /// there is no wildcard selector.
-    pub open_topics: HashSet<String>,
+    /// How many of its exact topics are not finished yet; the stream ends
+    /// when none is left and there is no wildcard selector. (A count, not a
+    /// set: the names are in `selectors`, and each topic finishes once.)
+    pub open_topics: u32,
     pub wildcard: bool,
     pub client_id: Option<String>,
-    pub queue: mpsc::Sender<Bytes>,
+    pub queue: super::queue::Sender,
     /// Closes the connection itself (a slow reader may never read again).
     pub kill: CancellationToken,
     pub connected_at: SystemTime,
@@ -251,7 +250,7 @@ impl State {
 
     pub fn remove_subscriber(&mut self, id: SubId) -> Option<Subscriber> {
         let sub = self.subscribers.remove(&id)?;
-        for name in &sub.open_topics {
+        for name in sub.selectors.iter().filter_map(Selector::exact) {
             let idle = self.topics.get_mut(name).is_some_and(|topic| {
                 topic.subscribers.remove(&id);
                 topic.is_idle()

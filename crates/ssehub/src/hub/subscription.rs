@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{CLIENT_TOPIC_PREFIX, Hub, Selector, TopicLimits, client_topic};
@@ -98,7 +97,7 @@ pub struct Subscription {
     /// Live events, already encoded. `None` when every topic asked for is
     /// finished; the stream ends after `initial`. The queue closes when the
     /// hub ends the stream (replaced, disconnected, finished, too slow).
-    pub events: Option<mpsc::Receiver<Bytes>>,
+    pub events: Option<super::queue::Receiver>,
     pub(super) guard: Guard,
 }
 
