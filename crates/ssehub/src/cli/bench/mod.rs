@@ -4,6 +4,9 @@
 //! * `idle`: hold N subscriber connections and report the hub's resident
 //!   memory per connection (and the kernel's socket memory separately).
 //! * `publish`: closed-loop publishers, durable store against memory store.
+//! * `fanout`, `topics`, `resume`: see [`fanout`].
+
+mod fanout;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -27,6 +30,34 @@ enum Scenario {
     Idle(IdleArgs),
     /// Publish throughput and latency, durable store against memory store.
     Publish(PublishArgs),
+    /// One topic, N subscribers, an open-loop publisher; loss, order, latency, CPU.
+    Fanout(LoadScenario),
+    /// N topics with one subscriber each.
+    Topics(LoadScenario),
+    /// Like fanout; 10% of subscribers drop mid-run and resume with Last-Event-ID.
+    Resume(LoadScenario),
+    /// (internal) Holds a share of the subscribers for the scenarios above.
+    #[command(hide = true)]
+    Worker {
+        /// The worker's task, as JSON.
+        spec: String,
+    },
+    /// The null server: writes pre-encoded events to sockets and nothing else.
+    NullServer {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8092")]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct LoadScenario {
+    #[command(flatten)]
+    load: fanout::LoadArgs,
+    /// Write the table into this Markdown file, and a latency chart (SVG)
+    /// beside it.
+    #[arg(long)]
+    write: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -70,7 +101,48 @@ pub fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     match args.scenario {
         Scenario::Idle(idle) => runtime.block_on(run_idle(idle)),
         Scenario::Publish(publish) => runtime.block_on(run_publish(publish)),
+        Scenario::Fanout(args) => runtime.block_on(run_load(fanout::Shape::Fanout, "fanout", args)),
+        Scenario::Topics(args) => runtime.block_on(run_load(fanout::Shape::Topics, "topics", args)),
+        Scenario::Resume(args) => runtime.block_on(run_load(fanout::Shape::Resume, "resume", args)),
+        Scenario::Worker { spec } => runtime.block_on(fanout::worker(serde_json::from_str(&spec)?)),
+        Scenario::NullServer { listen } => runtime.block_on(fanout::null_server(listen)),
     }
+}
+
+async fn run_load(
+    shape: fanout::Shape,
+    name: &str,
+    args: LoadScenario,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let results = fanout::run(shape, &args.load).await?;
+    if let Some(path) = &args.write {
+        let load = &args.load;
+        let chart = format!("bench-{name}-latency.svg");
+        let svg_path = path.with_file_name(&chart);
+        std::fs::write(
+            &svg_path,
+            fanout::latency_svg(
+                &results,
+                &format!(
+                    "{name}: latency by percentile, {} subscribers, {} events/s",
+                    load.subscribers, load.rate
+                ),
+            ),
+        )?;
+        let text = format!(
+            "{} subscribers, {} events/s of {} bytes for {:?}, {} worker processes.\n\n{}\n![latency distribution]({chart})\n",
+            load.subscribers,
+            load.rate,
+            load.size,
+            load.duration,
+            load.workers,
+            fanout::table(&results, shape == fanout::Shape::Resume)
+        );
+        write_section(path, name, &text)?;
+        println!("wrote {} and {}", path.display(), svg_path.display());
+    }
+    let _ = fanout::by_target(&results);
+    Ok(())
 }
 
 struct IdleRound {
@@ -304,6 +376,10 @@ impl HubProcess {
             .and_then(|a| a.parse().ok())
             .ok_or_else(|| std::io::Error::other(format!("unexpected hub output {line:?}")))?;
         Ok(HubProcess { child, addr })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     fn rss_bytes(&self) -> std::io::Result<u64> {
