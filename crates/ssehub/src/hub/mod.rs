@@ -381,7 +381,7 @@ impl Hub {
             let exact: Vec<SubId> = st
                 .topics
                 .get_mut(topic)
-                .map(|t| t.subscribers.drain().collect())
+                .map(|t| std::mem::take(&mut t.subscribers))
                 .unwrap_or_default();
             for id in exact {
                 let Some(sub) = st.subscribers.get_mut(&id) else {
@@ -567,7 +567,7 @@ impl Hub {
                 .entry((*name).clone())
                 .or_insert_with(|| Topic::new(now))
                 .subscribers
-                .insert(id);
+                .push(id);
         }
         if wildcard {
             st.wildcard.insert(id);

@@ -176,7 +176,7 @@ async fn start_target(
 }
 
 /// nginx's master and worker processes.
-fn nginx_pids() -> Vec<u32> {
+pub fn nginx_pids() -> Vec<u32> {
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
@@ -562,13 +562,15 @@ async fn follow(
                 last_id = String::from_utf8_lossy(id)
                     .trim_end_matches('\r')
                     .to_owned();
+            } else if let Some(data) = current.strip_prefix(b"data: ") {
+                // Order is checked on the ids of events (an id line alone,
+                // such as the resume position, is not an event).
                 if let Ok(numeric) = last_id.parse::<u64>() {
                     if numeric <= last_seq_id && last_seq_id != 0 {
                         seen.out_of_order += 1;
                     }
                     last_seq_id = numeric;
                 }
-            } else if let Some(data) = current.strip_prefix(b"data: ") {
                 let mut parts = data.split(|&b| b == b' ');
                 let number = |part: Option<&[u8]>| -> Option<u64> {
                     std::str::from_utf8(part?).ok()?.parse().ok()

@@ -78,9 +78,15 @@ struct PublishArgs {
 
 #[derive(Debug, clap::Args)]
 struct IdleArgs {
+    /// Targets to measure, in one run.
+    #[arg(long, value_delimiter = ',', default_value = "ssehub")]
+    targets: Vec<fanout::Target>,
     /// Connections to hold (one process holds at most ~19,000 here).
     #[arg(long, default_value_t = 10_000)]
     connections: usize,
+    /// nchan's address, for `--targets nchan` (started by bench/peers/setup).
+    #[arg(long, default_value = "127.0.0.1:8091")]
+    nchan: SocketAddr,
     /// Rounds, each with a fresh hub; the median is reported.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
@@ -152,62 +158,142 @@ struct IdleRound {
 }
 
 async fn run_idle(args: IdleArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let mut rounds = Vec::new();
-    for round in 1..=args.rounds {
-        let result = idle_round(&args).await?;
+    let mut rows = Vec::new();
+    for &target in &args.targets {
+        let mut rounds = Vec::new();
+        for round in 1..=args.rounds {
+            let result = idle_round(&args, target).await?;
+            println!(
+                "{target:?} round {round}: RSS {:.0} B/connection, kernel sockets {:.0} B/connection, opened in {:.2}s",
+                result.rss_per_connection, result.kernel_per_connection, result.open_seconds
+            );
+            rounds.push(result);
+        }
+        let median = |f: fn(&IdleRound) -> f64| {
+            let mut values: Vec<f64> = rounds.iter().map(f).collect();
+            values.sort_by(f64::total_cmp);
+            values[values.len() / 2]
+        };
+        let rss = median(|r| r.rss_per_connection);
+        let kernel = median(|r| r.kernel_per_connection);
         println!(
-            "round {round}: hub RSS {:.0} B/connection, kernel sockets {:.0} B/connection, opened in {:.2}s",
-            result.rss_per_connection, result.kernel_per_connection, result.open_seconds
-        );
-        rounds.push(result);
-    }
-    let median = |f: fn(&IdleRound) -> f64| {
-        let mut values: Vec<f64> = rounds.iter().map(f).collect();
-        values.sort_by(f64::total_cmp);
-        values[values.len() / 2]
-    };
-    let rss = median(|r| r.rss_per_connection);
-    let kernel = median(|r| r.kernel_per_connection);
-    println!(
-        "idle, {} connections, median of {} rounds: hub RSS {rss:.0} B ({:.2} KiB) per connection; kernel socket memory {kernel:.0} B per connection (both ends, loopback)",
-        args.connections,
-        args.rounds,
-        rss / 1024.0
-    );
-    if let Some(path) = &args.write {
-        let table = format!(
-            "| connections | rounds | hub RSS per connection (median) | kernel socket memory per connection (median, both ends) |\n\
-             |---:|---:|---:|---:|\n\
-             | {} | {} | {rss:.0} B ({:.2} KiB) | {kernel:.0} B |\n",
+            "idle {target:?}, {} connections, median of {} rounds: RSS {rss:.0} B ({:.2} KiB) per connection; kernel socket memory {kernel:.0} B per connection (both ends, loopback)",
             args.connections,
             args.rounds,
             rss / 1024.0
         );
+        rows.push((target, rss, kernel));
+    }
+    if let Some(path) = &args.write {
+        let mut table = String::from(
+            "| target | connections | rounds | server RSS per connection (median) | kernel socket memory per connection (median, both ends) |\n|---|---:|---:|---:|---:|\n",
+        );
+        for (target, rss, kernel) in &rows {
+            table.push_str(&format!(
+                "| {} | {} | {} | {rss:.0} B ({:.2} KiB) | {kernel:.0} B |\n",
+                format!("{target:?}").to_lowercase(),
+                args.connections,
+                args.rounds,
+                rss / 1024.0
+            ));
+        }
+        let chart = "bench-idle-memory.svg";
+        std::fs::write(
+            path.with_file_name(chart),
+            memory_svg(&rows, args.connections),
+        )?;
+        table.push_str(&format!("\n![memory per idle connection]({chart})\n"));
         write_section(path, "idle", &table)?;
         println!("wrote {}", path.display());
     }
     Ok(())
 }
 
-async fn idle_round(args: &IdleArgs) -> Result<IdleRound, Box<dyn std::error::Error>> {
-    let mut hub = HubProcess::start(&["--heartbeat", "1h", "--max-lifetime", "0"])?;
+/// Bars of memory per idle connection, as SVG.
+fn memory_svg(rows: &[(fanout::Target, f64, f64)], connections: usize) -> String {
+    let max = rows.iter().map(|r| r.1).fold(1.0_f64, f64::max);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"640\" height=\"{}\" font-family=\"sans-serif\" font-size=\"13\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"10\" y=\"20\" font-size=\"14\">Server memory per idle connection at {connections} connections (RSS)</text>\n",
+        50 + rows.len() * 36
+    );
+    for (i, (target, rss, _)) in rows.iter().enumerate() {
+        let y = 40 + i * 36;
+        let width = 420.0 * rss / max;
+        let color = if *target == fanout::Target::Ssehub {
+            "#4f46e5"
+        } else {
+            "#98a2b3"
+        };
+        svg.push_str(&format!(
+            "<text x=\"10\" y=\"{}\">{}</text><rect x=\"80\" y=\"{y}\" width=\"{width:.1}\" height=\"24\" fill=\"{color}\"/><text x=\"{:.1}\" y=\"{}\">{:.2} KiB</text>\n",
+            y + 17,
+            format!("{target:?}").to_lowercase(),
+            86.0 + width,
+            y + 17,
+            rss / 1024.0
+        ));
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+async fn idle_round(
+    args: &IdleArgs,
+    target: fanout::Target,
+) -> Result<IdleRound, Box<dyn std::error::Error>> {
+    let (mut hub, addr, pids, path): (Option<HubProcess>, SocketAddr, Vec<u32>, &str) = match target
+    {
+        fanout::Target::Ssehub => {
+            let hub = HubProcess::start(&[
+                "--heartbeat",
+                "1h",
+                "--max-lifetime",
+                "0",
+                "--demos",
+                "false",
+            ])?;
+            let (addr, pid) = (hub.addr, hub.pid());
+            (
+                Some(hub),
+                addr,
+                vec![pid],
+                "/.well-known/mercure?match=idle/",
+            )
+        }
+        fanout::Target::Nchan => (None, args.nchan, fanout::nginx_pids(), "/sub/idle/"),
+        fanout::Target::Null => {
+            return Err("the null server holds no idle state worth measuring".into());
+        }
+    };
+    let rss = |pids: &[u32]| -> u64 {
+        pids.iter()
+            .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+            .filter_map(|status| status_kib(&status, "VmRSS:"))
+            .sum::<u64>()
+            * 1024
+    };
     // Warm up: the first connections grow allocator pools that later ones
     // reuse; measuring from a warm baseline counts what a connection holds.
     {
-        let warm = open_idle(hub.addr, 200).await?;
+        let warm = open_idle(addr, path, 200).await?;
         drop(warm);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let rss_before = hub.rss_bytes()?;
+    let rss_before = rss(&pids);
     let kernel_before = kernel_tcp_bytes()?;
     let started = Instant::now();
-    let connections = open_idle(hub.addr, args.connections).await?;
+    let connections = open_idle(addr, path, args.connections).await?;
     let open_seconds = started.elapsed().as_secs_f64();
     tokio::time::sleep(args.hold).await;
-    let rss_after = hub.rss_bytes()?;
+    let rss_after = rss(&pids);
     let kernel_after = kernel_tcp_bytes()?;
     drop(connections);
-    hub.stop();
+    if let Some(hub) = hub.as_mut() {
+        hub.stop();
+    } else {
+        // Let the peer notice the closed connections before the next round.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
     let n = args.connections as f64;
     Ok(IdleRound {
         rss_per_connection: (rss_after as f64 - rss_before as f64) / n,
@@ -319,18 +405,22 @@ async fn publish_run(
 
 /// Opens `count` subscriptions, each to its own topic, ramping 500 at a time,
 /// and waits for each stream's first bytes.
-async fn open_idle(addr: SocketAddr, count: usize) -> std::io::Result<Vec<TcpStream>> {
+async fn open_idle(addr: SocketAddr, path: &str, count: usize) -> std::io::Result<Vec<TcpStream>> {
     let mut streams = Vec::with_capacity(count);
     for start in (0..count).step_by(500) {
         let batch = (start..count.min(start + 500)).map(|i| async move {
             let mut stream = TcpStream::connect(addr).await?;
             let request =
-                format!("GET /.well-known/mercure?match=idle/{i} HTTP/1.1\r\nHost: hub\r\n\r\n");
+                format!("GET {path}{i} HTTP/1.1\r\nHost: hub\r\nAccept: text/event-stream\r\n\r\n");
             stream.write_all(request.as_bytes()).await?;
             // The response head and the stream's first bytes.
             let mut buf = [0u8; 512];
-            let mut seen = Vec::new();
-            while !seen.windows(6).any(|w| w == b"retry:") {
+            let mut seen: Vec<u8> = Vec::new();
+            while !seen
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .is_some_and(|end| seen.len() > end + 4)
+            {
                 let n = stream.read(&mut buf).await?;
                 if n == 0 {
                     return Err(std::io::Error::other("hub closed a connection"));
@@ -380,13 +470,6 @@ impl HubProcess {
 
     fn pid(&self) -> u32 {
         self.child.id()
-    }
-
-    fn rss_bytes(&self) -> std::io::Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        status_kib(&status, "VmRSS:")
-            .map(|kib| kib * 1024)
-            .ok_or_else(|| std::io::Error::other("no VmRSS"))
     }
 
     fn stop(&mut self) {
