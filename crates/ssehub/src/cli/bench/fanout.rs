@@ -190,6 +190,31 @@ pub fn nginx_pids() -> Vec<u32> {
     pids
 }
 
+/// Restarts nginx's workers (SIGHUP to the master) and waits until only the
+/// new ones are left.
+pub async fn reload_nginx() {
+    let master = nginx_pids().into_iter().find(|pid| {
+        std::fs::read_to_string(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.contains("master"))
+    });
+    let Some(master) = master else { return };
+    let before = nginx_pids();
+    let _ = Command::new("kill")
+        .args(["-HUP", &master.to_string()])
+        .status();
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = nginx_pids();
+        if before
+            .iter()
+            .all(|pid| *pid == master || !now.contains(pid))
+            && now.len() > 1
+        {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
 /// User + system CPU seconds of processes, from /proc/PID/stat.
 fn cpu_seconds(pids: &[u32]) -> f64 {
     let ticks_per_second = 100.0; // CLK_TCK on Linux
@@ -212,6 +237,7 @@ async fn run_target(
     args: &LoadArgs,
 ) -> Result<LoadResult, Box<dyn std::error::Error>> {
     let running = start_target(target, args).await?;
+    let run = format!("{:x}", now_micros());
     let events = (args.rate as u64 * args.duration.as_millis() as u64 / 1000).max(1);
     let topics = if shape == Shape::Topics {
         args.subscribers
@@ -242,6 +268,7 @@ async fn run_target(
             },
             resume_fraction: if shape == Shape::Resume { 0.1 } else { 0.0 },
             drop_after: events / 2,
+            run: run.clone(),
             deadline_ms: (args.duration + Duration::from_secs(15)).as_millis() as u64,
         };
         workers.push(WorkerProcess::start(&spec)?);
@@ -251,8 +278,16 @@ async fn run_target(
     }
     let cpu_before = cpu_seconds(&running.pids);
     let started = Instant::now();
-    let published =
-        publish_open_loop(target, running.addr, topics, events, args.rate, args.size).await?;
+    let published = publish_open_loop(
+        target,
+        running.addr,
+        &run,
+        topics,
+        events,
+        args.rate,
+        args.size,
+    )
+    .await?;
     let mut reports = Vec::new();
     for worker in workers {
         reports.push(worker.finish()?);
@@ -308,6 +343,7 @@ fn now_micros() -> u64 {
 async fn publish_open_loop(
     target: Target,
     addr: SocketAddr,
+    run: &str,
     topics: usize,
     events: u64,
     rate: u32,
@@ -325,7 +361,7 @@ async fn publish_open_loop(
         let scheduled = start_micros + offset.as_micros() as u64;
         let mut data = format!("{seq} {scheduled} ");
         data.extend(std::iter::repeat_n('x', size.saturating_sub(data.len())));
-        let topic = format!("bench/{}", seq as usize % topics);
+        let topic = format!("bench/{run}/{}", seq as usize % topics);
         let request = match target {
             Target::Ssehub => client
                 .post(format!("http://{addr}/.well-known/mercure"))
@@ -365,6 +401,9 @@ pub struct WorkerSpec {
     per_connection: Option<u64>,
     /// Share of connections that drop mid-run and resume.
     resume_fraction: f64,
+    /// Unique per run, in topic names, so a peer's buffered messages from an
+    /// earlier run are never replayed into this one.
+    run: String,
     /// A dropping connection drops after this many events.
     drop_after: u64,
     deadline_ms: u64,
@@ -421,7 +460,6 @@ impl WorkerProcess {
 
 /// `ssehub bench worker SPEC`: hold connections, check streams, report.
 pub async fn worker(spec: WorkerSpec) -> Result<(), Box<dyn std::error::Error>> {
-    let deadline = Instant::now() + Duration::from_millis(spec.deadline_ms);
     let mut connections = Vec::with_capacity(spec.count);
     for start in (0..spec.count).step_by(500) {
         let batch = (start..spec.count.min(start + 500)).map(|i| {
@@ -438,6 +476,8 @@ pub async fn worker(spec: WorkerSpec) -> Result<(), Box<dyn std::error::Error>> 
         }
     }
     println!("ready");
+    // Counted from now: opening the connections may take a while.
+    let deadline = Instant::now() + Duration::from_millis(spec.deadline_ms);
     let spec = Arc::new(spec);
     let tasks: Vec<_> = connections
         .into_iter()
@@ -476,9 +516,9 @@ async fn open(
     let mut stream = socket.connect(spec.addr).await?;
     let resume = last_event_id.map_or(String::new(), |id| format!("Last-Event-ID: {id}\r\n"));
     let path = match spec.target {
-        Target::Ssehub => format!("/.well-known/mercure?match=bench/{topic}"),
+        Target::Ssehub => format!("/.well-known/mercure?match=bench/{}/{topic}", spec.run),
         Target::Null => "/sub".to_owned(),
-        Target::Nchan => format!("/sub/bench/{topic}"),
+        Target::Nchan => format!("/sub/bench/{}/{topic}", spec.run),
     };
     let request =
         format!("GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n{resume}\r\n");

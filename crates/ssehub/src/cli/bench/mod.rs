@@ -58,6 +58,9 @@ struct LoadScenario {
     /// beside it.
     #[arg(long)]
     write: Option<PathBuf>,
+    /// The section of the file to write (default: the scenario's name).
+    #[arg(long)]
+    section: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -121,6 +124,7 @@ async fn run_load(
     args: LoadScenario,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let results = fanout::run(shape, &args.load).await?;
+    let name = args.section.as_deref().unwrap_or(name);
     if let Some(path) = &args.write {
         let load = &args.load;
         let chart = format!("bench-{name}-latency.svg");
@@ -260,7 +264,13 @@ async fn idle_round(
                 "/.well-known/mercure?match=idle/",
             )
         }
-        fanout::Target::Nchan => (None, args.nchan, fanout::nginx_pids(), "/sub/idle/"),
+        fanout::Target::Nchan => {
+            // nginx keeps and reuses the memory of earlier rounds, so each
+            // round gets fresh workers: SIGHUP makes the master start new
+            // ones and retire the old.
+            fanout::reload_nginx().await;
+            (None, args.nchan, fanout::nginx_pids(), "/sub/idle/")
+        }
         fanout::Target::Null => {
             return Err("the null server holds no idle state worth measuring".into());
         }
@@ -416,10 +426,10 @@ async fn open_idle(addr: SocketAddr, path: &str, count: usize) -> std::io::Resul
             // The response head and the stream's first bytes.
             let mut buf = [0u8; 512];
             let mut seen: Vec<u8> = Vec::new();
-            while !seen
+            while seen
                 .windows(4)
                 .position(|w| w == b"\r\n\r\n")
-                .is_some_and(|end| seen.len() > end + 4)
+                .is_none_or(|end| seen.len() <= end + 4)
             {
                 let n = stream.read(&mut buf).await?;
                 if n == 0 {
