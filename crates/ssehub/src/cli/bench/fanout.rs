@@ -160,10 +160,10 @@ async fn start_target(
             }
         }
         Target::Null => {
-            let null = NullProcess::start()?;
+            let null = start_null()?;
             Running {
                 addr: null.addr,
-                pids: vec![null.child.id()],
+                pids: vec![null.pid()],
                 _process: Some(Box::new(null)),
             }
         }
@@ -651,35 +651,10 @@ async fn follow(
 }
 
 /// The null server, as a child process.
-struct NullProcess {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl NullProcess {
-    fn start() -> std::io::Result<NullProcess> {
-        let mut child = Command::new(std::env::current_exe()?)
-            .args(["bench", "null-server", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .spawn()?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
-        let addr = line
-            .trim()
-            .strip_prefix("null server on ")
-            .and_then(|a| a.parse().ok())
-            .ok_or_else(|| {
-                std::io::Error::other(format!("unexpected null server output {line:?}"))
-            })?;
-        Ok(NullProcess { child, addr })
-    }
-}
-
-impl Drop for NullProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn start_null() -> std::io::Result<HubProcess> {
+    let mut command = Command::new(std::env::current_exe()?);
+    command.args(["bench", "null-server", "--listen", "127.0.0.1:0"]);
+    HubProcess::spawn(command, "null server on ")
 }
 
 /// `ssehub bench null-server`: `GET /sub` holds a stream; `POST /publish`
@@ -823,7 +798,7 @@ pub fn table(results: &[LoadResult], resume: bool) -> String {
 
 /// A latency-distribution chart (percentile on a log scale) as SVG.
 pub fn latency_svg(results: &[LoadResult], title: &str) -> String {
-    let (w, h, left, bottom) = (720.0, 360.0, 60.0, 40.0);
+    let (w, h, left, bottom) = (760.0, 360.0, 100.0, 40.0);
     let colors = ["#98a2b3", "#4f46e5", "#f79009", "#12b76a"];
     let quantiles: Vec<f64> = (0..=60)
         .map(|i| 1.0 - 10f64.powf(-(i as f64) / 15.0))
@@ -878,7 +853,7 @@ pub fn latency_svg(results: &[LoadResult], title: &str) -> String {
     for i in 0..=4 {
         let ms = max_ms * i as f64 / 4.0;
         svg.push_str(&format!(
-            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{ms:.1} ms</text>\n",
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{ms:.0} ms</text>\n",
             left - 6.0,
             y(ms) + 4.0
         ));

@@ -447,14 +447,19 @@ async fn open_idle(addr: SocketAddr, path: &str, count: usize) -> std::io::Resul
 }
 
 /// A hub started from this same binary, measured through /proc.
+/// A server started from this same binary (the hub, or the null server),
+/// killed when dropped.
 struct HubProcess {
     child: Child,
     addr: SocketAddr,
 }
 
 impl HubProcess {
+    /// `ssehub serve --dev` on a free port (memory store unless `extra`
+    /// chooses one).
     fn start(extra: &[&str]) -> std::io::Result<HubProcess> {
-        let mut child = Command::new(std::env::current_exe()?)
+        let mut command = Command::new(std::env::current_exe()?);
+        command
             .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
             .args(if extra.contains(&"--store") {
                 &[][..]
@@ -465,16 +470,21 @@ impl HubProcess {
             .env(
                 "RUST_LOG",
                 std::env::var("SSEHUB_BENCH_HUB_LOG").unwrap_or_else(|_| "error".into()),
-            )
-            .stdout(Stdio::piped())
-            .spawn()?;
+            );
+        HubProcess::spawn(command, "ssehub listening on http://")
+    }
+
+    /// Spawns `command` and reads the address from its first line, which
+    /// starts with `announce`.
+    fn spawn(mut command: Command, announce: &str) -> std::io::Result<HubProcess> {
+        let mut child = command.stdout(Stdio::piped()).spawn()?;
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
         let addr = line
             .trim()
-            .strip_prefix("ssehub listening on http://")
+            .strip_prefix(announce)
             .and_then(|a| a.parse().ok())
-            .ok_or_else(|| std::io::Error::other(format!("unexpected hub output {line:?}")))?;
+            .ok_or_else(|| std::io::Error::other(format!("unexpected server output {line:?}")))?;
         Ok(HubProcess { child, addr })
     }
 
