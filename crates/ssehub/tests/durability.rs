@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{ChildHub, PATIENCE, spawn_hub, try_spawn_hub};
+use common::{ChildHub, spawn_hub, try_spawn_hub};
 use ssehub_client::{Hub, Publish, Subscribe};
 
 const TOPICS: [&str; 3] = ["orders/1", "orders/2", "chat/9"];
@@ -296,7 +296,6 @@ async fn a_truncated_data_file_stops_startup_with_a_clear_message() {
             }
         }
     }
-    let _ = PATIENCE;
 }
 
 async fn all_events_single(url: &str) -> Vec<String> {

@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -265,6 +264,5 @@ async fn wildcard_selectors_receive_matching_topics_only() {
     hub.publish("authors/1", "no").await;
     hub.publish("books/2", "yes").await;
     assert_eq!(next_event(&mut stream).await.data, "yes");
-    let seen: HashSet<_> = [hub.stats().await["subscriptions"].as_u64()].into();
-    assert_eq!(seen, [Some(1)].into());
+    assert_eq!(hub.stats().await["subscriptions"], 1);
 }

@@ -24,7 +24,10 @@ pub async fn run(hub: Arc<Hub>, shutdown: CancellationToken) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut prices = [("BTC", 64_000.0_f64), ("ETH", 3_100.0), ("SSE", 42.0)];
     let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut last_published = hub.stats().published;
+    // Published count at the previous hub-stats tick; `None` while nobody
+    // listens, so an idle hub does not take the stats (a pass over every
+    // subscriber under the hub's lock) every second.
+    let mut last_published: Option<u64> = None;
     for n in 0u64.. {
         tokio::select! {
             _ = tick.tick() => {}
@@ -60,10 +63,13 @@ pub async fn run(hub: Arc<Hub>, shutdown: CancellationToken) {
             emit(&hub, LOGS, "log", line, false).await;
         }
         if n % 4 == 0 {
-            let stats = hub.stats();
-            let per_second = stats.published.saturating_sub(last_published);
-            last_published = stats.published;
-            if hub.has_subscribers(HUB) {
+            if !hub.has_subscribers(HUB) {
+                last_published = None;
+            } else {
+                let stats = hub.stats();
+                let per_second =
+                    last_published.map_or(0, |last| stats.published.saturating_sub(last));
+                last_published = Some(stats.published);
                 let data = serde_json::json!({
                     "connections": stats.connections,
                     "topics": stats.topics,

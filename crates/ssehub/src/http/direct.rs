@@ -249,8 +249,8 @@ async fn write_stream(
 
 /// One HTTP/1.1 chunk, written without copying the shared event bytes.
 async fn write_chunk(socket: &mut TcpStream, mut bytes: Bytes) -> std::io::Result<()> {
-    let size_line = format!("{:x}\r\n", bytes.len());
-    let mut size = size_line.as_bytes();
+    let mut line = [0u8; 18];
+    let mut size = chunk_size_line(bytes.len(), &mut line);
     let mut tail: &[u8] = b"\r\n";
     while !size.is_empty() || bytes.has_remaining() || !tail.is_empty() {
         let slices = [IoSlice::new(size), IoSlice::new(&bytes), IoSlice::new(tail)];
@@ -267,6 +267,17 @@ async fn write_chunk(socket: &mut TcpStream, mut bytes: Bytes) -> std::io::Resul
         tail = &tail[n.min(tail.len())..];
     }
     Ok(())
+}
+
+/// `{len:x}\r\n` in `buf`, without allocating (it is written per event).
+fn chunk_size_line(len: usize, buf: &mut [u8; 18]) -> &[u8] {
+    let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1) as usize;
+    for i in 0..digits {
+        buf[digits - 1 - i] = b"0123456789abcdef"[(len >> (4 * i)) & 0xf];
+    }
+    buf[digits] = b'\r';
+    buf[digits + 1] = b'\n';
+    &buf[..digits + 2]
 }
 
 /// A socket with bytes already read from it put back in front.
@@ -327,5 +338,19 @@ impl AsyncWrite for Prefixed {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.socket).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn chunk_size_lines_are_lowercase_hex() {
+        let mut buf = [0u8; 18];
+        for len in [0usize, 1, 15, 16, 255, 4096, 65_535, usize::MAX] {
+            assert_eq!(
+                super::chunk_size_line(len, &mut buf),
+                format!("{len:x}\r\n").as_bytes()
+            );
+        }
     }
 }

@@ -11,7 +11,6 @@
 //! stream for loss, duplicates and order, record latency in HDR histograms,
 //! and report; the target's CPU time is read from /proc.
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};
 use std::process::{Child, Command, Stdio};
@@ -24,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use super::HubProcess;
+use super::{HubProcess, QUIET_HUB};
 
 /// What serves the subscribers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -143,16 +142,7 @@ async fn start_target(
 ) -> Result<Running, Box<dyn std::error::Error>> {
     Ok(match target {
         Target::Ssehub => {
-            let hub = HubProcess::start(&[
-                "--heartbeat",
-                "1h",
-                "--max-lifetime",
-                "0",
-                "--demos",
-                "false",
-                "--queue-size",
-                "4096",
-            ])?;
+            let hub = HubProcess::start(&[&QUIET_HUB[..], &["--queue-size", "4096"]].concat())?;
             Running {
                 addr: hub.addr,
                 pids: vec![hub.pid()],
@@ -874,12 +864,4 @@ pub fn latency_svg(results: &[LoadResult], title: &str) -> String {
     }
     svg.push_str("</svg>\n");
     svg
-}
-
-/// Reports by target name, for tests of the table.
-pub fn by_target(results: &[LoadResult]) -> HashMap<String, &LoadResult> {
-    results
-        .iter()
-        .map(|r| (format!("{:?}", r.target).to_lowercase(), r))
-        .collect()
 }

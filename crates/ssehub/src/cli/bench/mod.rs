@@ -151,7 +151,6 @@ async fn run_load(
         write_section(path, name, &text)?;
         println!("wrote {} and {}", path.display(), svg_path.display());
     }
-    let _ = fanout::by_target(&results);
     Ok(())
 }
 
@@ -248,14 +247,7 @@ async fn idle_round(
     let (mut hub, addr, pids, path): (Option<HubProcess>, SocketAddr, Vec<u32>, &str) = match target
     {
         fanout::Target::Ssehub => {
-            let hub = HubProcess::start(&[
-                "--heartbeat",
-                "1h",
-                "--max-lifetime",
-                "0",
-                "--demos",
-                "false",
-            ])?;
+            let hub = HubProcess::start(&QUIET_HUB)?;
             let (addr, pid) = (hub.addr, hub.pid());
             (
                 Some(hub),
@@ -447,6 +439,17 @@ async fn open_idle(addr: SocketAddr, path: &str, count: usize) -> std::io::Resul
 }
 
 /// A hub started from this same binary, measured through /proc.
+/// Hub flags for measuring streams alone: no heartbeats, no lifetime limit,
+/// no demo tickers.
+const QUIET_HUB: [&str; 6] = [
+    "--heartbeat",
+    "1h",
+    "--max-lifetime",
+    "0",
+    "--demos",
+    "false",
+];
+
 /// A server started from this same binary (the hub, or the null server),
 /// killed when dropped.
 struct HubProcess {
