@@ -57,12 +57,15 @@ impl AppState {
     }
 }
 
-/// Per TCP connection: who is on the other end, and the switch that closes
-/// the connection outright (for a subscriber too slow to be told anything).
+/// Per TCP connection: who is on the other end, and, for connections served
+/// by hyper, the switch that closes the connection outright (for a
+/// subscriber too slow to be told anything). Streams served directly are
+/// closed through their queue instead (`hub::queue`), which costs an idle
+/// connection nothing.
 #[derive(Clone)]
 pub struct ConnectionInfo {
     pub(crate) remote: SocketAddr,
-    kill: CancellationToken,
+    kill: Option<CancellationToken>,
 }
 
 fn router(state: AppState) -> Router {
@@ -258,7 +261,6 @@ async fn accept_loop(listener: TcpListener, state: AppState, shutdown: Cancellat
             _ = shutdown.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        let kill = CancellationToken::new();
         let app = app.clone();
         let shutdown = shutdown.clone();
         let grace = state.config.shutdown_timeout;
@@ -266,21 +268,20 @@ async fn accept_loop(listener: TcpListener, state: AppState, shutdown: Cancellat
         let state = state.clone();
         let tracker = connections.clone();
         connections.spawn(async move {
+            let direct = ConnectionInfo { remote, kill: None };
+            // Subscriptions are served directly; the rest goes to hyper.
+            let socket = match direct::serve(stream, &state, &direct).await {
+                direct::Route::Done => return,
+                direct::Route::Stream(streaming) => {
+                    tracker.spawn(streaming);
+                    return;
+                }
+                direct::Route::Hyper(socket) => socket,
+            };
+            let kill = CancellationToken::new();
             let conn = ConnectionInfo {
                 remote,
-                kill: kill.clone(),
-            };
-            // Subscriptions are served directly; the rest goes to hyper.
-            let socket = tokio::select! {
-                route = direct::serve(stream, &state, &conn) => match route {
-                    direct::Route::Done => return,
-                    direct::Route::Stream(streaming) => {
-                        tracker.spawn(direct::pump(streaming, kill));
-                        return;
-                    }
-                    direct::Route::Hyper(socket) => socket,
-                },
-                _ = kill.cancelled() => return,
+                kill: Some(kill.clone()),
             };
             let service =
                 hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
@@ -301,6 +302,7 @@ async fn accept_loop(listener: TcpListener, state: AppState, shutdown: Cancellat
         });
     }
     drop(listener);
+    state.hub.shut_down_streams();
     connections.close();
     let _ = tokio::time::timeout(state.config.shutdown_timeout, connections.wait()).await;
 }

@@ -12,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use tokio::time::{Instant, Sleep};
-use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::auth::Credentials;
 use super::limits::Admission;
@@ -112,8 +111,9 @@ pub(super) fn open(
 
 /// The body of one stream: the first bytes, then live events coalesced into
 /// as few writes as possible, heartbeats when idle, and a clean end at the
-/// maximum lifetime, at token expiry or at shutdown. One timer serves the
-/// heartbeat and both deadlines, to keep an idle stream small.
+/// maximum lifetime, at token expiry or at shutdown (the hub's queue says
+/// so). One timer serves the heartbeat and both deadlines, to keep an idle
+/// stream small.
 pub(super) struct EventStream {
     first: Option<Bytes>,
     events: Option<crate::hub::queue::Receiver>,
@@ -124,7 +124,6 @@ pub(super) struct EventStream {
     ends_at: Option<Instant>,
     /// When the subscriber's token expires.
     expires_at: Option<Instant>,
-    closing: Pin<Box<WaitForCancellationFutureOwned>>,
     retry_hint: Bytes,
     ended: bool,
     /// Unregisters the subscriber when the stream is dropped.
@@ -152,7 +151,6 @@ impl EventStream {
             next_heartbeat: now + heartbeat_every,
             ends_at: app.config.max_lifetime.map(|d| now + d),
             expires_at: token_expiry.map(|d| now + d),
-            closing: Box::pin(app.closing.clone().cancelled_owned()),
             retry_hint: app.retry_hint.clone(),
             ended: false,
             _subscription: subscription,
@@ -175,6 +173,21 @@ impl EventStream {
     fn wrote(&mut self) {
         self.next_heartbeat = Instant::now() + self.heartbeat_every;
         self.arm();
+    }
+
+    /// Whether the hub asked for the connection to be closed without a word
+    /// (its reader is too slow).
+    pub(super) fn is_killed(&self) -> bool {
+        self.events.as_ref().is_some_and(|e| e.is_killed())
+    }
+
+    /// Ready once the hub asks for the connection to be closed; for a writer
+    /// blocked on a full socket.
+    pub(super) fn poll_killed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match self.events.as_mut() {
+            Some(events) => events.poll_killed(cx),
+            None => Poll::Pending,
+        }
     }
 
     /// The last bytes of a stream the hub ends: a comment saying why.
@@ -223,12 +236,12 @@ impl Stream for EventStream {
                 this.wrote();
                 return Poll::Ready(Some(Ok(bytes)));
             }
+            Poll::Ready(None) if events.is_shutting_down() => {
+                return this.end_with(": the hub is shutting down; reconnect to resume\n");
+            }
             // The hub ended this stream: finished, replaced or disconnected.
             Poll::Ready(None) => return Poll::Ready(None),
             Poll::Pending => {}
-        }
-        if this.closing.as_mut().poll(cx).is_ready() {
-            return this.end_with(": the hub is shutting down; reconnect to resume\n");
         }
         ready!(this.timer.as_mut().poll(cx));
         let now = Instant::now();

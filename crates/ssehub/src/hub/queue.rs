@@ -5,8 +5,16 @@
 //! (over 1 KiB) for every subscriber up front. This queue holds a few words
 //! until events are actually waiting, which is what lets an idle connection
 //! stay small (docs/BENCHMARKS.md).
+//!
+//! The hub also ends streams through it: dropping the sender finishes a
+//! stream after what is queued, [`Sender::shut_down`] does the same with a
+//! word to the client that the hub is going away, and [`Sender::kill`] asks
+//! the writer to drop the connection at once (a subscriber too slow to read
+//! anything more). That way a connection needs no cancellation handles of
+//! its own.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -15,11 +23,13 @@ use bytes::Bytes;
 /// A new queue holding at most `capacity` events.
 pub fn queue(capacity: usize) -> (Sender, Receiver) {
     let shared = Arc::new(Shared {
+        killed: AtomicBool::new(false),
         inner: Mutex::new(Inner {
             items: VecDeque::new(),
             capacity,
             sender_gone: false,
             receiver_gone: false,
+            shutting_down: false,
             waker: None,
         }),
     });
@@ -32,6 +42,8 @@ pub fn queue(capacity: usize) -> (Sender, Receiver) {
 }
 
 struct Shared {
+    /// Read by the writer before each step without taking the lock.
+    killed: AtomicBool,
     inner: Mutex<Inner>,
 }
 
@@ -40,12 +52,34 @@ struct Inner {
     capacity: usize,
     sender_gone: bool,
     receiver_gone: bool,
+    shutting_down: bool,
+    /// The writer's task. One slot serves both waiting for events and
+    /// watching for a kill: the same task does both.
     waker: Option<Waker>,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes the state under the lock, then wakes the writer.
+    fn wake_after(&self, change: impl FnOnce(&mut Inner)) {
+        let waker = {
+            let mut inner = self.lock();
+            change(&mut inner);
+            inner.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    match slot {
+        Some(waker) if waker.will_wake(cx.waker()) => {}
+        slot => *slot = Some(cx.waker().clone()),
     }
 }
 
@@ -91,18 +125,24 @@ impl Sender {
         }
         Ok(())
     }
+
+    /// Ends the stream after what is queued, telling the client the hub is
+    /// shutting down (see [`Receiver::is_shutting_down`]).
+    pub fn shut_down(&self) {
+        self.shared.wake_after(|inner| inner.shutting_down = true);
+    }
+
+    /// Asks the writer to close the connection now, dropping what is queued.
+    pub fn kill(&self) {
+        self.shared.killed.store(true, Ordering::Release);
+        self.shared
+            .wake_after(|inner| inner.items = VecDeque::new());
+    }
 }
 
 impl Drop for Sender {
     fn drop(&mut self) {
-        let waker = {
-            let mut inner = self.shared.lock();
-            inner.sender_gone = true;
-            inner.waker.take()
-        };
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        self.shared.wake_after(|inner| inner.sender_gone = true);
     }
 }
 
@@ -112,20 +152,38 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    /// The next event; `Ready(None)` once the sender is gone and the queue is
-    /// empty.
+    /// The next event; `Ready(None)` once the queue is empty and the sender
+    /// is gone or the hub is shutting down.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         let mut inner = self.shared.lock();
         if let Some(bytes) = inner.items.pop_front() {
             return Poll::Ready(Some(bytes));
         }
-        if inner.sender_gone {
+        if inner.sender_gone || inner.shutting_down {
             return Poll::Ready(None);
         }
-        match &mut inner.waker {
-            Some(waker) if waker.will_wake(cx.waker()) => {}
-            slot => *slot = Some(cx.waker().clone()),
+        register(&mut inner.waker, cx);
+        Poll::Pending
+    }
+
+    /// Whether the stream ends because the hub is shutting down.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.lock().shutting_down
+    }
+
+    /// Whether the hub asked for the connection to be closed.
+    pub fn is_killed(&self) -> bool {
+        self.shared.killed.load(Ordering::Acquire)
+    }
+
+    /// Ready once the hub asks for the connection to be closed; for a writer
+    /// waiting on a socket that may never drain.
+    pub fn poll_killed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut inner = self.shared.lock();
+        if self.is_killed() {
+            return Poll::Ready(());
         }
+        register(&mut inner.waker, cx);
         Poll::Pending
     }
 
@@ -171,6 +229,43 @@ mod tests {
         let (tx, rx) = queue(2);
         drop(rx);
         assert_eq!(tx.try_send(Bytes::new()), Err(TrySendError::Closed));
+    }
+
+    #[test]
+    fn shutting_down_ends_after_what_is_queued() {
+        let (tx, mut rx) = queue(4);
+        tx.try_send(Bytes::from_static(b"a")).unwrap();
+        tx.shut_down();
+        let mut cx = Context::from_waker(Waker::noop());
+        assert_eq!(
+            rx.poll_recv(&mut cx),
+            Poll::Ready(Some(Bytes::from_static(b"a")))
+        );
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(None));
+        assert!(rx.is_shutting_down());
+        assert!(!rx.is_killed());
+    }
+
+    #[test]
+    fn a_kill_drops_what_is_queued() {
+        let (tx, mut rx) = queue(4);
+        tx.try_send(Bytes::from_static(b"a")).unwrap();
+        let mut cx = Context::from_waker(Waker::noop());
+        assert_eq!(rx.poll_killed(&mut cx), Poll::Pending);
+        tx.kill();
+        assert!(rx.is_killed());
+        assert_eq!(rx.poll_killed(&mut cx), Poll::Ready(()));
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+    }
+
+    #[tokio::test]
+    async fn a_writer_waiting_for_a_kill_is_woken() {
+        let (tx, mut rx) = queue(4);
+        let waiter =
+            tokio::spawn(async move { std::future::poll_fn(|cx| rx.poll_killed(cx)).await });
+        tokio::task::yield_now().await;
+        tx.kill();
+        waiter.await.unwrap();
     }
 
     #[tokio::test]

@@ -42,6 +42,8 @@ pub(super) struct State {
     pub wildcard: HashSet<SubId>,
     pub clients: HashMap<String, SubId>,
     pub next_sub: SubId,
+    /// The server is stopping: every stream ends, new ones at once.
+    pub shutting_down: bool,
 }
 
 /// Store changes waiting for the next commit.
@@ -108,8 +110,9 @@ pub(super) struct Subscriber {
     pub wildcard: bool,
     pub client_id: Option<String>,
     pub queue: super::queue::Sender,
-    /// Closes the connection itself (a slow reader may never read again).
-    pub kill: CancellationToken,
+    /// Closes the connection itself (a slow reader may never read again)
+    /// when its writer does not watch the queue for a kill.
+    pub kill: Option<CancellationToken>,
     pub connected_at: SystemTime,
     pub remote: Option<SocketAddr>,
 }

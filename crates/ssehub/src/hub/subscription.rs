@@ -22,8 +22,9 @@ pub struct Subscribe {
     pub private: Vec<Selector>,
     /// The peer address, for the admin API.
     pub remote: Option<SocketAddr>,
-    /// Cancelled by the hub to close the connection of a slow reader.
-    pub kill: CancellationToken,
+    /// Cancelled by the hub to close the connection of a slow reader, for a
+    /// stream whose writer does not watch the queue for that (hyper's).
+    pub kill: Option<CancellationToken>,
 }
 
 /// Why a subscription was refused.
