@@ -35,6 +35,20 @@ pub enum Target {
     Null,
     /// nginx with the nchan module (see bench/peers/setup).
     Nchan,
+    /// Pushpin, with nginx as its GRIP origin (see bench/peers/setup).
+    Pushpin,
+}
+
+impl Target {
+    /// Connections a worker opens at once. Pushpin answered 502 or 500 to
+    /// part of a burst of 600 simultaneous subscriptions to one channel
+    /// (here 50 to 210 of them), so it gets smaller ramps.
+    fn ramp(self) -> usize {
+        match self {
+            Target::Pushpin => 100,
+            _ => 500,
+        }
+    }
 }
 
 /// How the subscribers use topics.
@@ -72,6 +86,12 @@ pub struct LoadArgs {
     /// nchan's address, for `--targets nchan`.
     #[arg(long, default_value = "127.0.0.1:8091")]
     pub nchan: SocketAddr,
+    /// Pushpin's address for subscribers, for `--targets pushpin`.
+    #[arg(long, default_value = "127.0.0.1:7999")]
+    pub pushpin: SocketAddr,
+    /// Pushpin's publish address.
+    #[arg(long, default_value = "127.0.0.1:5561")]
+    pub pushpin_publish: SocketAddr,
 }
 
 /// What one target's run measured.
@@ -134,7 +154,10 @@ pub async fn run(
 
 /// A running target and how to reach it.
 struct Running {
+    /// Where subscribers connect.
     addr: SocketAddr,
+    /// Where events are published.
+    publish: SocketAddr,
     /// Processes whose CPU time counts.
     pids: Vec<u32>,
     _process: Option<Box<dyn std::any::Any>>,
@@ -149,6 +172,7 @@ async fn start_target(
             let hub = HubProcess::start(&[&QUIET_HUB[..], &["--queue-size", "4096"]].concat())?;
             Running {
                 addr: hub.addr,
+                publish: hub.addr,
                 pids: vec![hub.pid()],
                 _process: Some(Box::new(hub)),
             }
@@ -157,13 +181,21 @@ async fn start_target(
             let null = start_null()?;
             Running {
                 addr: null.addr,
+                publish: null.addr,
                 pids: vec![null.pid()],
                 _process: Some(Box::new(null)),
             }
         }
         Target::Nchan => Running {
             addr: args.nchan,
+            publish: args.nchan,
             pids: nginx_pids(),
+            _process: None,
+        },
+        Target::Pushpin => Running {
+            addr: args.pushpin,
+            publish: args.pushpin_publish,
+            pids: pushpin_pids(),
             _process: None,
         },
     })
@@ -171,17 +203,50 @@ async fn start_target(
 
 /// nginx's master and worker processes.
 pub fn nginx_pids() -> Vec<u32> {
+    pids_named(&["nginx"])
+}
+
+/// Pushpin's processes: its runner, condure (which holds the client
+/// connections), the proxy, the handler (which holds subscriptions), and
+/// zurl (its HTTP client). The origin is not counted.
+pub fn pushpin_pids() -> Vec<u32> {
+    pids_named(&[
+        "pushpin",
+        "condure",
+        "pushpin-proxy",
+        "pushpin-handler",
+        "zurl",
+    ])
+}
+
+fn pids_named(names: &[&str]) -> Vec<u32> {
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if comm.trim() == "nginx" {
+        if names.contains(&comm.trim()) {
             pids.push(pid);
         }
     }
     pids
+}
+
+/// Fresh Pushpin processes (it has no reload that starts new workers), via
+/// the setup script of this source tree.
+pub fn restart_pushpin() -> std::io::Result<()> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/peers/setup");
+    let status = Command::new(script)
+        .arg("restart-pushpin")
+        .stdout(Stdio::null())
+        .status()?;
+    if !status.success() {
+        return Err(std::io::Error::other(format!(
+            "{script} restart-pushpin failed"
+        )));
+    }
+    Ok(())
 }
 
 /// Restarts nginx's workers (SIGHUP to the master) and waits until only the
@@ -275,7 +340,7 @@ async fn run_target(
     let started = Instant::now();
     let published = publish_open_loop(
         target,
-        running.addr,
+        running.publish,
         &run,
         topics,
         events,
@@ -366,6 +431,14 @@ async fn publish_open_loop(
                 .form(&[("topic", topic.as_str()), ("data", data.as_str())]),
             Target::Null => client.post(format!("http://{addr}/publish")).body(data),
             Target::Nchan => client.post(format!("http://{addr}/pub/{topic}")).body(data),
+            // Pushpin sends the content as given; the id is not a number, so
+            // (as with nchan's ids) only ssehub's ids are checked for order.
+            Target::Pushpin => client.post(format!("http://{addr}/publish/")).json(
+                &serde_json::json!({"items": [{
+                    "channel": topic,
+                    "formats": {"http-stream": {"content": format!("id: p{seq}\ndata: {data}\n\n")}},
+                }]}),
+            ),
         };
         let sent = sent.clone();
         // Open loop: the next publish does not wait for this one.
@@ -459,13 +532,25 @@ impl WorkerProcess {
 /// `ssehub bench worker SPEC`: hold connections, check streams, report.
 pub async fn worker(spec: WorkerSpec) -> Result<(), Box<dyn std::error::Error>> {
     let mut connections = Vec::with_capacity(spec.count);
-    for start in (0..spec.count).step_by(500) {
-        let batch = (start..spec.count.min(start + 500)).map(|i| {
+    let ramp = spec.target.ramp();
+    for start in (0..spec.count).step_by(ramp) {
+        let batch = (start..spec.count.min(start + ramp)).map(|i| {
             let spec = &spec;
             async move {
                 let index = spec.first + i;
                 let topic = index % spec.topics;
-                let stream = open(spec, topic, None).await?;
+                // Pushpin answers 5xx to some subscriptions of a burst (see
+                // `Target::ramp`): those try again, before the measurement.
+                let mut attempts = 0;
+                let stream = loop {
+                    match open(spec, topic, None).await {
+                        Err(e) if attempts < 20 && e.to_string().starts_with("HTTP/1.1 5") => {
+                            attempts += 1;
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        other => break other?,
+                    }
+                };
                 Ok::<_, std::io::Error>((index, topic, stream))
             }
         });
@@ -516,7 +601,7 @@ async fn open(
     let path = match spec.target {
         Target::Ssehub => format!("/.well-known/mercure?match=bench/{}/{topic}", spec.run),
         Target::Null => "/sub".to_owned(),
-        Target::Nchan => format!("/sub/bench/{}/{topic}", spec.run),
+        Target::Nchan | Target::Pushpin => format!("/sub/bench/{}/{topic}", spec.run),
     };
     let request =
         format!("GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n{resume}\r\n");

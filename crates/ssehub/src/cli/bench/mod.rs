@@ -90,6 +90,9 @@ struct IdleArgs {
     /// nchan's address, for `--targets nchan` (started by bench/peers/setup).
     #[arg(long, default_value = "127.0.0.1:8091")]
     nchan: SocketAddr,
+    /// Pushpin's address, for `--targets pushpin` (started by bench/peers/setup).
+    #[arg(long, default_value = "127.0.0.1:7999")]
+    pushpin: SocketAddr,
     /// Rounds, each with a fresh hub; the median is reported.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
@@ -262,6 +265,10 @@ async fn idle_round(
             // ones and retire the old.
             fanout::reload_nginx().await;
             (None, args.nchan, fanout::nginx_pids(), "/sub/idle/")
+        }
+        fanout::Target::Pushpin => {
+            fanout::restart_pushpin()?;
+            (None, args.pushpin, fanout::pushpin_pids(), "/sub/idle/")
         }
         fanout::Target::Null => {
             return Err("the null server holds no idle state worth measuring".into());
