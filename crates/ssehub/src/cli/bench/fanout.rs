@@ -544,7 +544,11 @@ pub async fn worker(spec: WorkerSpec) -> Result<(), Box<dyn std::error::Error>> 
                 let mut attempts = 0;
                 let stream = loop {
                     match open(spec, topic, None).await {
-                        Err(e) if attempts < 20 && e.to_string().starts_with("HTTP/1.1 5") => {
+                        Err(e)
+                            if spec.target == Target::Pushpin
+                                && attempts < 20
+                                && e.to_string().starts_with("HTTP/1.1 5") =>
+                        {
                             attempts += 1;
                             tokio::time::sleep(Duration::from_millis(200)).await;
                         }
