@@ -616,7 +616,17 @@ impl Hub {
         let ttl = self.config.history_ttl;
         let expired = |t: SystemTime| now.duration_since(t).is_ok_and(|age| age > ttl);
         let mut st = self.state();
-        let names: Vec<String> = st.topics.keys().cloned().collect();
+        // Only the topics with something to do: with one topic per
+        // connection, copying every name on each tick was most of the work.
+        let names: Vec<String> = st
+            .topics
+            .iter()
+            .filter(|(_, t)| {
+                t.history.front().is_some_and(|e| expired(e.published_at))
+                    || (t.history.is_empty() && t.subscribers.is_empty() && expired(t.last_publish))
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
         for name in names {
             while st.topics[&name]
                 .history
