@@ -113,6 +113,13 @@ impl Hub {
         }
     }
 
+    /// Uses `http` for every request: your own timeouts, proxy, TLS roots or
+    /// connection pool settings.
+    pub fn with_http_client(mut self, http: reqwest::Client) -> Hub {
+        self.http = http;
+        self
+    }
+
     /// Sends `Authorization: Bearer TOKEN` with every request.
     pub fn with_token(mut self, token: impl Into<String>) -> Hub {
         self.token = Some(token.into());
