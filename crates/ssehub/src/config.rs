@@ -200,6 +200,9 @@ impl Config {
                 max_topics: self.max_topics,
                 max_topic_length: self.max_topic_length,
             },
+            heartbeat: self.heartbeat,
+            max_lifetime: self.max_lifetime,
+            retry: self.retry,
         }
     }
 }

@@ -223,14 +223,18 @@ impl Server {
 }
 
 fn spawn_sweeper(hub: Arc<Hub>, shutdown: CancellationToken) {
-    let every =
+    let history_every =
         (hub.config().history_ttl / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let streams_every = hub.stream_tick();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut history = tokio::time::interval(history_every);
+        let mut streams = tokio::time::interval(streams_every);
+        history.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        streams.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = tick.tick() => hub.sweep(std::time::SystemTime::now()),
+                _ = history.tick() => hub.sweep(std::time::SystemTime::now()),
+                _ = streams.tick() => hub.tick_streams(std::time::Instant::now()),
                 _ = shutdown.cancelled() => return,
             }
         }

@@ -2,8 +2,7 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
-use std::time::Duration;
+use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::extract::{Extension, RawQuery, State};
@@ -11,12 +10,11 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
-use tokio::time::{Instant, Sleep};
 
 use super::auth::Credentials;
 use super::limits::Admission;
 use super::{ApiError, AppState, ConnectionInfo, form};
-use crate::hub::{Selector, Subscribe, Subscription, client_topic};
+use crate::hub::{Registration, Selector, Subscribe, Subscription, client_topic};
 
 /// At most this much is coalesced into one write.
 const MAX_WRITE: usize = 64 * 1024;
@@ -63,6 +61,7 @@ pub(super) fn open(
         remote: Some(conn.remote),
         kill: conn.kill.clone(),
         private: grants.subscribe.clone(),
+        expires_at: grants.expires_at,
         ..Subscribe::default()
     };
     for (name, value) in fields {
@@ -102,77 +101,33 @@ pub(super) fn open(
         .limits
         .admit(conn.remote.ip(), grants.subject.as_deref())?;
     let subscription = app.hub.subscribe(request)?;
-    let expires = grants.expires_at.map(|at| {
-        at.duration_since(std::time::SystemTime::now())
-            .unwrap_or_default()
-    });
-    Ok(EventStream::new(subscription, app, admission, expires))
+    Ok(EventStream::new(subscription, app, admission))
 }
 
 /// The body of one stream: the first bytes, then live events coalesced into
-/// as few writes as possible, heartbeats when idle, and a clean end at the
-/// maximum lifetime, at token expiry or at shutdown (the hub's queue says
-/// so). One timer serves the heartbeat and both deadlines, to keep an idle
-/// stream small.
+/// as few writes as possible. Heartbeats, and the last words of a stream the
+/// hub ends (maximum lifetime, token expiry, shutdown), come from the hub
+/// through the queue ([`crate::hub::Hub::tick_streams`]): an idle stream
+/// holds no timer of its own.
 pub(super) struct EventStream {
     first: Option<Bytes>,
     events: Option<crate::hub::queue::Receiver>,
-    timer: Pin<Box<Sleep>>,
-    heartbeat_every: Duration,
-    next_heartbeat: Instant,
-    /// The maximum lifetime.
-    ends_at: Option<Instant>,
-    /// When the subscriber's token expires.
-    expires_at: Option<Instant>,
-    retry_hint: Bytes,
-    ended: bool,
     /// Unregisters the subscriber when the stream is dropped.
-    _subscription: Subscription,
+    _registration: Registration,
     /// Releases the stream's place in the connection limits.
     _admission: Admission,
 }
 
 impl EventStream {
-    fn new(
-        mut subscription: Subscription,
-        app: &AppState,
-        admission: Admission,
-        token_expiry: Option<Duration>,
-    ) -> EventStream {
+    fn new(subscription: Subscription, app: &AppState, admission: Admission) -> EventStream {
         let mut first = BytesMut::from(&app.retry_hint[..]);
-        first.extend_from_slice(&std::mem::take(&mut subscription.initial));
-        let now = Instant::now();
-        let heartbeat_every = app.config.heartbeat;
-        let mut stream = EventStream {
+        first.extend_from_slice(&subscription.initial);
+        EventStream {
             first: Some(first.freeze()),
-            events: subscription.events.take(),
-            timer: Box::pin(tokio::time::sleep_until(now + heartbeat_every)),
-            heartbeat_every,
-            next_heartbeat: now + heartbeat_every,
-            ends_at: app.config.max_lifetime.map(|d| now + d),
-            expires_at: token_expiry.map(|d| now + d),
-            retry_hint: app.retry_hint.clone(),
-            ended: false,
-            _subscription: subscription,
+            events: subscription.events,
+            _registration: subscription.registration,
             _admission: admission,
-        };
-        stream.arm();
-        stream
-    }
-
-    /// Sets the timer to the earliest of heartbeat, lifetime and expiry.
-    fn arm(&mut self) {
-        let at = [Some(self.next_heartbeat), self.ends_at, self.expires_at]
-            .into_iter()
-            .flatten()
-            .min()
-            .expect("the heartbeat is always set");
-        self.timer.as_mut().reset(at);
-    }
-
-    fn wrote(&mut self) {
-        self.next_heartbeat = Instant::now() + self.heartbeat_every;
-        self.arm();
+        }
     }
 
     /// Whether the hub asked for the connection to be closed without a word
@@ -189,14 +144,6 @@ impl EventStream {
             None => Poll::Pending,
         }
     }
-
-    /// The last bytes of a stream the hub ends: a comment saying why.
-    fn end_with(&mut self, why: &'static str) -> Poll<Option<Result<Bytes, Infallible>>> {
-        self.ended = true;
-        let mut last = BytesMut::from(&self.retry_hint[..]);
-        last.extend_from_slice(why.as_bytes());
-        Poll::Ready(Some(Ok(last.freeze())))
-    }
 }
 
 impl Stream for EventStream {
@@ -204,11 +151,7 @@ impl Stream for EventStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        if this.ended {
-            return Poll::Ready(None);
-        }
         if let Some(first) = this.first.take() {
-            this.wrote();
             return Poll::Ready(Some(Ok(first)));
         }
         let Some(events) = this.events.as_mut() else {
@@ -233,25 +176,12 @@ impl Stream for EventStream {
                         buf.freeze()
                     }
                 };
-                this.wrote();
-                return Poll::Ready(Some(Ok(bytes)));
+                Poll::Ready(Some(Ok(bytes)))
             }
-            Poll::Ready(None) if events.is_shutting_down() => {
-                return this.end_with(": the hub is shutting down; reconnect to resume\n");
-            }
-            // The hub ended this stream: finished, replaced or disconnected.
-            Poll::Ready(None) => return Poll::Ready(None),
-            Poll::Pending => {}
+            // Finished, replaced, disconnected or ended by the hub (after
+            // its last words, which were the last item queued).
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
         }
-        ready!(this.timer.as_mut().poll(cx));
-        let now = Instant::now();
-        if this.expires_at.is_some_and(|at| at <= now) {
-            return this.end_with(": the token has expired; reconnect with a fresh one\n");
-        }
-        if this.ends_at.is_some_and(|at| at <= now) {
-            return this.end_with(": maximum connection lifetime reached; reconnect to resume\n");
-        }
-        this.wrote();
-        Poll::Ready(Some(Ok(Bytes::from_static(b":\n"))))
     }
 }

@@ -23,7 +23,7 @@ mod subscription;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -32,11 +32,10 @@ use queue::TrySendError;
 
 pub use event::{Event, Publish, PublishError, TopicLimits, validate_topic};
 pub use selector::{Part, Selector, SelectorError};
-pub use subscription::{Subscribe, SubscribeError, Subscription};
+pub use subscription::{Registration, Subscribe, SubscribeError, Subscription};
 
 use crate::store::{MemoryStore, Recovered, Store, StoreError, StoredEvent};
 use state::{Pending, State, SubId, Subscriber, Topic};
-use subscription::Guard;
 
 /// Topics of per-client channels start with this; `client_id=X` on subscribe
 /// adds the topic `urn:ssehub:client:X`, which only that connection may see.
@@ -62,7 +61,24 @@ pub struct HubConfig {
     pub history_max_bytes: usize,
     /// Topic count and length limits.
     pub limits: TopicLimits,
+    /// A heartbeat comment goes to a stream that has been quiet this long.
+    pub heartbeat: Duration,
+    /// Streams end after this long (clients reconnect and resume).
+    pub max_lifetime: Option<Duration>,
+    /// Reconnection delay suggested to clients in a stream's last words.
+    pub retry: Duration,
 }
+
+/// Why the hub ends a stream; its last words tell the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
+    ShuttingDown,
+    LifetimeReached,
+    TokenExpired,
+}
+
+/// A heartbeat: a bare comment line.
+const HEARTBEAT: Bytes = Bytes::from_static(b":\n");
 
 /// Counters and sizes, as `GET /v1/stats` shows them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -381,7 +397,7 @@ impl Hub {
         let mut slow = Vec::new();
         for topic in &event.topics {
             let frame = complete_frame(topic);
-            let exact: Vec<SubId> = st
+            let exact = st
                 .topics
                 .get_mut(topic)
                 .map(|t| std::mem::take(&mut t.subscribers))
@@ -549,13 +565,28 @@ impl Hub {
         }
 
         if st.shutting_down {
-            queue.shut_down();
+            queue.end(self.last_words(End::ShuttingDown));
         }
+        // The earliest of token expiry and maximum lifetime (expiry first on
+        // a tie: it is the reason the client must act on).
+        let started = Instant::now();
+        let expiry = request.expires_at.map(|at| {
+            let left = at.duration_since(now).unwrap_or_default();
+            (started + left, End::TokenExpired)
+        });
+        let lifetime = self
+            .config
+            .max_lifetime
+            .map(|d| (started + d, End::LifetimeReached));
+        let ends = [expiry, lifetime]
+            .into_iter()
+            .flatten()
+            .min_by_key(|(at, _)| *at);
         let id = st.next_sub;
         st.next_sub += 1;
         self.connections.fetch_add(1, Relaxed);
         self.opened.fetch_add(1, Relaxed);
-        let guard = Guard {
+        let registration = Registration {
             hub: self.clone(),
             id,
         };
@@ -565,7 +596,7 @@ impl Hub {
             return Ok(Subscription {
                 initial,
                 events: None,
-                guard,
+                registration,
             });
         }
         for name in &open_topics {
@@ -587,22 +618,78 @@ impl Hub {
         st.subscribers.insert(
             id,
             Subscriber {
-                selectors: std::mem::take(&mut request.selectors),
-                private: std::mem::take(&mut request.private),
+                selectors: std::mem::take(&mut request.selectors).into_boxed_slice(),
+                private: std::mem::take(&mut request.private).into_boxed_slice(),
                 open_topics: open_topics.len() as u32,
                 wildcard,
                 client_id: request.client_id.take(),
                 queue,
                 kill: request.kill.take(),
                 connected_at: now,
+                ends,
                 remote: request.remote,
             },
         );
         Ok(Subscription {
             initial,
             events: Some(live),
-            guard,
+            registration,
         })
+    }
+
+    /// How often to call [`Hub::tick_streams`]: often enough for heartbeats
+    /// and the maximum lifetime to be kept within a quarter of their length,
+    /// and token expiry within a second.
+    pub fn stream_tick(&self) -> Duration {
+        let shortest = self
+            .config
+            .max_lifetime
+            .map_or(self.config.heartbeat, |l| l.min(self.config.heartbeat));
+        (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+    }
+
+    /// The hub's clock for open streams, one timer for all of them instead
+    /// of one per connection (docs/BENCHMARKS.md): sends a heartbeat to each
+    /// stream that has been quiet for the heartbeat interval, and ends those
+    /// past their maximum lifetime or token expiry. Call it every
+    /// [`Hub::stream_tick`].
+    pub fn tick_streams(&self, now: Instant) {
+        let tick = self.stream_tick().as_nanos().max(1);
+        let beat_after = (self.config.heartbeat.as_nanos() / tick).clamp(1, u32::MAX.into()) as u32;
+        let mut st = self.state();
+        let mut due = Vec::new();
+        for (id, sub) in &st.subscribers {
+            match sub.ends {
+                Some((at, why)) if at <= now => due.push((*id, why)),
+                _ => sub.queue.beat_if_quiet(beat_after, &HEARTBEAT),
+            }
+        }
+        for (id, why) in due {
+            // Unregistered now, so nothing more is queued; the writer sends
+            // what is, then says why and closes.
+            if let Some(sub) = st.remove_subscriber(id) {
+                sub.queue.end(self.last_words(why));
+            }
+        }
+    }
+
+    /// The end of a stream the hub closes: when to reconnect, and why.
+    fn last_words(&self, why: End) -> Bytes {
+        let comment = match why {
+            End::ShuttingDown => "the hub is shutting down; reconnect to resume",
+            End::TokenExpired => "the token has expired; reconnect with a fresh one",
+            End::LifetimeReached => "maximum connection lifetime reached; reconnect to resume",
+        };
+        let mut words = BytesMut::new();
+        sse_codec::Event::default()
+            .retry(self.config.retry.as_millis() as u64)
+            .encode_into(&mut words)
+            .expect("retry only");
+        sse_codec::Event::default()
+            .comment(comment)
+            .encode_into(&mut words)
+            .expect("a comment only");
+        words.freeze()
     }
 
     fn unsubscribe(&self, id: SubId) {
@@ -741,8 +828,9 @@ impl Hub {
     pub fn shut_down_streams(&self) {
         let mut st = self.state();
         st.shutting_down = true;
+        let last_words = self.last_words(End::ShuttingDown);
         for sub in st.subscribers.values() {
-            sub.queue.shut_down();
+            sub.queue.end(last_words.clone());
         }
     }
 
@@ -814,7 +902,11 @@ mod tests {
     use super::*;
 
     fn hub(history_size: usize) -> Arc<Hub> {
-        Hub::new(HubConfig {
+        Hub::new(config(history_size))
+    }
+
+    fn config(history_size: usize) -> HubConfig {
+        HubConfig {
             history_size,
             history_ttl: Duration::from_secs(60),
             queue_size: 8,
@@ -823,7 +915,62 @@ mod tests {
                 max_topics: 8,
                 max_topic_length: 64,
             },
-        })
+            heartbeat: Duration::from_secs(15),
+            max_lifetime: None,
+            retry: Duration::from_secs(3),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_stream_clock_beats_quiet_streams_and_ends_them_at_their_deadline() {
+        let hub = Hub::new(HubConfig {
+            heartbeat: Duration::from_secs(4),
+            max_lifetime: Some(Duration::from_secs(60)),
+            ..config(10)
+        });
+        assert_eq!(hub.stream_tick(), Duration::from_secs(1));
+        let start = Instant::now();
+        let mut quiet = hub.subscribe(subscribe(&["q"], None)).unwrap();
+        let mut expiring = hub
+            .subscribe(Subscribe {
+                expires_at: Some(SystemTime::now() + Duration::from_secs(10)),
+                ..subscribe(&["e"], None)
+            })
+            .unwrap();
+        let q = quiet.events.as_mut().unwrap();
+        let e = expiring.events.as_mut().unwrap();
+        // A heartbeat after four quiet ticks (the heartbeat interval)...
+        for _ in 0..3 {
+            hub.tick_streams(start);
+        }
+        assert_eq!(q.try_recv(), Err(queue::TryRecvError::Empty));
+        hub.tick_streams(start);
+        assert_eq!(q.try_recv().unwrap(), ":\n");
+        assert_eq!(e.try_recv().unwrap(), ":\n");
+        // ...and an event restarts the count.
+        hub.publish(publish(&["q"], "x")).await.unwrap();
+        for _ in 0..3 {
+            hub.tick_streams(start);
+        }
+        assert!(q.try_recv().unwrap().ends_with(b"data: x\n\n"));
+        assert_eq!(q.try_recv(), Err(queue::TryRecvError::Empty));
+        // The token's expiry comes first for one, the lifetime for the other;
+        // each stream ends with its reason, after which nothing more comes.
+        hub.tick_streams(start + Duration::from_secs(11));
+        let words = e.try_recv().unwrap();
+        assert_eq!(
+            words,
+            "retry: 3000\n: the token has expired; reconnect with a fresh one\n"
+        );
+        assert_eq!(e.try_recv(), Err(queue::TryRecvError::Disconnected));
+        assert_eq!(hub.stats().subscriptions, 1);
+        // (The same tick was the fourth quiet one for the other.)
+        assert_eq!(q.try_recv().unwrap(), ":\n");
+        hub.tick_streams(start + Duration::from_secs(61));
+        let words = q.try_recv().unwrap();
+        assert!(words.ends_with(b": maximum connection lifetime reached; reconnect to resume\n"));
+        assert_eq!(q.try_recv(), Err(queue::TryRecvError::Disconnected));
+        assert_eq!(hub.stats().subscriptions, 0);
     }
 
     fn publish(topics: &[&str], data: &str) -> Publish {
@@ -997,6 +1144,9 @@ mod properties {
                 max_topics: 8,
                 max_topic_length: 1024,
             },
+            heartbeat: Duration::from_secs(15),
+            max_lifetime: None,
+            retry: Duration::from_secs(3),
         })
     }
 

@@ -7,14 +7,16 @@
 //! stay small (docs/BENCHMARKS.md).
 //!
 //! The hub also ends streams through it: dropping the sender finishes a
-//! stream after what is queued, [`Sender::shut_down`] does the same with a
-//! word to the client that the hub is going away, and [`Sender::kill`] asks
-//! the writer to drop the connection at once (a subscriber too slow to read
-//! anything more). That way a connection needs no cancellation handles of
-//! its own.
+//! stream after what is queued, [`Sender::end`] does the same after some
+//! last words to the client (why, and when to reconnect), and
+//! [`Sender::kill`] asks the writer to drop the connection at once (a
+//! subscriber too slow to read anything more). And the queue counts how long
+//! it has been quiet, so the hub's periodic tick can send heartbeats
+//! ([`Sender::beat_if_quiet`]). That way a connection needs no timer and no
+//! cancellation handle of its own.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -24,12 +26,13 @@ use bytes::Bytes;
 pub fn queue(capacity: usize) -> (Sender, Receiver) {
     let shared = Arc::new(Shared {
         killed: AtomicBool::new(false),
+        quiet_ticks: AtomicU32::new(0),
         inner: Mutex::new(Inner {
             items: VecDeque::new(),
             capacity,
             sender_gone: false,
             receiver_gone: false,
-            shutting_down: false,
+            ending: false,
             waker: None,
         }),
     });
@@ -44,6 +47,8 @@ pub fn queue(capacity: usize) -> (Sender, Receiver) {
 struct Shared {
     /// Read by the writer before each step without taking the lock.
     killed: AtomicBool,
+    /// Hub ticks since something was last queued.
+    quiet_ticks: AtomicU32,
     inner: Mutex<Inner>,
 }
 
@@ -52,7 +57,8 @@ struct Inner {
     capacity: usize,
     sender_gone: bool,
     receiver_gone: bool,
-    shutting_down: bool,
+    /// Set by [`Sender::end`]: the stream ends once what is queued is sent.
+    ending: bool,
     /// The writer's task. One slot serves both waiting for events and
     /// watching for a kill: the same task does both.
     waker: Option<Waker>,
@@ -120,16 +126,39 @@ impl Sender {
             inner.items.push_back(bytes);
             inner.waker.take()
         };
+        self.shared.quiet_ticks.store(0, Ordering::Relaxed);
         if let Some(waker) = waker {
             waker.wake();
         }
         Ok(())
     }
 
-    /// Ends the stream after what is queued, telling the client the hub is
-    /// shutting down (see [`Receiver::is_shutting_down`]).
-    pub fn shut_down(&self) {
-        self.shared.wake_after(|inner| inner.shutting_down = true);
+    /// Counts one tick of the hub's clock; once `beat_after` ticks have gone
+    /// by with nothing queued, queues `beat`. Nothing is added to a queue
+    /// that still holds events: its writer has something to write (or is
+    /// stuck, and a heartbeat would not help).
+    pub fn beat_if_quiet(&self, beat_after: u32, beat: &Bytes) {
+        let quiet = self.shared.quiet_ticks.fetch_add(1, Ordering::Relaxed) + 1;
+        if quiet < beat_after {
+            return;
+        }
+        self.shared.quiet_ticks.store(0, Ordering::Relaxed);
+        self.shared.wake_after(|inner| {
+            if inner.items.is_empty() && !inner.ending {
+                inner.items.push_back(beat.clone());
+            }
+        });
+    }
+
+    /// Ends the stream after what is queued and then `last_words`, which go
+    /// in even when the queue is full. Only the first call counts.
+    pub fn end(&self, last_words: Bytes) {
+        self.shared.wake_after(|inner| {
+            if !inner.ending && !inner.receiver_gone {
+                inner.ending = true;
+                inner.items.push_back(last_words);
+            }
+        });
     }
 
     /// Asks the writer to close the connection now, dropping what is queued.
@@ -153,22 +182,17 @@ pub struct Receiver {
 
 impl Receiver {
     /// The next event; `Ready(None)` once the queue is empty and the sender
-    /// is gone or the hub is shutting down.
+    /// is gone or the hub ended the stream.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         let mut inner = self.shared.lock();
         if let Some(bytes) = inner.items.pop_front() {
             return Poll::Ready(Some(bytes));
         }
-        if inner.sender_gone || inner.shutting_down {
+        if inner.sender_gone || inner.ending {
             return Poll::Ready(None);
         }
         register(&mut inner.waker, cx);
         Poll::Pending
-    }
-
-    /// Whether the stream ends because the hub is shutting down.
-    pub fn is_shutting_down(&self) -> bool {
-        self.shared.lock().shutting_down
     }
 
     /// Whether the hub asked for the connection to be closed.
@@ -232,18 +256,44 @@ mod tests {
     }
 
     #[test]
-    fn shutting_down_ends_after_what_is_queued() {
-        let (tx, mut rx) = queue(4);
+    fn last_words_come_after_what_is_queued_even_when_full() {
+        let (tx, mut rx) = queue(1);
         tx.try_send(Bytes::from_static(b"a")).unwrap();
-        tx.shut_down();
+        tx.end(Bytes::from_static(b"bye"));
+        tx.end(Bytes::from_static(b"again"));
+        // Nothing more is queued once the stream is ending.
+        tx.beat_if_quiet(1, &Bytes::from_static(b":\n"));
         let mut cx = Context::from_waker(Waker::noop());
-        assert_eq!(
-            rx.poll_recv(&mut cx),
-            Poll::Ready(Some(Bytes::from_static(b"a")))
-        );
-        assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(None));
-        assert!(rx.is_shutting_down());
+        let mut got = Vec::new();
+        while let Poll::Ready(Some(bytes)) = rx.poll_recv(&mut cx) {
+            got.push(bytes);
+        }
+        assert_eq!(got, ["a", "bye"]);
         assert!(!rx.is_killed());
+    }
+
+    #[test]
+    fn a_heartbeat_goes_only_to_a_queue_quiet_for_long_enough() {
+        let beat = Bytes::from_static(b":\n");
+        let (tx, mut rx) = queue(4);
+        tx.beat_if_quiet(3, &beat);
+        tx.beat_if_quiet(3, &beat);
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+        // An event restarts the count.
+        tx.try_send(Bytes::from_static(b"e")).unwrap();
+        tx.beat_if_quiet(3, &beat);
+        tx.beat_if_quiet(3, &beat);
+        assert_eq!(rx.try_recv().unwrap(), "e");
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+        tx.beat_if_quiet(3, &beat);
+        assert_eq!(rx.try_recv().unwrap(), beat);
+        // A queue with events waiting gets no heartbeat on top.
+        tx.try_send(Bytes::from_static(b"f")).unwrap();
+        for _ in 0..3 {
+            tx.beat_if_quiet(3, &beat);
+        }
+        assert_eq!(rx.try_recv().unwrap(), "f");
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use smallvec::SmallVec;
 use tokio_util::sync::CancellationToken;
 
 use super::{Event, Selector};
@@ -72,10 +73,11 @@ pub(super) struct Topic {
     pub trimmed_up_to: u64,
     pub retained: Option<Arc<Event>>,
     pub finished: bool,
-    /// Subscribers that named this topic exactly. A `Vec`, not a set: one
-    /// subscriber costs 8 bytes instead of a hash table, which matters when
-    /// every connection has a topic of its own.
-    pub subscribers: Vec<SubId>,
+    /// Subscribers that named this topic exactly. A list, not a set: one
+    /// subscriber costs 8 bytes instead of a hash table, and the first is
+    /// kept inline, which matters when every connection has a topic of its
+    /// own.
+    pub subscribers: SmallVec<[SubId; 1]>,
     pub last_publish: SystemTime,
 }
 
@@ -86,7 +88,7 @@ impl Topic {
             trimmed_up_to: 0,
             retained: None,
             finished: false,
-            subscribers: Vec::new(),
+            subscribers: SmallVec::new(),
             last_publish: now,
         }
     }
@@ -99,10 +101,12 @@ impl Topic {
     }
 }
 
+/// Boxed slices rather than `Vec`s: a subscriber lives as long as its
+/// connection, and a `Vec` built by pushing keeps room for four selectors.
 pub(super) struct Subscriber {
-    pub selectors: Vec<Selector>,
+    pub selectors: Box<[Selector]>,
     /// Private events are delivered only when one of their topics matches.
-    pub private: Vec<Selector>,
+    pub private: Box<[Selector]>,
     /// How many of its exact topics are not finished yet; the stream ends
     /// when none is left and there is no wildcard selector. (A count, not a
     /// set: the names are in `selectors`, and each topic finishes once.)
@@ -114,6 +118,9 @@ pub(super) struct Subscriber {
     /// when its writer does not watch the queue for a kill.
     pub kill: Option<CancellationToken>,
     pub connected_at: SystemTime,
+    /// When the stream must end, and why: the earliest of its maximum
+    /// lifetime and its token's expiry.
+    pub ends: Option<(std::time::Instant, super::End)>,
     pub remote: Option<SocketAddr>,
 }
 

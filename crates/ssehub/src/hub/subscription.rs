@@ -25,6 +25,8 @@ pub struct Subscribe {
     /// Cancelled by the hub to close the connection of a slow reader, for a
     /// stream whose writer does not watch the queue for that (hyper's).
     pub kill: Option<CancellationToken>,
+    /// When the subscriber's token expires: the hub ends the stream then.
+    pub expires_at: Option<std::time::SystemTime>,
 }
 
 /// Why a subscription was refused.
@@ -99,25 +101,27 @@ pub struct Subscription {
     /// finished; the stream ends after `initial`. The queue closes when the
     /// hub ends the stream (replaced, disconnected, finished, too slow).
     pub events: Option<super::queue::Receiver>,
-    pub(super) guard: Guard,
+    /// Unregisters the subscriber when dropped; a stream keeps it as long
+    /// as it is open.
+    pub registration: Registration,
 }
 
 impl std::fmt::Debug for Subscription {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Subscription")
             .field("initial", &self.initial)
-            .field("id", &self.guard.id)
+            .field("id", &self.registration.id)
             .finish_non_exhaustive()
     }
 }
 
 /// Unregisters the subscriber when the stream goes away, however it ends.
-pub(super) struct Guard {
+pub struct Registration {
     pub(super) hub: Arc<Hub>,
     pub(super) id: u64,
 }
 
-impl Drop for Guard {
+impl Drop for Registration {
     fn drop(&mut self) {
         self.hub.unsubscribe(self.id);
     }
