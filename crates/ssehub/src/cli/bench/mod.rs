@@ -159,7 +159,8 @@ async fn run_load(
 
 struct IdleRound {
     rss_per_connection: f64,
-    kernel_per_connection: f64,
+    /// Kernel memory per connection, both ends (loopback).
+    kernel: Kernel,
     open_seconds: f64,
 }
 
@@ -170,8 +171,11 @@ async fn run_idle(args: IdleArgs) -> Result<(), Box<dyn std::error::Error>> {
         for round in 1..=args.rounds {
             let result = idle_round(&args, target).await?;
             println!(
-                "{target:?} round {round}: RSS {:.0} B/connection, kernel sockets {:.0} B/connection, opened in {:.2}s",
-                result.rss_per_connection, result.kernel_per_connection, result.open_seconds
+                "{target:?} round {round}: RSS {:.0} B/connection, kernel slab {:.0} B and socket buffers {:.0} B/connection, opened in {:.2}s",
+                result.rss_per_connection,
+                result.kernel.slab,
+                result.kernel.buffers,
+                result.open_seconds
             );
             rounds.push(result);
         }
@@ -181,22 +185,23 @@ async fn run_idle(args: IdleArgs) -> Result<(), Box<dyn std::error::Error>> {
             values[values.len() / 2]
         };
         let rss = median(|r| r.rss_per_connection);
-        let kernel = median(|r| r.kernel_per_connection);
+        let slab = median(|r| r.kernel.slab);
+        let buffers = median(|r| r.kernel.buffers);
         println!(
-            "idle {target:?}, {} connections, median of {} rounds: RSS {rss:.0} B ({:.2} KiB) per connection; kernel socket memory {kernel:.0} B per connection (both ends, loopback)",
+            "idle {target:?}, {} connections, median of {} rounds: RSS {rss:.0} B ({:.2} KiB) per connection; kernel (both ends, loopback): slab {slab:.0} B, socket buffers {buffers:.0} B per connection",
             args.connections,
             args.rounds,
             rss / 1024.0
         );
-        rows.push((target, rss, kernel));
+        rows.push((target, rss, slab, buffers));
     }
     if let Some(path) = &args.write {
         let mut table = String::from(
-            "| target | connections | rounds | server RSS per connection (median) | kernel socket memory per connection (median, both ends) |\n|---|---:|---:|---:|---:|\n",
+            "| target | connections | rounds | server RSS per connection (median) | kernel slab per connection (median, both ends) | kernel socket buffers per connection (median, both ends) |\n|---|---:|---:|---:|---:|---:|\n",
         );
-        for (target, rss, kernel) in &rows {
+        for (target, rss, slab, buffers) in &rows {
             table.push_str(&format!(
-                "| {} | {} | {} | {rss:.0} B ({:.2} KiB) | {kernel:.0} B |\n",
+                "| {} | {} | {} | {rss:.0} B ({:.2} KiB) | {slab:.0} B | {buffers:.0} B |\n",
                 format!("{target:?}").to_lowercase(),
                 args.connections,
                 args.rounds,
@@ -216,13 +221,13 @@ async fn run_idle(args: IdleArgs) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// Bars of memory per idle connection, as SVG.
-fn memory_svg(rows: &[(fanout::Target, f64, f64)], connections: usize) -> String {
+fn memory_svg(rows: &[(fanout::Target, f64, f64, f64)], connections: usize) -> String {
     let max = rows.iter().map(|r| r.1).fold(1.0_f64, f64::max);
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"640\" height=\"{}\" font-family=\"sans-serif\" font-size=\"13\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"10\" y=\"20\" font-size=\"14\">Server memory per idle connection at {connections} connections (RSS)</text>\n",
         50 + rows.len() * 36
     );
-    for (i, (target, rss, _)) in rows.iter().enumerate() {
+    for (i, (target, rss, ..)) in rows.iter().enumerate() {
         let y = 40 + i * 36;
         let width = 420.0 * rss / max;
         let color = if *target == fanout::Target::Ssehub {
@@ -289,13 +294,13 @@ async fn idle_round(
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let rss_before = rss(&pids);
-    let kernel_before = kernel_tcp_bytes()?;
+    let kernel_before = Kernel::now()?;
     let started = Instant::now();
     let connections = open_idle(addr, path, args.connections).await?;
     let open_seconds = started.elapsed().as_secs_f64();
     tokio::time::sleep(args.hold).await;
     let rss_after = rss(&pids);
-    let kernel_after = kernel_tcp_bytes()?;
+    let kernel_after = Kernel::now()?;
     drop(connections);
     if let Some(hub) = hub.as_mut() {
         hub.stop();
@@ -306,7 +311,10 @@ async fn idle_round(
     let n = args.connections as f64;
     Ok(IdleRound {
         rss_per_connection: (rss_after as f64 - rss_before as f64) / n,
-        kernel_per_connection: (kernel_after as f64 - kernel_before as f64) / n,
+        kernel: Kernel {
+            slab: (kernel_after.slab - kernel_before.slab) / n,
+            buffers: (kernel_after.buffers - kernel_before.buffers) / n,
+        },
         open_seconds,
     })
 }
@@ -521,24 +529,35 @@ fn status_kib(status: &str, key: &str) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-/// Memory the kernel holds for TCP sockets, machine-wide (`mem` of
-/// /proc/net/sockstat is in pages).
-fn kernel_tcp_bytes() -> std::io::Result<u64> {
-    let sockstat = std::fs::read_to_string("/proc/net/sockstat")?;
-    let pages = sockstat
-        .lines()
-        .find(|l| l.starts_with("TCP:"))
-        .and_then(|l| {
-            let mut fields = l.split_whitespace();
-            while let Some(f) = fields.next() {
-                if f == "mem" {
-                    return fields.next()?.parse::<u64>().ok();
-                }
-            }
-            None
+/// Kernel memory, machine-wide, in bytes.
+struct Kernel {
+    /// Slab caches (`Slab` of /proc/meminfo): where the socket structures,
+    /// files and epoll entries of connections live.
+    slab: f64,
+    /// TCP socket buffers (`mem` of /proc/net/sockstat, in pages): data
+    /// queued in sockets, near zero for idle ones.
+    buffers: f64,
+}
+
+impl Kernel {
+    fn now() -> std::io::Result<Kernel> {
+        let field = |text: &str, line: &str, name: &str| -> std::io::Result<f64> {
+            text.lines()
+                .find(|l| l.starts_with(line))
+                .and_then(|l| {
+                    let mut fields = l.split_whitespace();
+                    fields.find(|f| *f == name)?;
+                    fields.next()?.parse::<f64>().ok()
+                })
+                .ok_or_else(|| std::io::Error::other(format!("no {line} {name} in /proc")))
+        };
+        let meminfo = std::fs::read_to_string("/proc/meminfo")?;
+        let sockstat = std::fs::read_to_string("/proc/net/sockstat")?;
+        Ok(Kernel {
+            slab: field(&meminfo, "Slab:", "Slab:")? * 1024.0,
+            buffers: field(&sockstat, "TCP:", "mem")? * 4096.0,
         })
-        .ok_or_else(|| std::io::Error::other("no TCP mem in /proc/net/sockstat"))?;
-    Ok(pages * 4096)
+    }
 }
 
 /// Replaces the text between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->`
