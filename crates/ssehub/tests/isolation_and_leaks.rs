@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{PATIENCE, next_event, raw_subscribe, spawn_hub, start};
+use common::{PATIENCE, next_event, raw_subscribe, spawn_hub, start, wait_for_stats};
 use tokio::io::AsyncReadExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,23 +142,15 @@ async fn i6_counts_return_to_zero_after_1000_connect_disconnect_cycles() {
         .build()
         .unwrap();
     let client = ssehub_client::Hub::new(&hub.url).with_http_client(http.clone());
-    let stats = || async {
-        let url = format!("{}/v1/stats", hub.url);
-        let response = http.get(url).send().await.expect("stats");
-        response.json::<serde_json::Value>().await.unwrap()
-    };
-    let wait_for = |field: &'static str, at_most: u64| async move {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            let now = stats().await;
-            if now[field].as_u64().unwrap() <= at_most {
-                return now;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{field} stayed above {at_most}: {now}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    // Stats once `field` is at most `at_most`.
+    let stats_with = |field: &'static str, at_most: u64| {
+        let wanted = format!("{field} at most {at_most}");
+        let (http, url) = (&http, &hub.url);
+        async move {
+            wait_for_stats(http, url, &wanted, |s| {
+                s[field].as_u64().unwrap() <= at_most
+            })
+            .await
         }
     };
     let publish = |topic: &'static str, data: String| {
@@ -175,7 +167,8 @@ async fn i6_counts_return_to_zero_after_1000_connect_disconnect_cycles() {
     // client just closed may still be winding down, so take the lowest.
     let mut baseline = u64::MAX;
     for _ in 0..5 {
-        baseline = baseline.min(stats().await["tasks"].as_u64().unwrap());
+        let now = stats_with("tasks", u64::MAX).await;
+        baseline = baseline.min(now["tasks"].as_u64().unwrap());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let addr = hub.addr;
@@ -194,12 +187,12 @@ async fn i6_counts_return_to_zero_after_1000_connect_disconnect_cycles() {
         futures_util::future::join_all(cycles).await;
         publish("shared", format!("batch {batch}")).await;
     }
-    let stats = wait_for("connections", 0).await;
+    let stats = stats_with("connections", 0).await;
     assert_eq!(stats["subscriptions"], 0, "{stats}");
     assert_eq!(stats["clients"], 0, "{stats}");
     // Topics named only by departed subscribers are gone; "shared" and
     // "warm-up" have history.
     assert_eq!(stats["topics"], 2, "{stats}");
     // Connection tasks end too.
-    wait_for("tasks", baseline).await;
+    stats_with("tasks", baseline).await;
 }

@@ -111,19 +111,34 @@ impl TestHub {
 
     /// Waits until a stats field reaches a value.
     pub async fn wait_for_stat(&self, field: &str, value: u64) {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            let stats = self.stats().await;
-            if stats[field].as_u64() == Some(value) {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "stats.{field} stayed at {} instead of {value}: {stats}",
-                stats[field]
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let wanted = format!("stats.{field} to reach {value}");
+        wait_for_stats(&self.http, &self.url, &wanted, |stats| {
+            stats[field].as_u64() == Some(value)
+        })
+        .await;
+    }
+}
+
+/// Polls the hub at `url` for its stats until `done` holds for them, and
+/// returns them; fails the test, saying what was `wanted`, after [`PATIENCE`].
+pub async fn wait_for_stats(
+    http: &reqwest::Client,
+    url: &str,
+    wanted: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let response = http.get(format!("{url}/v1/stats")).send().await;
+        let stats = response.expect("stats").json().await.expect("stats JSON");
+        if done(&stats) {
+            return stats;
         }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited for {wanted}: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

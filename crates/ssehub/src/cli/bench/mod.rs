@@ -157,6 +157,14 @@ async fn run_load(
     Ok(())
 }
 
+/// The median of one figure over several runs (the upper middle one of an
+/// even count).
+fn median<T>(runs: &[T], figure: impl Fn(&T) -> f64) -> f64 {
+    let mut values: Vec<f64> = runs.iter().map(figure).collect();
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
 struct IdleRound {
     rss_per_connection: f64,
     /// Kernel memory per connection, both ends (loopback).
@@ -179,14 +187,9 @@ async fn run_idle(args: IdleArgs) -> Result<(), Box<dyn std::error::Error>> {
             );
             rounds.push(result);
         }
-        let median = |f: fn(&IdleRound) -> f64| {
-            let mut values: Vec<f64> = rounds.iter().map(f).collect();
-            values.sort_by(f64::total_cmp);
-            values[values.len() / 2]
-        };
-        let rss = median(|r| r.rss_per_connection);
-        let slab = median(|r| r.kernel.slab);
-        let buffers = median(|r| r.kernel.buffers);
+        let rss = median(&rounds, |r| r.rss_per_connection);
+        let slab = median(&rounds, |r| r.kernel.slab);
+        let buffers = median(&rounds, |r| r.kernel.buffers);
         println!(
             "idle {target:?}, {} connections, median of {} rounds: RSS {rss:.0} B ({:.2} KiB) per connection; kernel (both ends, loopback): slab {slab:.0} B, socket buffers {buffers:.0} B per connection",
             args.connections,
@@ -334,15 +337,10 @@ async fn run_publish(args: PublishArgs) -> Result<(), Box<dyn std::error::Error>
             for _ in 0..args.rounds {
                 runs.push(publish_run(store, publishers, args.duration).await?);
             }
-            let median = |f: fn(&PublishRun) -> f64| {
-                let mut values: Vec<f64> = runs.iter().map(f).collect();
-                values.sort_by(f64::total_cmp);
-                values[values.len() / 2]
-            };
             let run = PublishRun {
-                events_per_second: median(|r| r.events_per_second),
-                p50_ms: median(|r| r.p50_ms),
-                p99_ms: median(|r| r.p99_ms),
+                events_per_second: median(&runs, |r| r.events_per_second),
+                p50_ms: median(&runs, |r| r.p50_ms),
+                p99_ms: median(&runs, |r| r.p99_ms),
             };
             println!(
                 "{publishers:>4} publishers, {store:>7}: {:>8.0} events/s, p50 {:.2} ms, p99 {:.2} ms",
