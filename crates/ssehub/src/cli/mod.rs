@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-mod bench;
 mod parse;
 mod publish;
 mod serve;
@@ -28,8 +27,6 @@ enum Command {
     /// Follow topics on a hub, printing one JSON line per event; reconnects
     /// with Last-Event-ID and exits when every topic is complete.
     Subscribe(subscribe::SubscribeArgs),
-    /// Load scenarios against a hub this command starts, with figures.
-    Bench(bench::BenchArgs),
 }
 
 impl Cli {
@@ -42,7 +39,6 @@ impl Cli {
             Command::Serve(args) => serve::run(*args),
             Command::Publish(args) => publish::run(args),
             Command::Subscribe(args) => subscribe::run(args),
-            Command::Bench(args) => bench::run(args),
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,
