@@ -1,21 +1,33 @@
-//! Configuration of `ssehub serve`: flags, `SSEHUB_*` environment variables
-//! and an optional TOML file, in that order of precedence, over defaults.
+//! Configuration of `ssehub serve`.
+//!
+//! Every setting is declared once, in the [`settings!`] list below: its
+//! type, its default as a user would write it, the parser of its values and
+//! its help text. From that one line come the flag (`--history-size`), the
+//! environment variable (`SSEHUB_HISTORY_SIZE`), the key of the TOML file
+//! (`history-size`), the default and the help. One merge step then picks each
+//! value by precedence: flag, then environment, then file, then default.
+//! Every value, the defaults included, goes through the same parser, so a
+//! setting means the same wherever it is written, and a flag can switch off
+//! what the file switched on (`--dev=false`).
+//!
+//! Adding a setting is one line here, plus its row in docs/API.md (a test
+//! checks that table against this list).
+
+mod parsers;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use crate::http::auth::AuthSettings;
 use crate::http::limits::LimitSettings;
 use crate::hub::{HubConfig, TopicLimits};
 use crate::store::{DurableStore, MemoryStore, Store, StoreError};
+pub use parsers::{Parser, parse_duration, parse_size};
 
 /// Where history is kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum StoreKind {
     /// One file in the data directory; every acknowledged event survives a crash.
     Durable,
@@ -23,124 +35,525 @@ pub enum StoreKind {
     Memory,
 }
 
-/// Everything `serve` needs, resolved.
-#[derive(Debug, Clone)]
-pub struct Config {
+/// Declares the settings: the resolved [`Config`], the list of
+/// [`SETTINGS`] that the flags, variables and file keys are made from, and
+/// the step that builds a `Config` from chosen values.
+///
+/// Each entry: doc comment (the help), `name: Type = "default", parser`,
+/// then options: `secret` (never shown: not in `--help`'s environment
+/// values, not in `Debug`, not printed) and `flag = "..."` (a flag name
+/// other than the key).
+macro_rules! settings {
+    ($(
+        $(#[doc = $doc:literal])+
+        $name:ident: $ty:ty = $default:literal, $parser:ident $(, $option:ident $(= $value:literal)?)*;
+    )+) => {
+        /// Everything `serve` needs, resolved.
+        #[derive(Clone)]
+        pub struct Config {
+            $( $(#[doc = $doc])+ pub $name: $ty, )+
+        }
+
+        /// Every setting, in the order `ssehub serve --help` lists them.
+        pub const SETTINGS: &[Setting] = &[$(
+            Setting {
+                field: stringify!($name),
+                help: concat!($($doc),+),
+                default: $default,
+                kind: { let parser: Parser<$ty> = parsers::$parser(); parser.kind },
+                value_name: { let parser: Parser<$ty> = parsers::$parser(); parser.value_name },
+                options: &[$( (stringify!($option), settings!(@value $($value)?)) ),*],
+            },
+        )+];
+
+        impl Config {
+            /// Builds a configuration from one chosen text per setting.
+            fn from_chosen(chosen: &Chosen) -> Result<Config, ConfigError> {
+                Ok(Config {
+                    $( $name: chosen.parse(stringify!($name), parsers::$parser())?, )+
+                })
+            }
+
+            /// Each setting's value for [`Debug`]; secrets are never shown.
+            fn debug_values(&self) -> Vec<(&'static str, String)> {
+                vec![$((stringify!($name), {
+                    let value: &$ty = &self.$name;
+                    setting(stringify!($name)).shown(format!("{value:?}"))
+                })),+]
+            }
+        }
+    };
+    (@value) => { "" };
+    (@value $value:literal) => { $value };
+}
+
+settings! {
     /// Address to listen on.
-    pub listen: SocketAddr,
-    /// History store.
-    pub store: StoreKind,
+    listen: SocketAddr = "127.0.0.1:8080", address;
+    /// Where history is kept: durable (one file in the data directory; every acknowledged
+    /// event survives a crash) or memory (nothing survives a restart).
+    store: StoreKind = "durable", store;
     /// Directory of the durable store.
-    pub data_dir: PathBuf,
-    /// Total bytes of stored events before the oldest are dropped.
-    pub history_max_bytes: usize,
-    /// Anonymous publishing and admin access, for development only.
-    pub dev: bool,
-    /// Comment line sent on an idle stream this often.
-    pub heartbeat: Duration,
-    /// Reconnection delay suggested to clients (`retry:`).
-    pub retry: Duration,
-    /// Streams are ended after this long (clients reconnect and resume).
-    pub max_lifetime: Option<Duration>,
+    data_dir: PathBuf = "ssehub-data", path;
+    /// Total size of stored events, e.g. 512MiB; the oldest go first.
+    history_max_bytes: usize = "1GiB", size;
+    /// Allow anonymous publishing and admin access. Never in production.
+    dev: bool = "false", switch;
+    /// Heartbeat interval on idle streams.
+    heartbeat: Duration = "15s", positive_duration;
+    /// Reconnection delay suggested to clients.
+    retry: Duration = "3s", duration;
+    /// End streams after this long so clients reconnect and resume; 0 for never.
+    max_lifetime: Option<Duration> = "30m", lifetime;
     /// Events kept per topic.
-    pub history_size: usize,
-    /// Events older than this are dropped from history.
-    pub history_ttl: Duration,
-    /// Largest publish body in bytes.
-    pub max_body: usize,
-    /// Topics per event, selectors per subscription.
-    pub max_topics: usize,
+    history_size: usize = "1000", positive_count;
+    /// Age after which events leave history.
+    history_ttl: Duration = "1h", positive_duration;
+    /// Largest publish body, e.g. 1MiB or 65536.
+    max_body: usize = "1MiB", size;
+    /// Topics per event and selectors per subscription.
+    max_topics: usize = "32", positive_count;
     /// Bytes per topic or selector.
-    pub max_topic_length: usize,
-    /// Events queued per connection before it counts as slow.
-    pub queue_size: usize,
-    /// How long shutdown waits for connections to close.
-    pub shutdown_timeout: Duration,
-    /// How long a client may take to send its request headers.
-    pub header_read_timeout: Duration,
-    /// Publisher JWT key: an HMAC secret, or a PEM public key (or its file).
-    pub publisher_jwt_key: Option<String>,
-    /// Subscriber JWT key, same forms.
-    pub subscriber_jwt_key: Option<String>,
-    /// The JWT algorithm accepted.
-    pub jwt_alg: String,
-    /// Required `aud`.
-    pub jwt_audience: Option<String>,
-    /// Required `iss`.
-    pub jwt_issuer: Option<String>,
+    max_topic_length: usize = "1024", positive_count;
+    /// Events queued per connection before it is dropped as slow.
+    queue_size: usize = "512", positive_count;
+    /// How long shutdown waits for connections.
+    shutdown_timeout: Duration = "10s", duration;
+    /// How long a client may take to send request headers.
+    header_read_timeout: Duration = "10s", positive_duration;
+    /// Publisher JWT key: an HMAC secret, or a PEM public key or the path of its file.
+    publisher_jwt_key: Option<String> = "", optional_text, secret;
+    /// Subscriber JWT key: an HMAC secret, or a PEM public key or the path of its file.
+    subscriber_jwt_key: Option<String> = "", optional_text, secret;
+    /// The one JWT algorithm accepted: HS256, HS384, HS512, RS256, ..., ES256, ES384, PS256,
+    /// ..., EdDSA.
+    jwt_alg: String = "HS256", text;
+    /// Require this `aud` in tokens.
+    jwt_audience: Option<String> = "", optional_text;
+    /// Require this `iss` in tokens.
+    jwt_issuer: Option<String> = "", optional_text;
     /// Refuse tokens without `exp`.
-    pub jwt_require_exp: bool,
-    /// Cookie carrying a subscriber's (or publisher's) token.
-    pub cookie_name: String,
-    /// Accept tokens in the `authorization` / `access_token` query parameter.
-    pub allow_query_token: bool,
-    /// Subscribers without a token may receive public updates.
-    pub anonymous_subscribers: bool,
-    /// Bearer token of the admin API.
-    pub admin_token: Option<String>,
-    /// Origins allowed by CORS; `*` for any, without credentials.
-    pub cors_origins: Vec<String>,
-    /// Open streams in all (0: no limit).
-    pub max_connections: usize,
-    /// Open streams per client address (0: no limit).
-    pub max_connections_per_address: usize,
-    /// Open streams per token subject (0: no limit).
-    pub max_connections_per_subject: usize,
-    /// Publishes per second per publisher (0: no limit).
-    pub publish_rate: u32,
-    /// Serve the demo pages' backend (`/demo/...`).
-    pub demos: bool,
-    /// Delay between demo steps.
-    pub demo_pace: Duration,
-    /// OpenAI-compatible endpoint the chat demo relays.
-    pub llm_url: Option<String>,
-    /// Model name sent to it.
-    pub llm_model: String,
-    /// Bearer key for it.
-    pub llm_api_key: Option<String>,
+    jwt_require_exp: bool = "false", switch;
+    /// Name of the cookie carrying the token.
+    cookie_name: String = "mercureAuthorization", text;
+    /// Accept tokens in the `authorization` or `access_token` query parameter (they end up in
+    /// logs).
+    allow_query_token: bool = "false", switch;
+    /// Whether subscribers without a token receive public updates.
+    anonymous_subscribers: bool = "true", switch;
+    /// Bearer token for the admin API (/v1/...), at least 16 characters.
+    admin_token: Option<String> = "", admin_token, secret;
+    /// Origin allowed by CORS, e.g. https://app.example.com (repeat, or separate with commas;
+    /// `*` for any, without cookies).
+    cors_origins: Vec<String> = "", list, flag = "cors-origin";
+    /// Open streams in all; 0 for no limit.
+    max_connections: usize = "100000", count;
+    /// Open streams per client address; 0 for no limit.
+    max_connections_per_address: usize = "0", count;
+    /// Open streams per token subject; 0 for no limit.
+    max_connections_per_subject: usize = "100", count;
+    /// Publishes per second per publisher; 0 for no limit.
+    publish_rate: u32 = "0", count;
+    /// Serve the demo backend behind the pages at /.
+    demos: bool = "true", switch;
+    /// Delay between demo steps (file slices, answer fragments).
+    demo_pace: Duration = "100ms", duration;
+    /// Relay this OpenAI-compatible endpoint in the chat demo, e.g. http://localhost:11434/v1.
+    llm_url: Option<String> = "", optional_text;
+    /// Model name for --llm-url.
+    llm_model: String = "gpt-4o-mini", text;
+    /// API key for --llm-url.
+    llm_api_key: Option<String> = "", optional_text, secret;
+}
+
+/// One setting, as declared.
+#[derive(Debug)]
+pub struct Setting {
+    /// The field of [`Config`].
+    pub field: &'static str,
+    /// The help text.
+    pub help: &'static str,
+    /// The default, as a user would write it; empty for none.
+    pub default: &'static str,
+    /// How the flag takes its value.
+    pub kind: Kind,
+    /// What the flag's value is called in `--help`.
+    pub value_name: &'static str,
+    options: &'static [(&'static str, &'static str)],
+}
+
+/// How a setting's flag takes its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `--name VALUE`.
+    Value,
+    /// `--name` alone means true; `--name=false` and `--name false` are accepted.
+    Switch,
+    /// May be repeated; a value may also list several, separated by commas.
+    List,
+}
+
+impl Setting {
+    /// The TOML key: the field with dashes.
+    pub fn key(&self) -> String {
+        self.field.replace('_', "-")
+    }
+
+    /// The flag, without its dashes.
+    pub fn flag(&self) -> String {
+        self.option("flag")
+            .map_or_else(|| self.key(), str::to_owned)
+    }
+
+    /// The environment variable.
+    pub fn env(&self) -> String {
+        format!("SSEHUB_{}", self.field.to_ascii_uppercase())
+    }
+
+    /// Whether the value must never be shown.
+    pub fn is_secret(&self) -> bool {
+        self.option("secret").is_some()
+    }
+
+    fn option(&self, name: &str) -> Option<&'static str> {
+        self.options
+            .iter()
+            .find(|(option, _)| *option == name)
+            .map(|(_, value)| *value)
+    }
+
+    /// A value as it may be shown: secrets become `<redacted>` when set.
+    fn shown(&self, value: String) -> String {
+        if self.is_secret() && value != "None" && !value.is_empty() {
+            "<redacted>".to_owned()
+        } else {
+            value
+        }
+    }
+}
+
+fn setting(field: &str) -> &'static Setting {
+    SETTINGS
+        .iter()
+        .find(|s| s.field == field)
+        .expect("a declared setting")
+}
+
+/// Where a value came from, for error messages and `--print-config`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A command-line flag.
+    Flag,
+    /// An `SSEHUB_*` environment variable.
+    Env,
+    /// The config file.
+    File(PathBuf),
+    /// The built-in default.
+    Default,
+}
+
+impl Source {
+    fn describe(&self, setting: &Setting) -> String {
+        match self {
+            Source::Flag => format!("--{}", setting.flag()),
+            Source::Env => setting.env(),
+            Source::File(path) => format!("{}: {}", path.display(), setting.key()),
+            Source::Default => format!("the default of --{}", setting.flag()),
+        }
+    }
+}
+
+/// The text chosen for each setting, and where it came from.
+struct Chosen {
+    values: Vec<(&'static Setting, String, Source)>,
+}
+
+impl Chosen {
+    fn parse<T>(&self, field: &str, parser: Parser<T>) -> Result<T, ConfigError> {
+        let (setting, text, source) = self
+            .values
+            .iter()
+            .find(|(s, ..)| s.field == field)
+            .expect("every setting is chosen");
+        (parser.parse)(text).map_err(|message| {
+            ConfigError::Invalid(format!("{}: {message}", source.describe(setting)))
+        })
+    }
 }
 
 impl Default for Config {
     fn default() -> Config {
-        Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            store: StoreKind::Durable,
-            data_dir: PathBuf::from("ssehub-data"),
-            history_max_bytes: 1 << 30,
-            dev: false,
-            heartbeat: Duration::from_secs(15),
-            retry: Duration::from_secs(3),
-            max_lifetime: Some(Duration::from_secs(30 * 60)),
-            history_size: 1000,
-            history_ttl: Duration::from_secs(3600),
-            max_body: 1024 * 1024,
-            max_topics: 32,
-            max_topic_length: 1024,
-            queue_size: 512,
-            shutdown_timeout: Duration::from_secs(10),
-            header_read_timeout: Duration::from_secs(10),
-            publisher_jwt_key: None,
-            subscriber_jwt_key: None,
-            jwt_alg: "HS256".into(),
-            jwt_audience: None,
-            jwt_issuer: None,
-            jwt_require_exp: false,
-            cookie_name: "mercureAuthorization".into(),
-            allow_query_token: false,
-            anonymous_subscribers: true,
-            admin_token: None,
-            cors_origins: Vec::new(),
-            max_connections: 100_000,
-            max_connections_per_address: 0,
-            max_connections_per_subject: 100,
-            publish_rate: 0,
-            demos: true,
-            demo_pace: Duration::from_millis(100),
-            llm_url: None,
-            llm_model: "gpt-4o-mini".into(),
-            llm_api_key: None,
+        let chosen = Chosen {
+            values: SETTINGS
+                .iter()
+                .map(|s| (s, s.default.to_owned(), Source::Default))
+                .collect(),
+        };
+        Config::from_chosen(&chosen).expect("the defaults are valid")
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut out = f.debug_struct("Config");
+        for (name, value) in self.debug_values() {
+            out.field(name, &format_args!("{value}"));
+        }
+        out.finish()
+    }
+}
+
+/// `ssehub serve` flags: `--config FILE`, `--print-config`, and one flag per
+/// setting. Holds what was given on the command line or in the environment;
+/// [`ServeArgs::resolve`] adds the file and the defaults.
+#[derive(Debug, Default, Clone)]
+pub struct ServeArgs {
+    /// The TOML file, if any.
+    pub config: Option<PathBuf>,
+    /// Print the resolved settings and where each came from, then exit.
+    pub print_config: bool,
+    given: Vec<(&'static Setting, String, Source)>,
+}
+
+impl ServeArgs {
+    /// Sets a setting as if given as a flag (by its key, e.g. `history-size`).
+    pub fn with(mut self, key: &str, value: &str) -> ServeArgs {
+        let setting = SETTINGS
+            .iter()
+            .find(|s| s.key() == key)
+            .unwrap_or_else(|| panic!("no setting {key:?}"));
+        self.given.retain(|(s, ..)| s.field != setting.field);
+        self.given.push((setting, value.to_owned(), Source::Flag));
+        self
+    }
+
+    /// Merges flags and environment (already in `self`), the config file and
+    /// the defaults.
+    pub fn resolve(&self) -> Result<Config, ConfigError> {
+        Config::from_chosen(&self.choose()?)
+    }
+
+    /// The resolved settings as a TOML file, one line each with where it came
+    /// from; a secret that is set is a comment saying so.
+    pub fn describe(&self) -> Result<String, ConfigError> {
+        let chosen = self.choose()?;
+        // Parse first, so an invalid value is an error here too.
+        Config::from_chosen(&chosen)?;
+        let mut out = String::new();
+        for (setting, text, source) in &chosen.values {
+            let from = match source {
+                Source::Default => "default".to_owned(),
+                other => other.describe(setting),
+            };
+            // A secret that is set is only said to be; its line is a
+            // comment, so what is printed still loads as a config file.
+            let (line, value) = if setting.is_secret() && !text.is_empty() {
+                ("# ", "<redacted>")
+            } else {
+                ("", text.as_str())
+            };
+            out.push_str(&format!(
+                "{line}{} = {}  # {from}\n",
+                setting.key(),
+                toml::Value::String(value.to_owned())
+            ));
+        }
+        Ok(out)
+    }
+
+    fn choose(&self) -> Result<Chosen, ConfigError> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => Vec::new(),
+        };
+        let values = SETTINGS
+            .iter()
+            .map(|setting| {
+                let given = self.given.iter().find(|(s, ..)| s.field == setting.field);
+                let from_file = file.iter().find(|(s, _)| s.field == setting.field);
+                match (given, from_file, &self.config) {
+                    (Some((_, text, source)), ..) => (setting, text.clone(), source.clone()),
+                    (None, Some((_, text)), Some(path)) => {
+                        (setting, text.clone(), Source::File(path.clone()))
+                    }
+                    _ => (setting, setting.default.to_owned(), Source::Default),
+                }
+            })
+            .collect();
+        Ok(Chosen { values })
+    }
+}
+
+impl clap::FromArgMatches for ServeArgs {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let mut args = ServeArgs {
+            config: matches.get_one::<PathBuf>("config").cloned(),
+            print_config: matches.get_flag("print_config"),
+            given: Vec::new(),
+        };
+        for setting in SETTINGS {
+            let source = match matches.value_source(setting.field) {
+                Some(clap::parser::ValueSource::CommandLine) => Source::Flag,
+                Some(clap::parser::ValueSource::EnvVariable) => Source::Env,
+                _ => continue,
+            };
+            let values: Vec<&String> = matches
+                .get_many::<String>(setting.field)
+                .into_iter()
+                .flatten()
+                .collect();
+            let text = values
+                .iter()
+                .map(|v| v.as_str())
+                .collect::<Vec<_>>()
+                .join(",");
+            args.given.push((setting, text, source));
+        }
+        Ok(args)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = ServeArgs::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl clap::Args for ServeArgs {
+    fn augment_args(command: clap::Command) -> clap::Command {
+        use clap::{Arg, ArgAction};
+        let command = command
+            .arg(
+                Arg::new("config")
+                    .long("config")
+                    .env("SSEHUB_CONFIG")
+                    .value_name("FILE")
+                    .value_parser(clap::value_parser!(PathBuf))
+                    .help("TOML file with any of the settings below (keys as the flag names)"),
+            )
+            .arg(
+                Arg::new("print_config")
+                    .long("print-config")
+                    .action(ArgAction::SetTrue)
+                    .help("Print the resolved settings and where each came from, then exit"),
+            );
+        SETTINGS.iter().fold(command, |command, setting| {
+            let help = setting.help.trim().trim_end_matches('.');
+            let help = match setting.default {
+                "" => help.to_owned(),
+                default => format!("{help} [default: {default}]"),
+            };
+            let validate = value_check(setting);
+            let mut arg = Arg::new(setting.field)
+                .long(setting.flag())
+                .env(setting.env())
+                .value_name(setting.value_name)
+                .help(help)
+                .hide_env_values(setting.is_secret())
+                .value_parser(validate);
+            arg = match setting.kind {
+                Kind::Value => arg,
+                Kind::Switch => arg.num_args(0..=1).default_missing_value("true"),
+                Kind::List => arg.action(ArgAction::Append),
+            };
+            command.arg(arg)
+        })
+    }
+
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        ServeArgs::augment_args(command)
+    }
+}
+
+/// Checks a flag's (or variable's) value when the command line is parsed, so
+/// a bad one is a usage error naming the flag; the value is kept as text
+/// and parsed again, with the others, in [`ServeArgs::resolve`].
+fn value_check(setting: &'static Setting) -> impl Fn(&str) -> Result<String, String> + Clone {
+    move |text: &str| {
+        let probe = ServeArgs::default().with(&setting.key(), text);
+        match Config::from_chosen(&probe.choose().map_err(|e| e.to_string())?) {
+            Ok(_) => Ok(text.to_owned()),
+            // Only this setting's own message, without the flag's name,
+            // which clap adds.
+            Err(ConfigError::Invalid(message)) => Err(message
+                .split_once(": ")
+                .map_or(message.clone(), |(_, m)| m.to_owned())),
+            Err(other) => Err(other.to_string()),
         }
     }
+}
+
+/// A configuration that cannot be used, with what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The file's values, as text: strings as they are, numbers and booleans
+/// as written, arrays (for list settings) joined with commas.
+fn read_file(path: &Path) -> Result<Vec<(&'static Setting, String)>, ConfigError> {
+    let parse_error = |message: String| ConfigError::Parse {
+        path: path.to_owned(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| parse_error(e.to_string()))?;
+    let mut values = Vec::new();
+    for (key, value) in table {
+        let Some(setting) = SETTINGS.iter().find(|s| s.key() == key) else {
+            let known: Vec<String> = SETTINGS.iter().map(Setting::key).collect();
+            return Err(parse_error(format!(
+                "unknown field `{key}`, expected one of {}",
+                known.join(", ")
+            )));
+        };
+        let scalar = |value: &toml::Value| match value {
+            toml::Value::String(text) => Some(text.clone()),
+            toml::Value::Integer(n) => Some(n.to_string()),
+            toml::Value::Boolean(b) => Some(b.to_string()),
+            _ => None,
+        };
+        let text = match (&value, setting.kind) {
+            (toml::Value::Array(items), Kind::List) => items
+                .iter()
+                .map(scalar)
+                .collect::<Option<Vec<String>>>()
+                .map(|items| items.join(",")),
+            (value, _) => scalar(value),
+        }
+        .ok_or_else(|| {
+            parse_error(format!(
+                "{key}: expected a string, a number or a boolean{}",
+                if setting.kind == Kind::List {
+                    ", or an array of them"
+                } else {
+                    ""
+                }
+            ))
+        })?;
+        values.push((setting, text));
+    }
+    Ok(values)
 }
 
 impl Config {
@@ -207,445 +620,200 @@ impl Config {
     }
 }
 
-/// `ssehub serve` flags. Each also reads `SSEHUB_<NAME>`; unset ones come
-/// from the config file, then from the defaults shown.
-#[derive(Debug, Default, clap::Args)]
-pub struct ServeArgs {
-    /// TOML file with any of the settings below (keys as the flag names).
-    #[arg(long, env = "SSEHUB_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:8080].
-    #[arg(long, env = "SSEHUB_LISTEN")]
-    pub listen: Option<SocketAddr>,
-    /// Where history is kept [default: durable].
-    #[arg(long, env = "SSEHUB_STORE")]
-    pub store: Option<StoreKind>,
-    /// Directory of the durable store [default: ./ssehub-data].
-    #[arg(long, env = "SSEHUB_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Total size of stored events, e.g. 512MiB; the oldest go first [default: 1GiB].
-    #[arg(long, env = "SSEHUB_HISTORY_MAX_BYTES", value_parser = parse_size)]
-    pub history_max_bytes: Option<usize>,
-    /// Allow anonymous publishing and admin access. Never in production.
-    #[arg(long, env = "SSEHUB_DEV")]
-    pub dev: bool,
-    /// Heartbeat interval on idle streams [default: 15s].
-    #[arg(long, env = "SSEHUB_HEARTBEAT", value_parser = parse_duration)]
-    pub heartbeat: Option<Duration>,
-    /// Reconnection delay suggested to clients [default: 3s].
-    #[arg(long, env = "SSEHUB_RETRY", value_parser = parse_duration)]
-    pub retry: Option<Duration>,
-    /// End streams after this long so clients reconnect and resume; 0 for never [default: 30m].
-    #[arg(long, env = "SSEHUB_MAX_LIFETIME", value_parser = parse_duration)]
-    pub max_lifetime: Option<Duration>,
-    /// Events kept per topic [default: 1000].
-    #[arg(long, env = "SSEHUB_HISTORY_SIZE")]
-    pub history_size: Option<usize>,
-    /// Age after which events leave history [default: 1h].
-    #[arg(long, env = "SSEHUB_HISTORY_TTL", value_parser = parse_duration)]
-    pub history_ttl: Option<Duration>,
-    /// Largest publish body, e.g. 1MiB or 65536 [default: 1MiB].
-    #[arg(long, env = "SSEHUB_MAX_BODY", value_parser = parse_size)]
-    pub max_body: Option<usize>,
-    /// Topics per event and selectors per subscription [default: 32].
-    #[arg(long, env = "SSEHUB_MAX_TOPICS")]
-    pub max_topics: Option<usize>,
-    /// Bytes per topic or selector [default: 1024].
-    #[arg(long, env = "SSEHUB_MAX_TOPIC_LENGTH")]
-    pub max_topic_length: Option<usize>,
-    /// Events queued per connection before it is dropped as slow [default: 512].
-    #[arg(long, env = "SSEHUB_QUEUE_SIZE")]
-    pub queue_size: Option<usize>,
-    /// How long shutdown waits for connections [default: 10s].
-    #[arg(long, env = "SSEHUB_SHUTDOWN_TIMEOUT", value_parser = parse_duration)]
-    pub shutdown_timeout: Option<Duration>,
-    /// How long a client may take to send request headers [default: 10s].
-    #[arg(long, env = "SSEHUB_HEADER_READ_TIMEOUT", value_parser = parse_duration)]
-    pub header_read_timeout: Option<Duration>,
-    /// Publisher JWT key: an HMAC secret, or a PEM public key or the path of its file.
-    #[arg(long, env = "SSEHUB_PUBLISHER_JWT_KEY", hide_env_values = true)]
-    pub publisher_jwt_key: Option<String>,
-    /// Subscriber JWT key: an HMAC secret, or a PEM public key or the path of its file.
-    #[arg(long, env = "SSEHUB_SUBSCRIBER_JWT_KEY", hide_env_values = true)]
-    pub subscriber_jwt_key: Option<String>,
-    /// The one JWT algorithm accepted: HS256, HS384, HS512, RS256, ..., ES256, ES384, PS256, ..., EdDSA [default: HS256].
-    #[arg(long, env = "SSEHUB_JWT_ALG")]
-    pub jwt_alg: Option<String>,
-    /// Require this `aud` in tokens.
-    #[arg(long, env = "SSEHUB_JWT_AUDIENCE")]
-    pub jwt_audience: Option<String>,
-    /// Require this `iss` in tokens.
-    #[arg(long, env = "SSEHUB_JWT_ISSUER")]
-    pub jwt_issuer: Option<String>,
-    /// Refuse tokens without `exp`.
-    #[arg(long, env = "SSEHUB_JWT_REQUIRE_EXP")]
-    pub jwt_require_exp: bool,
-    /// Name of the cookie carrying the token [default: mercureAuthorization].
-    #[arg(long, env = "SSEHUB_COOKIE_NAME")]
-    pub cookie_name: Option<String>,
-    /// Accept tokens in the `authorization` or `access_token` query parameter (they end up in logs).
-    #[arg(long, env = "SSEHUB_ALLOW_QUERY_TOKEN")]
-    pub allow_query_token: bool,
-    /// Whether subscribers without a token receive public updates [default: true].
-    #[arg(long, env = "SSEHUB_ANONYMOUS_SUBSCRIBERS")]
-    pub anonymous_subscribers: Option<bool>,
-    /// Bearer token for the admin API (/v1/...).
-    #[arg(long, env = "SSEHUB_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
-    /// Origin allowed by CORS, e.g. https://app.example.com (repeat; `*` for any, without cookies).
-    #[arg(
-        long = "cors-origin",
-        env = "SSEHUB_CORS_ORIGINS",
-        value_delimiter = ','
-    )]
-    pub cors_origins: Vec<String>,
-    /// Open streams in all; 0 for no limit [default: 100000].
-    #[arg(long, env = "SSEHUB_MAX_CONNECTIONS")]
-    pub max_connections: Option<usize>,
-    /// Open streams per client address; 0 for no limit [default: 0].
-    #[arg(long, env = "SSEHUB_MAX_CONNECTIONS_PER_ADDRESS")]
-    pub max_connections_per_address: Option<usize>,
-    /// Open streams per token subject; 0 for no limit [default: 100].
-    #[arg(long, env = "SSEHUB_MAX_CONNECTIONS_PER_SUBJECT")]
-    pub max_connections_per_subject: Option<usize>,
-    /// Publishes per second per publisher; 0 for no limit [default: 0].
-    #[arg(long, env = "SSEHUB_PUBLISH_RATE")]
-    pub publish_rate: Option<u32>,
-    /// Serve the demo backend behind the pages at / [default: true].
-    #[arg(long, env = "SSEHUB_DEMOS")]
-    pub demos: Option<bool>,
-    /// Delay between demo steps (file slices, answer fragments) [default: 100ms].
-    #[arg(long, env = "SSEHUB_DEMO_PACE", value_parser = parse_duration)]
-    pub demo_pace: Option<Duration>,
-    /// Relay this OpenAI-compatible endpoint in the chat demo, e.g. http://localhost:11434/v1.
-    #[arg(long, env = "SSEHUB_LLM_URL")]
-    pub llm_url: Option<String>,
-    /// Model name for --llm-url [default: gpt-4o-mini].
-    #[arg(long, env = "SSEHUB_LLM_MODEL")]
-    pub llm_model: Option<String>,
-    /// API key for --llm-url.
-    #[arg(long, env = "SSEHUB_LLM_API_KEY", hide_env_values = true)]
-    pub llm_api_key: Option<String>,
-}
-
-/// The config file: the same settings, kebab-case keys, durations and sizes
-/// as strings (`heartbeat = "5s"`, `max-body = "64KiB"`).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct FileConfig {
-    listen: Option<SocketAddr>,
-    store: Option<StoreKind>,
-    data_dir: Option<PathBuf>,
-    history_max_bytes: Option<String>,
-    dev: Option<bool>,
-    heartbeat: Option<String>,
-    retry: Option<String>,
-    max_lifetime: Option<String>,
-    history_size: Option<usize>,
-    history_ttl: Option<String>,
-    max_body: Option<String>,
-    max_topics: Option<usize>,
-    max_topic_length: Option<usize>,
-    queue_size: Option<usize>,
-    shutdown_timeout: Option<String>,
-    header_read_timeout: Option<String>,
-    publisher_jwt_key: Option<String>,
-    subscriber_jwt_key: Option<String>,
-    jwt_alg: Option<String>,
-    jwt_audience: Option<String>,
-    jwt_issuer: Option<String>,
-    jwt_require_exp: Option<bool>,
-    cookie_name: Option<String>,
-    allow_query_token: Option<bool>,
-    anonymous_subscribers: Option<bool>,
-    admin_token: Option<String>,
-    cors_origins: Option<Vec<String>>,
-    max_connections: Option<usize>,
-    max_connections_per_address: Option<usize>,
-    max_connections_per_subject: Option<usize>,
-    publish_rate: Option<u32>,
-    demos: Option<bool>,
-    demo_pace: Option<String>,
-    llm_url: Option<String>,
-    llm_model: Option<String>,
-    llm_api_key: Option<String>,
-}
-
-/// A configuration that cannot be used, with what to fix.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML or has unknown keys.
-    #[error("config file {path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
-    /// A value is out of range.
-    #[error("{0}")]
-    Invalid(String),
-}
-
-impl ServeArgs {
-    /// Merges flags and environment (already in `self`), the config file and
-    /// the defaults.
-    pub fn resolve(&self) -> Result<Config, ConfigError> {
-        let file = match &self.config {
-            Some(path) => read_file(path)?,
-            None => FileConfig::default(),
-        };
-        let d = Config::default();
-        let duration = |key: &str,
-                        value: &Option<String>|
-         -> Result<Option<Duration>, ConfigError> {
-            value
-                .as_deref()
-                .map(|v| parse_duration(v).map_err(|e| ConfigError::Invalid(format!("{key}: {e}"))))
-                .transpose()
-        };
-        let size = |key: &str, value: &Option<String>| -> Result<Option<usize>, ConfigError> {
-            value
-                .as_deref()
-                .map(|v| parse_size(v).map_err(|e| ConfigError::Invalid(format!("{key}: {e}"))))
-                .transpose()
-        };
-        let max_lifetime = self
-            .max_lifetime
-            .or(duration("max-lifetime", &file.max_lifetime)?);
-        let config = Config {
-            listen: self.listen.or(file.listen).unwrap_or(d.listen),
-            store: self.store.or(file.store).unwrap_or(d.store),
-            data_dir: self
-                .data_dir
-                .clone()
-                .or(file.data_dir)
-                .unwrap_or(d.data_dir),
-            history_max_bytes: self
-                .history_max_bytes
-                .or(size("history-max-bytes", &file.history_max_bytes)?)
-                .unwrap_or(d.history_max_bytes),
-            dev: self.dev || file.dev.unwrap_or(d.dev),
-            heartbeat: self
-                .heartbeat
-                .or(duration("heartbeat", &file.heartbeat)?)
-                .unwrap_or(d.heartbeat),
-            retry: self
-                .retry
-                .or(duration("retry", &file.retry)?)
-                .unwrap_or(d.retry),
-            max_lifetime: match max_lifetime {
-                Some(Duration::ZERO) => None,
-                Some(limit) => Some(limit),
-                None => d.max_lifetime,
-            },
-            history_size: self
-                .history_size
-                .or(file.history_size)
-                .unwrap_or(d.history_size),
-            history_ttl: self
-                .history_ttl
-                .or(duration("history-ttl", &file.history_ttl)?)
-                .unwrap_or(d.history_ttl),
-            max_body: self
-                .max_body
-                .or(size("max-body", &file.max_body)?)
-                .unwrap_or(d.max_body),
-            max_topics: self.max_topics.or(file.max_topics).unwrap_or(d.max_topics),
-            max_topic_length: self
-                .max_topic_length
-                .or(file.max_topic_length)
-                .unwrap_or(d.max_topic_length),
-            queue_size: self.queue_size.or(file.queue_size).unwrap_or(d.queue_size),
-            shutdown_timeout: self
-                .shutdown_timeout
-                .or(duration("shutdown-timeout", &file.shutdown_timeout)?)
-                .unwrap_or(d.shutdown_timeout),
-            header_read_timeout: self
-                .header_read_timeout
-                .or(duration("header-read-timeout", &file.header_read_timeout)?)
-                .unwrap_or(d.header_read_timeout),
-            publisher_jwt_key: self.publisher_jwt_key.clone().or(file.publisher_jwt_key),
-            subscriber_jwt_key: self.subscriber_jwt_key.clone().or(file.subscriber_jwt_key),
-            jwt_alg: self.jwt_alg.clone().or(file.jwt_alg).unwrap_or(d.jwt_alg),
-            jwt_audience: self.jwt_audience.clone().or(file.jwt_audience),
-            jwt_issuer: self.jwt_issuer.clone().or(file.jwt_issuer),
-            jwt_require_exp: self.jwt_require_exp || file.jwt_require_exp.unwrap_or(false),
-            cookie_name: self
-                .cookie_name
-                .clone()
-                .or(file.cookie_name)
-                .unwrap_or(d.cookie_name),
-            allow_query_token: self.allow_query_token || file.allow_query_token.unwrap_or(false),
-            anonymous_subscribers: self
-                .anonymous_subscribers
-                .or(file.anonymous_subscribers)
-                .unwrap_or(d.anonymous_subscribers),
-            admin_token: self.admin_token.clone().or(file.admin_token),
-            cors_origins: if self.cors_origins.is_empty() {
-                file.cors_origins.unwrap_or_default()
-            } else {
-                self.cors_origins.clone()
-            },
-            max_connections: self
-                .max_connections
-                .or(file.max_connections)
-                .unwrap_or(d.max_connections),
-            max_connections_per_address: self
-                .max_connections_per_address
-                .or(file.max_connections_per_address)
-                .unwrap_or(d.max_connections_per_address),
-            max_connections_per_subject: self
-                .max_connections_per_subject
-                .or(file.max_connections_per_subject)
-                .unwrap_or(d.max_connections_per_subject),
-            publish_rate: self
-                .publish_rate
-                .or(file.publish_rate)
-                .unwrap_or(d.publish_rate),
-            demos: self.demos.or(file.demos).unwrap_or(d.demos),
-            demo_pace: self
-                .demo_pace
-                .or(duration("demo-pace", &file.demo_pace)?)
-                .unwrap_or(d.demo_pace),
-            llm_url: self.llm_url.clone().or(file.llm_url),
-            llm_model: self
-                .llm_model
-                .clone()
-                .or(file.llm_model)
-                .unwrap_or(d.llm_model),
-            llm_api_key: self.llm_api_key.clone().or(file.llm_api_key),
-        };
-        if let Some(token) = &config.admin_token
-            && token.len() < 16
-        {
-            return Err(ConfigError::Invalid(
-                "admin-token must be at least 16 characters".into(),
-            ));
-        }
-        for (name, value) in [
-            ("heartbeat", config.heartbeat),
-            ("history-ttl", config.history_ttl),
-            ("header-read-timeout", config.header_read_timeout),
-        ] {
-            if value.is_zero() {
-                return Err(ConfigError::Invalid(format!(
-                    "{name} must be greater than 0"
-                )));
-            }
-        }
-        for (name, value) in [
-            ("history-size", config.history_size),
-            ("queue-size", config.queue_size),
-            ("max-topics", config.max_topics),
-            ("max-topic-length", config.max_topic_length),
-            ("max-body", config.max_body),
-            ("history-max-bytes", config.history_max_bytes),
-        ] {
-            if value == 0 {
-                return Err(ConfigError::Invalid(format!(
-                    "{name} must be greater than 0"
-                )));
-            }
-        }
-        Ok(config)
-    }
-}
-
-fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Parse {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })
-}
-
-/// `500ms`, `15s`, `30m`, `1h`, `0`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    if text.trim() == "0" {
-        return Ok(Duration::ZERO);
-    }
-    humantime::parse_duration(text.trim())
-        .map_err(|e| format!("{text:?} is not a duration like 500ms, 15s, 30m or 1h ({e})"))
-}
-
-/// `65536`, `64KiB`, `1MiB`, `1MB` (binary units are powers of 1024, decimal
-/// ones of 1000).
-pub fn parse_size(text: &str) -> Result<usize, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let multiplier: usize = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "kB" | "KB" => 1000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        _ => return Err(format!("{text:?} is not a size like 65536, 64KiB or 1MiB")),
-    };
-    number
-        .parse::<usize>()
-        .ok()
-        .and_then(|n| n.checked_mul(multiplier))
-        .ok_or_else(|| format!("{text:?} is not a size like 65536, 64KiB or 1MiB"))
-}
-
 #[cfg(test)]
 mod tests {
+    use clap::{Args, FromArgMatches};
+
     use super::*;
 
+    /// Parses a command line the way `ssehub serve` does.
+    fn serve(args: &[&str]) -> Result<ServeArgs, clap::Error> {
+        let command = ServeArgs::augment_args(clap::Command::new("serve"));
+        let matches =
+            command.try_get_matches_from(std::iter::once("serve").chain(args.iter().copied()))?;
+        ServeArgs::from_arg_matches(&matches)
+    }
+
+    fn temp_file(name: &str, text: &str) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        (dir, path.display().to_string())
+    }
+
     #[test]
-    fn durations_and_sizes() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
-        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-        assert!(parse_duration("soon").is_err());
-        assert_eq!(parse_size("64KiB"), Ok(65536));
-        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
-        assert_eq!(parse_size("1000"), Ok(1000));
-        assert_eq!(parse_size("2MB"), Ok(2_000_000));
-        assert!(parse_size("1 furlong").is_err());
+    fn the_defaults_are_those_documented() {
+        let config = Config::default();
+        assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.store, StoreKind::Durable);
+        assert_eq!(config.history_max_bytes, 1 << 30);
+        assert_eq!(config.heartbeat, Duration::from_secs(15));
+        assert_eq!(config.max_lifetime, Some(Duration::from_secs(1800)));
+        assert!(!config.dev && config.demos && config.anonymous_subscribers);
+        assert_eq!(config.publisher_jwt_key, None);
+        assert!(config.cors_origins.is_empty());
+        assert_eq!(config.publish_rate, 0);
     }
 
     #[test]
     fn flags_beat_the_file_which_beats_defaults() {
-        let dir = std::env::temp_dir().join(format!("ssehub-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("ssehub.toml");
-        std::fs::write(
-            &path,
-            "heartbeat = \"5s\"\nhistory-size = 7\nmax-lifetime = \"0\"\n",
-        )
-        .unwrap();
-        let args = ServeArgs {
-            config: Some(path.clone()),
-            history_size: Some(9),
-            ..ServeArgs::default()
-        };
-        let config = args.resolve().unwrap();
+        let (_dir, path) = temp_file(
+            "ssehub.toml",
+            "heartbeat = \"5s\"\nhistory-size = 7\nmax-lifetime = \"0\"\ndev = true\n",
+        );
+        let config = serve(&["--config", &path, "--history-size", "9"])
+            .unwrap()
+            .resolve()
+            .unwrap();
         assert_eq!(config.heartbeat, Duration::from_secs(5));
         assert_eq!(config.history_size, 9);
         assert_eq!(config.max_lifetime, None);
         assert_eq!(config.retry, Duration::from_secs(3));
+        assert!(config.dev);
+        // Every boolean can be switched off by a flag, whatever the file says.
+        for off in [&["--dev=false"][..], &["--dev", "false"], &["--dev", "0"]] {
+            let args = [&["--config", path.as_str()][..], off].concat();
+            assert!(!serve(&args).unwrap().resolve().unwrap().dev, "{off:?}");
+        }
+        // A bare switch means on.
+        assert!(
+            serve(&["--allow-query-token"])
+                .unwrap()
+                .resolve()
+                .unwrap()
+                .allow_query_token
+        );
+    }
 
-        std::fs::write(&path, "heartbeet = \"5s\"\n").unwrap();
-        let err = args.resolve().unwrap_err().to_string();
+    #[test]
+    fn the_file_is_checked_key_by_key() {
+        let (_dir, path) = temp_file("bad.toml", "heartbeet = \"5s\"\n");
+        let err = serve(&["--config", &path])
+            .unwrap()
+            .resolve()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown field `heartbeet`"), "{err}");
-        std::fs::remove_dir_all(dir).unwrap();
+        let (_dir, path) = temp_file("bad.toml", "heartbeat = \"soon\"\n");
+        let err = serve(&["--config", &path])
+            .unwrap()
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("bad.toml: heartbeat: \"soon\" is not a duration"),
+            "{err}"
+        );
+        let (_dir, path) = temp_file("bad.toml", "history-size = 0\n");
+        let err = serve(&["--config", &path])
+            .unwrap()
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("history-size: must be greater than 0"),
+            "{err}"
+        );
+        let (_dir, path) = temp_file(
+            "list.toml",
+            "cors-origin = 1\ncors-origins = [\"https://a\", \"https://b\"]\n",
+        );
+        let err = serve(&["--config", &path])
+            .unwrap()
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `cors-origin`"), "{err}");
+        let (_dir, path) = temp_file(
+            "list.toml",
+            "cors-origins = [\"https://a\", \"https://b\"]\n",
+        );
+        let config = serve(&["--config", &path]).unwrap().resolve().unwrap();
+        assert_eq!(config.cors_origins, ["https://a", "https://b"]);
+    }
+
+    #[test]
+    fn bad_flag_values_are_usage_errors_naming_the_flag() {
+        let err = serve(&["--heartbeat", "soon"]).unwrap_err().to_string();
+        assert!(err.contains("--heartbeat"), "{err}");
+        assert!(err.contains("is not a duration"), "{err}");
+        let err = serve(&["--admin-token", "short"]).unwrap_err().to_string();
+        assert!(err.contains("at least 16 characters"), "{err}");
+        let err = serve(&["--store", "floppy"]).unwrap_err().to_string();
+        assert!(err.contains("durable or memory"), "{err}");
+    }
+
+    #[test]
+    fn lists_come_from_repeated_flags_or_commas() {
+        let config = serve(&[
+            "--cors-origin",
+            "https://a",
+            "--cors-origin",
+            "https://b,https://c",
+        ])
+        .unwrap()
+        .resolve()
+        .unwrap();
+        assert_eq!(config.cors_origins, ["https://a", "https://b", "https://c"]);
+    }
+
+    #[test]
+    fn secrets_are_never_shown() {
+        let args = ServeArgs::default()
+            .with("admin-token", "0123456789abcdef-secret")
+            .with("publisher-jwt-key", "hmac-secret");
+        let config = args.resolve().unwrap();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("secret"), "{debug}");
+        assert!(debug.contains("admin_token: <redacted>"), "{debug}");
+        let described = args.describe().unwrap();
+        assert!(!described.contains("secret"), "{described}");
+        assert!(
+            described.contains("# admin-token = \"<redacted>\"  # --admin-token"),
+            "{described}"
+        );
+        assert!(
+            described.contains("heartbeat = \"15s\"  # default"),
+            "{described}"
+        );
+    }
+
+    /// docs/API.md lists every setting with its flag, variable and default;
+    /// the table must say what this list says.
+    #[test]
+    fn every_setting_is_documented_as_declared() {
+        let doc = include_str!("../../../docs/API.md");
+        let rows: Vec<Vec<String>> = doc
+            .lines()
+            .filter(|l| l.starts_with("| `--"))
+            .map(|l| {
+                l.split('|')
+                    .skip(1)
+                    .map(|c| c.trim().trim_matches('`').to_owned())
+                    .collect()
+            })
+            .collect();
+        for setting in SETTINGS {
+            let flag = format!("--{}", setting.flag());
+            let row = rows
+                .iter()
+                .find(|r| r[0] == flag)
+                .unwrap_or_else(|| panic!("{flag} is not in docs/API.md's configuration table"));
+            let default = if setting.default.is_empty() {
+                "—"
+            } else {
+                setting.default
+            };
+            assert_eq!(
+                (row[1].as_str(), row[2].as_str()),
+                (setting.env().as_str(), default),
+                "{flag}"
+            );
+        }
+        assert_eq!(
+            rows.len(),
+            SETTINGS.len(),
+            "docs/API.md lists settings that do not exist"
+        );
     }
 }

@@ -138,3 +138,80 @@ fn publish_reports_hub_errors_and_fails() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("ssehub:"));
 }
+
+/// The order every setting is taken in, through the real binary and real
+/// environment variables: flag, then `SSEHUB_*`, then the file, then the
+/// default; a boolean flag switches off what the file switched on.
+#[test]
+fn serve_takes_each_setting_from_flag_then_environment_then_file_then_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ssehub.toml");
+    std::fs::write(
+        &file,
+        "heartbeat = \"5s\"\nretry = \"6s\"\nhistory-size = 7\ndev = true\nadmin-token = \"0123456789abcdef-file\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ssehub"))
+        .args([
+            "serve",
+            "--print-config",
+            "--heartbeat",
+            "2s",
+            "--dev=false",
+        ])
+        .arg("--config")
+        .arg(&file)
+        .env("SSEHUB_HEARTBEAT", "3s")
+        .env("SSEHUB_RETRY", "4s")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let file_key = |key: &str| format!("# {}: {key}", file.display());
+    for line in [
+        "heartbeat = \"2s\"  # --heartbeat".to_owned(),
+        "retry = \"4s\"  # SSEHUB_RETRY".to_owned(),
+        format!("history-size = \"7\"  {}", file_key("history-size")),
+        "dev = \"false\"  # --dev".to_owned(),
+        "max-body = \"1MiB\"  # default".to_owned(),
+        format!(
+            "# admin-token = \"<redacted>\"  {}",
+            file_key("admin-token")
+        ),
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "no line {line:?} in\n{text}"
+        );
+    }
+    assert!(!text.contains("0123456789abcdef"), "{text}");
+
+    // What it prints is itself a valid config file.
+    let printed = dir.path().join("printed.toml");
+    std::fs::write(&printed, &text).unwrap();
+    let again = Command::new(env!("CARGO_BIN_EXE_ssehub"))
+        .args(["serve", "--print-config", "--config"])
+        .arg(&printed)
+        .output()
+        .unwrap();
+    let again = String::from_utf8_lossy(&again.stdout).into_owned();
+    assert!(again.contains("heartbeat = \"2s\""), "{again}");
+
+    // A bad value names where it came from.
+    let bad = Command::new(env!("CARGO_BIN_EXE_ssehub"))
+        .args(["serve", "--print-config"])
+        .env("SSEHUB_QUEUE_SIZE", "0")
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("SSEHUB_QUEUE_SIZE") || stderr.contains("--queue-size"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("must be greater than 0"), "{stderr}");
+}

@@ -5,6 +5,10 @@ use crate::http::Server;
 
 /// Runs the server; returns when it has shut down.
 pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    if args.print_config {
+        print!("{}", args.describe()?);
+        return Ok(());
+    }
     let config = args.resolve()?;
     super::raise_open_files_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()

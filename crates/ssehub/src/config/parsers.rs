@@ -1,0 +1,223 @@
+//! How each kind of setting is read from text. Flags, environment
+//! variables, the file and the defaults all go through these, so a value
+//! means the same wherever it is written.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use super::{Kind, StoreKind};
+
+/// Reads one kind of value, and says how its flag takes it.
+pub struct Parser<T> {
+    /// Text to value, or what is wrong with the text.
+    pub parse: fn(&str) -> Result<T, String>,
+    /// How the flag takes its value.
+    pub kind: Kind,
+    /// What the value is called in `--help`.
+    pub value_name: &'static str,
+}
+
+const fn value<T>(value_name: &'static str, parse: fn(&str) -> Result<T, String>) -> Parser<T> {
+    Parser {
+        parse,
+        kind: Kind::Value,
+        value_name,
+    }
+}
+
+/// `127.0.0.1:8080`, `[::]:80`.
+pub const fn address() -> Parser<SocketAddr> {
+    value("ADDR", |text| {
+        text.trim()
+            .parse()
+            .map_err(|_| format!("{text:?} is not an address like 127.0.0.1:8080"))
+    })
+}
+
+/// `durable` or `memory`.
+pub const fn store() -> Parser<StoreKind> {
+    value("STORE", |text| {
+        <StoreKind as clap::ValueEnum>::from_str(text.trim(), true)
+            .map_err(|_| format!("{text:?} is not a store: use durable or memory"))
+    })
+}
+
+/// A path.
+pub const fn path() -> Parser<PathBuf> {
+    value("PATH", |text| match text {
+        "" => Err("the path is empty".to_owned()),
+        path => Ok(PathBuf::from(path)),
+    })
+}
+
+/// Any text.
+pub const fn text() -> Parser<String> {
+    value("TEXT", |text| Ok(text.to_owned()))
+}
+
+/// Text, or nothing when empty.
+pub const fn optional_text() -> Parser<Option<String>> {
+    value("TEXT", |text| {
+        Ok((!text.is_empty()).then(|| text.to_owned()))
+    })
+}
+
+/// The admin credential: nothing, or at least 16 characters.
+pub const fn admin_token() -> Parser<Option<String>> {
+    value("TOKEN", |text| match text.chars().count() {
+        0 => Ok(None),
+        1..16 => Err("must be at least 16 characters".to_owned()),
+        _ => Ok(Some(text.to_owned())),
+    })
+}
+
+/// Comma-separated text; each occurrence of a repeated flag adds to it.
+pub const fn list() -> Parser<Vec<String>> {
+    Parser {
+        parse: |text| {
+            Ok(text
+                .split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(str::to_owned)
+                .collect())
+        },
+        kind: Kind::List,
+        value_name: "VALUE",
+    }
+}
+
+/// `true`/`false`, also `yes`/`no`, `on`/`off`, `1`/`0`.
+pub const fn switch() -> Parser<bool> {
+    Parser {
+        parse: |text| match text.trim().to_ascii_lowercase().as_str() {
+            "true" | "yes" | "on" | "1" => Ok(true),
+            "false" | "no" | "off" | "0" => Ok(false),
+            _ => Err(format!("{text:?} is not true or false")),
+        },
+        kind: Kind::Switch,
+        value_name: "BOOL",
+    }
+}
+
+/// A whole number, 0 included.
+pub const fn count<T: FromStr>() -> Parser<T> {
+    value("N", |text| {
+        text.trim()
+            .parse()
+            .map_err(|_| format!("{text:?} is not a whole number"))
+    })
+}
+
+/// A whole number greater than 0.
+pub const fn positive_count() -> Parser<usize> {
+    value("N", |text| {
+        let n = (count::<usize>().parse)(text)?;
+        if n == 0 {
+            return Err("must be greater than 0".to_owned());
+        }
+        Ok(n)
+    })
+}
+
+/// A size greater than 0: `65536`, `64KiB`, `1MiB`, `1MB`.
+pub const fn size() -> Parser<usize> {
+    value("SIZE", |text| match parse_size(text)? {
+        0 => Err("must be greater than 0".to_owned()),
+        n => Ok(n),
+    })
+}
+
+/// A duration, 0 included: `500ms`, `15s`, `30m`, `1h`, `0`.
+pub const fn duration() -> Parser<Duration> {
+    value("DURATION", parse_duration)
+}
+
+/// A duration greater than 0.
+pub const fn positive_duration() -> Parser<Duration> {
+    value("DURATION", |text| match parse_duration(text)? {
+        Duration::ZERO => Err("must be greater than 0".to_owned()),
+        d => Ok(d),
+    })
+}
+
+/// A duration, or `0` for never.
+pub const fn lifetime() -> Parser<Option<Duration>> {
+    value("DURATION", |text| {
+        Ok(Some(parse_duration(text)?).filter(|d| !d.is_zero()))
+    })
+}
+
+/// `500ms`, `15s`, `30m`, `1h`, `0`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    if text.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{text:?} is not a duration like 500ms, 15s, 30m or 1h ({e})"))
+}
+
+/// `65536`, `64KiB`, `1MiB`, `1MB` (binary units are powers of 1024, decimal
+/// ones of 1000).
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let multiplier: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "kB" | "KB" => 1000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(format!("{text:?} is not a size like 65536, 64KiB or 1MiB")),
+    };
+    number
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier))
+        .ok_or_else(|| format!("{text:?} is not a size like 65536, 64KiB or 1MiB"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert_eq!(parse_size("2MB"), Ok(2_000_000));
+        assert!(parse_size("1 furlong").is_err());
+        assert_eq!((lifetime().parse)("0"), Ok(None));
+        assert_eq!((lifetime().parse)("2s"), Ok(Some(Duration::from_secs(2))));
+        assert!((positive_duration().parse)("0").is_err());
+        assert!((size().parse)("0").is_err());
+    }
+
+    #[test]
+    fn switches_texts_and_lists() {
+        for (text, value) in [("true", true), ("on", true), ("1", true), ("off", false)] {
+            assert_eq!((switch().parse)(text), Ok(value), "{text}");
+        }
+        assert!((switch().parse)("maybe").is_err());
+        assert_eq!((optional_text().parse)(""), Ok(None));
+        assert_eq!(
+            (list().parse)("a, b,,c"),
+            Ok(vec!["a".into(), "b".into(), "c".into()])
+        );
+        assert_eq!((list().parse)(""), Ok(Vec::<String>::new()));
+        assert!((admin_token().parse)("short").is_err());
+        assert_eq!((admin_token().parse)(""), Ok(None));
+    }
+}
