@@ -22,7 +22,6 @@ use axum::Router;
 use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
-use bytes::Bytes;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -46,8 +45,6 @@ pub struct AppState {
     demo: Option<Arc<crate::demo::DemoSettings>>,
     /// Cancelled at shutdown: every stream ends with a retry hint.
     closing: CancellationToken,
-    /// `retry: N` without a blank line, sent first on every stream.
-    retry_hint: Bytes,
 }
 
 impl AppState {
@@ -174,10 +171,6 @@ impl Server {
             source,
         })?;
         let shutdown = CancellationToken::new();
-        let retry_hint = sse_codec::Event::default()
-            .retry(config.retry.as_millis() as u64)
-            .encode()
-            .expect("retry only");
         let state = AppState {
             auth: Arc::new(auth),
             limits: limits::Limits::new(config.limit_settings()),
@@ -188,9 +181,7 @@ impl Server {
             hub: hub.clone(),
             config: Arc::new(config),
             closing: shutdown.clone(),
-            retry_hint,
         };
-        spawn_sweeper(hub.clone(), shutdown.clone());
         if let Some(demo) = &state.demo {
             crate::demo::start(hub.clone(), demo.clone(), shutdown.clone());
         }
@@ -220,25 +211,6 @@ impl Server {
     pub async fn wait(self) {
         let _ = self.done.await;
     }
-}
-
-fn spawn_sweeper(hub: Arc<Hub>, shutdown: CancellationToken) {
-    let history_every =
-        (hub.config().history_ttl / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
-    let streams_every = hub.stream_tick();
-    tokio::spawn(async move {
-        let mut history = tokio::time::interval(history_every);
-        let mut streams = tokio::time::interval(streams_every);
-        history.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        streams.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = history.tick() => hub.sweep(std::time::SystemTime::now()),
-                _ = streams.tick() => hub.tick_streams(std::time::Instant::now()),
-                _ = shutdown.cancelled() => return,
-            }
-        }
-    });
 }
 
 async fn accept_loop(listener: TcpListener, state: AppState, shutdown: CancellationToken) {

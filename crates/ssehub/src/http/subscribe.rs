@@ -101,7 +101,7 @@ pub(super) fn open(
         .limits
         .admit(conn.remote.ip(), grants.subject.as_deref())?;
     let subscription = app.hub.subscribe(request)?;
-    Ok(EventStream::new(subscription, app, admission))
+    Ok(EventStream::new(subscription, admission))
 }
 
 /// The body of one stream: the first bytes, then live events coalesced into
@@ -119,11 +119,9 @@ pub(super) struct EventStream {
 }
 
 impl EventStream {
-    fn new(subscription: Subscription, app: &AppState, admission: Admission) -> EventStream {
-        let mut first = BytesMut::from(&app.retry_hint[..]);
-        first.extend_from_slice(&subscription.initial);
+    fn new(subscription: Subscription, admission: Admission) -> EventStream {
         EventStream {
-            first: Some(first.freeze()),
+            first: Some(subscription.initial),
             events: subscription.events,
             _registration: subscription.registration,
             _admission: admission,

@@ -13,29 +13,38 @@
 //! meanwhile (one fsync for the group) and only then adds it to history,
 //! fans it out and acknowledges it. Subscribers never see an event that a
 //! crash could take back, and ids are never reused.
+//!
+//! The rooms: [`publish`](Publish) (what a publisher sends), `subscribe`
+//! (the subscribe path, step by step), `clock` (heartbeats, lifetimes,
+//! retention by age), `commit` (group commit), `state` (what the lock
+//! guards), `queue` (a subscriber's queue), `selector` (topic selectors).
 
+mod clock;
 mod commit;
-mod event;
+mod publish;
 pub mod queue;
 mod selector;
 mod state;
+mod subscribe;
 mod subscription;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use queue::TrySendError;
 
-pub use event::{Event, Publish, PublishError, TopicLimits, validate_topic};
+pub use crate::event::Event;
+pub use publish::{Publish, PublishError, TopicLimits, validate_topic};
 pub use selector::{Part, Selector, SelectorError};
 pub use subscription::{Registration, Subscribe, SubscribeError, Subscription};
 
-use crate::store::{MemoryStore, Recovered, Store, StoreError, StoredEvent};
-use state::{Pending, State, SubId, Subscriber, Topic};
+use crate::frames;
+use crate::store::{MemoryStore, Recovered, Store, StoreError};
+use state::{Pending, State, SubId, Subscriber};
 
 /// Topics of per-client channels start with this; `client_id=X` on subscribe
 /// adds the topic `urn:ssehub:client:X`, which only that connection may see.
@@ -68,17 +77,6 @@ pub struct HubConfig {
     /// Reconnection delay suggested to clients in a stream's last words.
     pub retry: Duration,
 }
-
-/// Why the hub ends a stream; its last words tell the client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum End {
-    ShuttingDown,
-    LifetimeReached,
-    TokenExpired,
-}
-
-/// A heartbeat: a bare comment line.
-const HEARTBEAT: Bytes = Bytes::from_static(b":\n");
 
 /// Counters and sizes, as `GET /v1/stats` shows them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -125,6 +123,8 @@ pub struct ClientInfo {
 pub struct Hub {
     state: Mutex<State>,
     config: HubConfig,
+    /// `retry: N`, the first bytes of every stream.
+    retry_hint: Bytes,
     store: Arc<dyn Store>,
     /// To the committer; `None` when the store is not durable and events are
     /// applied at once.
@@ -138,27 +138,25 @@ pub struct Hub {
     opened: AtomicU64,
 }
 
-/// Where a subscriber's stream starts.
-enum Resume {
-    /// No id: retained states, then live.
-    Fresh,
-    /// After this seq; `check_gaps` is false for `earliest`.
-    After { seq: u64, check_gaps: bool },
-    /// An id the hub cannot place.
-    Unknown,
-}
-
 impl Hub {
-    /// A hub with in-memory history only.
+    /// A hub with in-memory history only. Call it inside a tokio runtime.
     pub fn new(config: HubConfig) -> Arc<Hub> {
         Hub::open(config, Arc::new(MemoryStore)).expect("the memory store cannot fail")
     }
 
     /// A hub over a store: what the store holds is loaded back, ids continue
     /// after the highest ever assigned, and retention is applied at once.
-    /// With a durable store this spawns the committer, so it must be called
-    /// inside a tokio runtime.
+    /// It starts the hub's clock and, with a durable store, its committer:
+    /// call it inside a tokio runtime. Both stop when the hub is dropped.
     pub fn open(config: HubConfig, store: Arc<dyn Store>) -> Result<Arc<Hub>, StoreError> {
+        let hub = Hub::unclocked(config, store)?;
+        clock::start(&hub);
+        Ok(hub)
+    }
+
+    /// A hub whose clock is not running (the committer is), for tests that
+    /// drive the clock by hand.
+    fn unclocked(config: HubConfig, store: Arc<dyn Store>) -> Result<Arc<Hub>, StoreError> {
         let recovered = store.load()?;
         let durable = store.is_durable();
         let (commits, queue) = if durable {
@@ -169,6 +167,7 @@ impl Hub {
         };
         let hub = Arc::new(Hub {
             state: Mutex::new(State::default()),
+            retry_hint: frames::retry_hint(config.retry),
             config,
             store,
             commits,
@@ -193,7 +192,7 @@ impl Hub {
         }
         let events = recovered.events.len();
         for stored in recovered.events {
-            let event = Arc::new(rebuild(stored));
+            let event = Arc::new(Event::from_stored(stored));
             st.add_to_history(
                 &event,
                 self.config.history_size,
@@ -263,14 +262,12 @@ impl Hub {
             }
             let seq = st.last_seq + 1;
             let id = publish.id.unwrap_or_else(|| seq.to_string());
-            let wire = sse_codec::Event {
-                id: Some(&id),
-                event_type: publish.event_type.as_deref(),
-                data: Some(&publish.data),
-                retry: publish.retry,
-                comment: None,
-            }
-            .encode()
+            let wire = frames::event(
+                &id,
+                publish.event_type.as_deref(),
+                &publish.data,
+                publish.retry,
+            )
             .expect("fields were validated");
             let event = Arc::new(Event {
                 seq,
@@ -396,7 +393,7 @@ impl Hub {
     fn complete(&self, st: &mut State, event: &Event) {
         let mut slow = Vec::new();
         for topic in &event.topics {
-            let frame = complete_frame(topic);
+            let frame = frames::complete(topic);
             let exact = st
                 .topics
                 .get_mut(topic)
@@ -433,306 +430,9 @@ impl Hub {
         self.drop_slow(st, slow);
     }
 
-    /// Registers a subscriber. The returned subscription carries what it must
-    /// be sent first (history or retained states) and the queue of live
-    /// events; dropping it unregisters the subscriber.
-    pub fn subscribe(self: &Arc<Self>, request: Subscribe) -> Result<Subscription, SubscribeError> {
-        let mut request = request.validated(self.config.limits)?;
-        let (queue, live) = queue::queue(self.config.queue_size);
-        let now = SystemTime::now();
-        let mut st = self.state();
-
-        let resume = match request.last_event_id.as_deref() {
-            None => Resume::Fresh,
-            Some("earliest") => Resume::After {
-                seq: 0,
-                check_gaps: false,
-            },
-            Some(id) => match st.ids.get(id) {
-                Some(&seq) => Resume::After {
-                    seq,
-                    check_gaps: true,
-                },
-                None => match id.parse::<u64>() {
-                    Ok(seq) if seq <= st.applied_seq && id == seq.to_string() => Resume::After {
-                        seq,
-                        check_gaps: true,
-                    },
-                    _ => Resume::Unknown,
-                },
-            },
-        };
-
-        let exact: Vec<String> = request
-            .selectors
-            .iter()
-            .filter_map(|s| s.exact().map(str::to_owned))
-            .collect();
-        let wildcard = exact.len() < request.selectors.len();
-        let mut matched: Vec<String> = exact.clone();
-        if wildcard {
-            matched.extend(
-                st.topics
-                    .keys()
-                    .filter(|t| !exact.contains(t))
-                    .filter(|t| request.selectors.iter().any(|s| s.matches(t)))
-                    .cloned(),
-            );
-        }
-
-        // What the stream starts with, in seq order.
-        let mut events: Vec<Arc<Event>> = Vec::new();
-        let mut gapped: Vec<&str> = Vec::new();
-        let forgotten_up_to = st.forgotten_up_to;
-        for name in &matched {
-            let topic = st.topics.get(name);
-            let history = topic.into_iter().flat_map(|t| t.history.iter());
-            let retained = topic.and_then(|t| t.retained.as_ref());
-            match resume {
-                Resume::Fresh => events.extend(retained.cloned()),
-                Resume::Unknown => {
-                    gapped.push(name);
-                    events.extend(retained.cloned());
-                }
-                Resume::After { seq, check_gaps } => {
-                    let trimmed = topic.map_or(forgotten_up_to, |t| t.trimmed_up_to);
-                    let mut from = seq;
-                    if check_gaps && trimmed > seq {
-                        // History no longer covers the gap: say so, then give
-                        // the current state and what followed it.
-                        gapped.push(name);
-                        if let Some(state) = retained {
-                            if state.seq > seq {
-                                events.push(state.clone());
-                            }
-                            from = from.max(state.seq);
-                        }
-                    }
-                    events.extend(history.filter(|e| e.seq > from).cloned());
-                }
-            }
-        }
-        // The hub's own control events are visible to their client only.
-        let sub_private = &request.private;
-        events.retain(|e| {
-            !e.private
-                || e.topics
-                    .iter()
-                    .any(|t| sub_private.iter().any(|s| s.matches(t)))
-        });
-        events.sort_unstable_by_key(|e| e.seq);
-        events.dedup_by_key(|e| e.seq);
-
-        let mut initial = BytesMut::new();
-        if let (Some(id), Resume::After { .. } | Resume::Unknown) =
-            (&request.last_event_id, &resume)
-            && let Ok(line) = sse_codec::id_line(id)
-        {
-            // Control events below carry no id; this keeps the client's resume
-            // position if it reconnects before the next real event.
-            initial.extend_from_slice(&line);
-        }
-        if !gapped.is_empty() || matches!(resume, Resume::Unknown) {
-            let reason = if matches!(resume, Resume::Unknown) {
-                "unknown_last_event_id"
-            } else {
-                "history_trimmed"
-            };
-            initial.extend_from_slice(&reset_frame(reason, &gapped));
-        }
-        for event in &events {
-            initial.extend_from_slice(&event.wire);
-        }
-        let position = match (&resume, events.last()) {
-            (_, Some(last)) => Some(last.seq),
-            (Resume::After { seq, .. }, None) => Some(*seq),
-            _ => None,
-        };
-        if position != Some(st.applied_seq) {
-            // An id-only block dispatches nothing but gives the client a
-            // position, so a reconnect before the next event loses nothing.
-            let head = st.applied_seq.to_string();
-            let marker = sse_codec::Event::default().id(&head).encode();
-            initial.extend_from_slice(&marker.expect("digits are a valid id"));
-        }
-        let mut open_topics: Vec<&String> = Vec::new();
-        for name in &exact {
-            if st.topics.get(name).is_some_and(|t| t.finished) {
-                initial.extend_from_slice(&complete_frame(name));
-            } else if !open_topics.contains(&name) {
-                open_topics.push(name);
-            }
-        }
-
-        if st.shutting_down {
-            queue.end(self.last_words(End::ShuttingDown));
-        }
-        // The earliest of token expiry and maximum lifetime (expiry first on
-        // a tie: it is the reason the client must act on).
-        let started = Instant::now();
-        let expiry = request.expires_at.map(|at| {
-            let left = at.duration_since(now).unwrap_or_default();
-            (started + left, End::TokenExpired)
-        });
-        let lifetime = self
-            .config
-            .max_lifetime
-            .map(|d| (started + d, End::LifetimeReached));
-        let ends = [expiry, lifetime]
-            .into_iter()
-            .flatten()
-            .min_by_key(|(at, _)| *at);
-        let id = st.next_sub;
-        st.next_sub += 1;
-        self.connections.fetch_add(1, Relaxed);
-        self.opened.fetch_add(1, Relaxed);
-        let registration = Registration {
-            hub: self.clone(),
-            id,
-        };
-        let initial = initial.freeze();
-        if open_topics.is_empty() && !wildcard {
-            // Everything it asked for is finished: nothing live will come.
-            return Ok(Subscription {
-                initial,
-                events: None,
-                registration,
-            });
-        }
-        for name in &open_topics {
-            st.topics
-                .entry((*name).clone())
-                .or_insert_with(|| Topic::new(now))
-                .subscribers
-                .push(id);
-        }
-        if wildcard {
-            st.wildcard.insert(id);
-        }
-        if let Some(client_id) = &request.client_id
-            && let Some(old) = st.clients.insert(client_id.clone(), id)
-        {
-            // The newer connection wins; the older one ends cleanly.
-            st.remove_subscriber(old);
-        }
-        st.subscribers.insert(
-            id,
-            Subscriber {
-                selectors: std::mem::take(&mut request.selectors).into_boxed_slice(),
-                private: std::mem::take(&mut request.private).into_boxed_slice(),
-                open_topics: open_topics.len() as u32,
-                wildcard,
-                client_id: request.client_id.take(),
-                queue,
-                kill: request.kill.take(),
-                connected_at: now,
-                ends,
-                remote: request.remote,
-            },
-        );
-        Ok(Subscription {
-            initial,
-            events: Some(live),
-            registration,
-        })
-    }
-
-    /// How often to call [`Hub::tick_streams`]: often enough for heartbeats
-    /// and the maximum lifetime to be kept within a quarter of their length,
-    /// and token expiry within a second.
-    pub fn stream_tick(&self) -> Duration {
-        let shortest = self
-            .config
-            .max_lifetime
-            .map_or(self.config.heartbeat, |l| l.min(self.config.heartbeat));
-        (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
-    }
-
-    /// The hub's clock for open streams, one timer for all of them instead
-    /// of one per connection (docs/BENCHMARKS.md): sends a heartbeat to each
-    /// stream that has been quiet for the heartbeat interval, and ends those
-    /// past their maximum lifetime or token expiry. Call it every
-    /// [`Hub::stream_tick`].
-    pub fn tick_streams(&self, now: Instant) {
-        let tick = self.stream_tick().as_nanos().max(1);
-        let beat_after = (self.config.heartbeat.as_nanos() / tick).clamp(1, u32::MAX.into()) as u32;
-        let mut st = self.state();
-        let mut due = Vec::new();
-        for (id, sub) in &st.subscribers {
-            match sub.ends {
-                Some((at, why)) if at <= now => due.push((*id, why)),
-                _ => sub.queue.beat_if_quiet(beat_after, &HEARTBEAT),
-            }
-        }
-        for (id, why) in due {
-            // Unregistered now, so nothing more is queued; the writer sends
-            // what is, then says why and closes.
-            if let Some(sub) = st.remove_subscriber(id) {
-                sub.queue.end(self.last_words(why));
-            }
-        }
-    }
-
-    /// The end of a stream the hub closes: when to reconnect, and why.
-    fn last_words(&self, why: End) -> Bytes {
-        let comment = match why {
-            End::ShuttingDown => "the hub is shutting down; reconnect to resume",
-            End::TokenExpired => "the token has expired; reconnect with a fresh one",
-            End::LifetimeReached => "maximum connection lifetime reached; reconnect to resume",
-        };
-        let mut words = BytesMut::new();
-        sse_codec::Event::default()
-            .retry(self.config.retry.as_millis() as u64)
-            .encode_into(&mut words)
-            .expect("retry only");
-        sse_codec::Event::default()
-            .comment(comment)
-            .encode_into(&mut words)
-            .expect("a comment only");
-        words.freeze()
-    }
-
     fn unsubscribe(&self, id: SubId) {
         self.state().remove_subscriber(id);
         self.connections.fetch_sub(1, Relaxed);
-    }
-
-    /// Removes events older than the history TTL, and forgets topics that
-    /// have been idle that long with no subscriber. Call it periodically.
-    pub fn sweep(&self, now: SystemTime) {
-        let ttl = self.config.history_ttl;
-        let expired = |t: SystemTime| now.duration_since(t).is_ok_and(|age| age > ttl);
-        let mut st = self.state();
-        // Only the topics with something to do: with one topic per
-        // connection, copying every name on each tick was most of the work.
-        let names: Vec<String> = st
-            .topics
-            .iter()
-            .filter(|(_, t)| {
-                t.history.front().is_some_and(|e| expired(e.published_at))
-                    || (t.history.is_empty() && t.subscribers.is_empty() && expired(t.last_publish))
-            })
-            .map(|(name, _)| name.clone())
-            .collect();
-        for name in names {
-            while st.topics[&name]
-                .history
-                .front()
-                .is_some_and(|e| expired(e.published_at))
-            {
-                st.trim_oldest(&name);
-            }
-            let topic = &st.topics[&name];
-            if topic.history.is_empty()
-                && topic.subscribers.is_empty()
-                && expired(topic.last_publish)
-            {
-                st.forget(&name);
-            }
-        }
-        if st.pending.as_ref().is_some_and(|p| !p.is_empty()) {
-            self.flush.notify_one();
-        }
     }
 
     /// Current counters.
@@ -828,7 +528,7 @@ impl Hub {
     pub fn shut_down_streams(&self) {
         let mut st = self.state();
         st.shutting_down = true;
-        let last_words = self.last_words(End::ShuttingDown);
+        let last_words = frames::last_words(frames::StreamEnd::ShuttingDown, self.config.retry);
         for sub in st.subscribers.values() {
             sub.queue.end(last_words.clone());
         }
@@ -844,65 +544,19 @@ impl Hub {
     }
 }
 
-/// `event: complete`, data = the topic. It has no id, so the client keeps the
-/// id of the final event as its position.
-fn complete_frame(topic: &str) -> Bytes {
-    sse_codec::Event::message(topic)
-        .event_type("complete")
-        .encode()
-        .expect("constant type")
-}
-
-/// `event: reset`: history does not cover the client's position. The data is
-/// JSON: `{"reason": ..., "topics": [...]}`; the topics' retained states
-/// follow as ordinary events.
-fn reset_frame(reason: &str, topics: &[&str]) -> Bytes {
-    let data = serde_json::json!({ "reason": reason, "topics": topics }).to_string();
-    sse_codec::Event::message(&data)
-        .event_type("reset")
-        .encode()
-        .expect("constant type")
-}
-
-/// An event from the store, encoded again for the wire.
-fn rebuild(stored: StoredEvent) -> Event {
-    let wire = sse_codec::Event {
-        id: Some(&stored.id),
-        event_type: stored.event_type.as_deref(),
-        data: Some(&stored.data),
-        retry: stored.retry,
-        comment: None,
-    }
-    .encode()
-    // Stored events were validated when published; a record that fails here
-    // was altered outside the hub, and is sent without the bad field rather
-    // than not at all.
-    .unwrap_or_else(|err| {
-        tracing::warn!(seq = stored.seq, %err, "stored event has an invalid field");
-        sse_codec::Event::message(&stored.data)
-            .encode()
-            .expect("data only")
-    });
-    Event {
-        seq: stored.seq,
-        id: stored.id,
-        topics: stored.topics,
-        event_type: stored.event_type,
-        data: stored.data,
-        retry: stored.retry,
-        private: stored.private,
-        retain: stored.retain,
-        is_final: stored.is_final,
-        published_at: std::time::UNIX_EPOCH + Duration::from_millis(stored.published_at_ms),
-        wire,
-    }
-}
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
 
+    /// The clock is driven by hand in these tests.
     fn hub(history_size: usize) -> Arc<Hub> {
-        Hub::new(config(history_size))
+        unclocked(config(history_size))
+    }
+
+    fn unclocked(config: HubConfig) -> Arc<Hub> {
+        Hub::unclocked(config, Arc::new(MemoryStore)).unwrap()
     }
 
     fn config(history_size: usize) -> HubConfig {
@@ -923,7 +577,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_stream_clock_beats_quiet_streams_and_ends_them_at_their_deadline() {
-        let hub = Hub::new(HubConfig {
+        let hub = unclocked(HubConfig {
             heartbeat: Duration::from_secs(4),
             max_lifetime: Some(Duration::from_secs(60)),
             ..config(10)
@@ -1135,19 +789,23 @@ mod properties {
     const SELECTORS: [&str; 7] = ["a", "b", "c/1", "c/2", "d", "c/{id}", "*"];
 
     fn hub() -> Arc<Hub> {
-        Hub::new(HubConfig {
-            history_size: 1000,
-            history_ttl: Duration::from_secs(3600),
-            queue_size: 4096,
-            history_max_bytes: 1 << 30,
-            limits: TopicLimits {
-                max_topics: 8,
-                max_topic_length: 1024,
+        Hub::unclocked(
+            HubConfig {
+                history_size: 1000,
+                history_ttl: Duration::from_secs(3600),
+                queue_size: 4096,
+                history_max_bytes: 1 << 30,
+                limits: TopicLimits {
+                    max_topics: 8,
+                    max_topic_length: 1024,
+                },
+                heartbeat: Duration::from_secs(15),
+                max_lifetime: None,
+                retry: Duration::from_secs(3),
             },
-            heartbeat: Duration::from_secs(15),
-            max_lifetime: None,
-            retry: Duration::from_secs(3),
-        })
+            Arc::new(MemoryStore),
+        )
+        .unwrap()
     }
 
     fn pick(pool: &'static [&'static str], mask: u8) -> Vec<Selector> {

@@ -120,7 +120,7 @@ pub(super) struct Subscriber {
     pub connected_at: SystemTime,
     /// When the stream must end, and why: the earliest of its maximum
     /// lifetime and its token's expiry.
-    pub ends: Option<(std::time::Instant, super::End)>,
+    pub ends: Option<(std::time::Instant, crate::frames::StreamEnd)>,
     pub remote: Option<SocketAddr>,
 }
 

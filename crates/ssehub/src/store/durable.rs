@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{Batch, Recovered, Store, StoreError, StoredEvent};
+use super::{Batch, Recovered, Store, StoreError};
+use crate::event::StoredEvent;
 
 /// Events by seq, as JSON.
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
@@ -141,8 +142,7 @@ impl Store for DurableStore {
         {
             let mut events = txn.open_table(EVENTS).map_err(write_error)?;
             for event in &batch.append {
-                let json =
-                    serde_json::to_vec(&StoredEvent::from_event(event)).map_err(write_error)?;
+                let json = serde_json::to_vec(&event.to_stored()).map_err(write_error)?;
                 events
                     .insert(event.seq, json.as_slice())
                     .map_err(write_error)?;
@@ -178,7 +178,7 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;
-    use crate::hub::Event;
+    use crate::event::Event;
 
     fn event(seq: u64, topic: &str) -> Arc<Event> {
         Arc::new(Event {
@@ -228,7 +228,7 @@ mod tests {
         let recovered = store.load().unwrap();
         let seqs: Vec<u64> = recovered.events.iter().map(|e| e.seq).collect();
         assert_eq!(seqs, [2, 3]);
-        assert_eq!(recovered.events[0], StoredEvent::from_event(&event(2, "b")));
+        assert_eq!(recovered.events[0], event(2, "b").to_stored());
         assert_eq!(recovered.last_seq, 5);
         assert_eq!(recovered.forgotten_up_to, 1);
         assert_eq!(recovered.trimmed.get("a"), Some(&1));

@@ -2,7 +2,8 @@
 //!
 //! The hub keeps every event it serves in memory (that is the read path for
 //! replay); a store makes those events durable and hands them back at
-//! startup. The store never knows about connections or subscribers.
+//! startup. The store never knows about connections or subscribers, and
+//! knows events only as [`crate::event`] defines them (below the hub).
 //!
 //! * [`MemoryStore`]: nothing is written; history is lost on restart.
 //! * [`DurableStore`]: one redb file; a batch of events is on disk (fsync)
@@ -18,7 +19,7 @@ use std::sync::Arc;
 pub use durable::DurableStore;
 pub use memory::MemoryStore;
 
-use crate::hub::Event;
+use crate::event::{Event, StoredEvent};
 
 /// One durable write: everything since the previous one.
 #[derive(Debug, Default)]
@@ -35,36 +36,6 @@ pub struct Batch {
     pub last_seq: u64,
     /// Highest seq trimmed from topics that were since forgotten.
     pub forgotten_up_to: u64,
-}
-
-/// An event as stored: everything needed to rebuild it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct StoredEvent {
-    /// Position in the hub's order.
-    pub seq: u64,
-    /// The SSE id.
-    pub id: String,
-    /// Topics.
-    pub topics: Vec<String>,
-    /// SSE event type.
-    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
-    pub event_type: Option<String>,
-    /// Payload.
-    pub data: String,
-    /// Reconnection hint.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry: Option<u64>,
-    /// Private update.
-    #[serde(default)]
-    pub private: bool,
-    /// Retained state.
-    #[serde(default)]
-    pub retain: bool,
-    /// Final event of its topics.
-    #[serde(default, rename = "final")]
-    pub is_final: bool,
-    /// Publish time, milliseconds since the Unix epoch.
-    pub published_at_ms: u64,
 }
 
 /// What a store holds at startup.
@@ -118,25 +89,4 @@ pub trait Store: Send + Sync + 'static {
     /// Whether `commit` writes anything. A memory store's commits are
     /// skipped, so publishing does not wait for them.
     fn is_durable(&self) -> bool;
-}
-
-impl StoredEvent {
-    /// The stored form of an event.
-    pub fn from_event(event: &Event) -> StoredEvent {
-        StoredEvent {
-            seq: event.seq,
-            id: event.id.clone(),
-            topics: event.topics.clone(),
-            event_type: event.event_type.clone(),
-            data: event.data.clone(),
-            retry: event.retry,
-            private: event.private,
-            retain: event.retain,
-            is_final: event.is_final,
-            published_at_ms: event
-                .published_at
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-        }
-    }
 }

@@ -1,36 +1,5 @@
-//! Events as the hub keeps them, and what a publisher sends.
-
-use std::time::SystemTime;
-
-use bytes::Bytes;
-
-/// A published event. It is encoded once, at publish time; every subscriber
-/// is sent the same `wire` bytes.
-#[derive(Debug)]
-pub struct Event {
-    /// Position in the hub's total order of events; ids of one stream follow it.
-    pub seq: u64,
-    /// The SSE id: the publisher's, or the decimal `seq`.
-    pub id: String,
-    /// Every topic the event was published to.
-    pub topics: Vec<String>,
-    /// The SSE event type, if not `message`.
-    pub event_type: Option<String>,
-    /// The payload.
-    pub data: String,
-    /// Reconnection time hint for clients, in milliseconds.
-    pub retry: Option<u64>,
-    /// Only subscribers authorized for one of its topics receive it.
-    pub private: bool,
-    /// Kept as the current state of its topics.
-    pub retain: bool,
-    /// Closes its topics.
-    pub is_final: bool,
-    /// When it was published, for age-based retention.
-    pub published_at: SystemTime,
-    /// The encoded event.
-    pub wire: Bytes,
-}
+//! What a publisher sends, and the checks it must pass before the hub
+//! assigns it an id.
 
 /// What a publisher asks the hub to publish.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

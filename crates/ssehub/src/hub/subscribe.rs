@@ -1,0 +1,332 @@
+//! The subscribe path, as named steps. All of them run under the hub's
+//! lock, in one go with the registration, so no event can fall between what
+//! a subscriber is sent first and what it is sent live (I2):
+//!
+//! 1. [`Resume::resolve`]: where the client's `Last-Event-ID` sits in the
+//!    hub's order of events.
+//! 2. [`Topics::select`] and [`Replay::collect`]: the topics it covers now,
+//!    and what it must be sent before live events (history or retained
+//!    states), in id order, with the topics whose history no longer covers
+//!    its position.
+//! 3. [`Opening::build`]: the stream's opening bytes, from [`crate::frames`].
+//! 4. [`Hub::register`]: the subscriber joins its topics, replacing an older
+//!    connection with the same client id.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+
+use super::state::{State, Subscriber, Topic};
+use super::{Event, Hub, Registration, Selector, Subscribe, SubscribeError, Subscription};
+use crate::frames::{self, StreamEnd};
+
+impl Hub {
+    /// Registers a subscriber. The returned subscription carries what it must
+    /// be sent first (history or retained states) and the queue of live
+    /// events; dropping it unregisters the subscriber.
+    pub fn subscribe(self: &Arc<Self>, request: Subscribe) -> Result<Subscription, SubscribeError> {
+        let request = request.validated(self.config.limits)?;
+        let mut st = self.state();
+        let resume = Resume::resolve(&st, request.last_event_id.as_deref());
+        let topics = Topics::select(&st, &request.selectors);
+        let replay = Replay::collect(&st, &topics, resume, &request.private);
+        let opening = Opening::build(self, &st, &request, resume, &replay, &topics);
+        Ok(self.register(&mut st, request, topics, opening))
+    }
+
+    /// Step 4: adds the subscriber to its topics (unless everything it asked
+    /// for is finished) and hands back its side of the stream.
+    fn register(
+        self: &Arc<Self>,
+        st: &mut State,
+        mut request: Subscribe,
+        topics: Topics,
+        opening: Opening,
+    ) -> Subscription {
+        let now = SystemTime::now();
+        let (queue, live) = super::queue::queue(self.config.queue_size);
+        if st.shutting_down {
+            queue.end(frames::last_words(
+                StreamEnd::ShuttingDown,
+                self.config.retry,
+            ));
+        }
+        let id = st.next_sub;
+        st.next_sub += 1;
+        self.connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.opened
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let registration = Registration {
+            hub: self.clone(),
+            id,
+        };
+        if opening.open_topics.is_empty() && !topics.wildcard {
+            // Everything it asked for is finished: nothing live will come.
+            return Subscription {
+                initial: opening.bytes,
+                events: None,
+                registration,
+            };
+        }
+        for name in &opening.open_topics {
+            st.topics
+                .entry(name.clone())
+                .or_insert_with(|| Topic::new(now))
+                .subscribers
+                .push(id);
+        }
+        if topics.wildcard {
+            st.wildcard.insert(id);
+        }
+        if let Some(client_id) = &request.client_id
+            && let Some(old) = st.clients.insert(client_id.clone(), id)
+        {
+            // The newer connection wins; the older one ends cleanly.
+            st.remove_subscriber(old);
+        }
+        st.subscribers.insert(
+            id,
+            Subscriber {
+                selectors: std::mem::take(&mut request.selectors).into_boxed_slice(),
+                private: std::mem::take(&mut request.private).into_boxed_slice(),
+                open_topics: opening.open_topics.len() as u32,
+                wildcard: topics.wildcard,
+                client_id: request.client_id.take(),
+                queue,
+                kill: request.kill.take(),
+                connected_at: now,
+                ends: self.deadline(request.expires_at, now),
+                remote: request.remote,
+            },
+        );
+        Subscription {
+            initial: opening.bytes,
+            events: Some(live),
+            registration,
+        }
+    }
+
+    /// When a stream must end, and why: the earlier of its token's expiry
+    /// and the maximum lifetime (expiry first on a tie: it is the reason the
+    /// client must act on).
+    fn deadline(
+        &self,
+        expires_at: Option<SystemTime>,
+        now: SystemTime,
+    ) -> Option<(Instant, StreamEnd)> {
+        let started = Instant::now();
+        let expiry = expires_at.map(|at| {
+            let left = at.duration_since(now).unwrap_or_default();
+            (started + left, StreamEnd::TokenExpired)
+        });
+        let lifetime = self
+            .config
+            .max_lifetime
+            .map(|d| (started + d, StreamEnd::LifetimeReached));
+        [expiry, lifetime]
+            .into_iter()
+            .flatten()
+            .min_by_key(|(at, _)| *at)
+    }
+}
+
+/// Where a subscriber's stream starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Resume {
+    /// No id: retained states, then live.
+    Fresh,
+    /// After this seq; `check_gaps` is false for `earliest`.
+    After { seq: u64, check_gaps: bool },
+    /// An id the hub cannot place.
+    Unknown,
+}
+
+impl Resume {
+    /// Step 1: the position of `Last-Event-ID` among the events the hub has
+    /// applied. A publisher's id is looked up; a hub-assigned one is its
+    /// seq, as long as the hub has got that far.
+    fn resolve(st: &State, last_event_id: Option<&str>) -> Resume {
+        let Some(id) = last_event_id else {
+            return Resume::Fresh;
+        };
+        if id == "earliest" {
+            return Resume::After {
+                seq: 0,
+                check_gaps: false,
+            };
+        }
+        if let Some(&seq) = st.ids.get(id) {
+            return Resume::After {
+                seq,
+                check_gaps: true,
+            };
+        }
+        match id.parse::<u64>() {
+            Ok(seq) if seq <= st.applied_seq && id == seq.to_string() => Resume::After {
+                seq,
+                check_gaps: true,
+            },
+            _ => Resume::Unknown,
+        }
+    }
+}
+
+/// The topics a subscription covers at the moment it registers.
+struct Topics {
+    /// The topics it names exactly, as given.
+    exact: Vec<String>,
+    /// Whether it has a template or `*` selector.
+    wildcard: bool,
+    /// Every topic whose history or state it may be sent: the exact ones,
+    /// then the known ones its other selectors match.
+    matched: Vec<String>,
+}
+
+impl Topics {
+    fn select(st: &State, selectors: &[Selector]) -> Topics {
+        let exact: Vec<String> = selectors
+            .iter()
+            .filter_map(|s| s.exact().map(str::to_owned))
+            .collect();
+        let wildcard = exact.len() < selectors.len();
+        let mut matched = exact.clone();
+        if wildcard {
+            matched.extend(
+                st.topics
+                    .keys()
+                    .filter(|t| !exact.contains(t))
+                    .filter(|t| selectors.iter().any(|s| s.matches(t)))
+                    .cloned(),
+            );
+        }
+        Topics {
+            exact,
+            wildcard,
+            matched,
+        }
+    }
+}
+
+/// What a stream is sent before live events.
+struct Replay {
+    /// In seq order, each once, only what the subscriber may see.
+    events: Vec<Arc<Event>>,
+    /// Topics whose history no longer covers the client's position.
+    gapped: Vec<String>,
+}
+
+impl Replay {
+    /// Step 2: for a fresh subscriber the retained states of its topics; for
+    /// a resuming one every later event in their histories, and where history
+    /// was trimmed past its position, the current state and what followed it.
+    fn collect(st: &State, topics: &Topics, resume: Resume, private: &[Selector]) -> Replay {
+        let mut events: Vec<Arc<Event>> = Vec::new();
+        let mut gapped = Vec::new();
+        for name in &topics.matched {
+            let topic = st.topics.get(name);
+            let history = topic.into_iter().flat_map(|t| t.history.iter());
+            let retained = topic.and_then(|t| t.retained.as_ref());
+            match resume {
+                Resume::Fresh => events.extend(retained.cloned()),
+                Resume::Unknown => {
+                    gapped.push(name.clone());
+                    events.extend(retained.cloned());
+                }
+                Resume::After { seq, check_gaps } => {
+                    let trimmed = topic.map_or(st.forgotten_up_to, |t| t.trimmed_up_to);
+                    let mut from = seq;
+                    if check_gaps && trimmed > seq {
+                        // History no longer covers the gap: say so, then give
+                        // the current state and what followed it.
+                        gapped.push(name.clone());
+                        if let Some(state) = retained {
+                            if state.seq > seq {
+                                events.push(state.clone());
+                            }
+                            from = from.max(state.seq);
+                        }
+                    }
+                    events.extend(history.filter(|e| e.seq > from).cloned());
+                }
+            }
+        }
+        // Private events (the hub's own control events among them) go only
+        // to subscribers granted one of their topics.
+        events.retain(|e| {
+            !e.private
+                || e.topics
+                    .iter()
+                    .any(|t| private.iter().any(|s| s.matches(t)))
+        });
+        events.sort_unstable_by_key(|e| e.seq);
+        events.dedup_by_key(|e| e.seq);
+        Replay { events, gapped }
+    }
+}
+
+/// The first bytes of a stream, and the topics still open for it.
+struct Opening {
+    bytes: Bytes,
+    /// Its exact topics that are not finished, each once.
+    open_topics: Vec<String>,
+}
+
+impl Opening {
+    /// Step 3, in this order: the retry hint; when resuming, the client's own
+    /// id (so the control events that follow keep its position); `reset` if
+    /// history does not cover it; the replay; a position marker if the
+    /// replay did not end at the hub's newest event; `complete` for each
+    /// exact topic already finished.
+    fn build(
+        hub: &Hub,
+        st: &State,
+        request: &Subscribe,
+        resume: Resume,
+        replay: &Replay,
+        topics: &Topics,
+    ) -> Opening {
+        let mut bytes = BytesMut::from(&hub.retry_hint[..]);
+        if resume != Resume::Fresh
+            && let Some(line) = request
+                .last_event_id
+                .as_deref()
+                .and_then(frames::resume_position)
+        {
+            bytes.extend_from_slice(&line);
+        }
+        if !replay.gapped.is_empty() || resume == Resume::Unknown {
+            let reason = if resume == Resume::Unknown {
+                "unknown_last_event_id"
+            } else {
+                "history_trimmed"
+            };
+            let gapped: Vec<&str> = replay.gapped.iter().map(String::as_str).collect();
+            bytes.extend_from_slice(&frames::reset(reason, &gapped));
+        }
+        for event in &replay.events {
+            bytes.extend_from_slice(&event.wire);
+        }
+        let position = match (resume, replay.events.last()) {
+            (_, Some(last)) => Some(last.seq),
+            (Resume::After { seq, .. }, None) => Some(seq),
+            _ => None,
+        };
+        if position != Some(st.applied_seq) {
+            bytes.extend_from_slice(&frames::position(st.applied_seq));
+        }
+        let mut open_topics: Vec<String> = Vec::new();
+        for name in &topics.exact {
+            if st.topics.get(name).is_some_and(|t| t.finished) {
+                bytes.extend_from_slice(&frames::complete(name));
+            } else if !open_topics.contains(name) {
+                open_topics.push(name.clone());
+            }
+        }
+        Opening {
+            bytes: bytes.freeze(),
+            open_topics,
+        }
+    }
+}
