@@ -3,6 +3,7 @@
 //! interrupted by a restart continues from the fragments already stored:
 //! the page, resuming with Last-Event-ID, sees every fragment exactly once.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::DemoSettings;
-use crate::hub::{Hub, Publish};
+use crate::hub::{Event, Hub, Publish, Selector};
 
 /// An OpenAI-compatible endpoint to relay.
 #[derive(Debug, Clone)]
@@ -76,14 +77,28 @@ pub async fn ask(
 }
 
 /// After a restart: continue every scripted answer that has a `start` but no
-/// final `end`; close relayed ones, which cannot be resumed upstream.
+/// final `end`; close relayed ones, which cannot be resumed upstream. What is
+/// unfinished is read from history, as a backend would read it (a remote one
+/// by subscribing to `chat/{id}` from `earliest`).
 pub fn resume_unfinished(
     hub: &Arc<Hub>,
     settings: &Arc<DemoSettings>,
     shutdown: &CancellationToken,
 ) {
-    for name in hub.open_topics_with_prefix("chat/") {
-        let history = hub.topic_history(&name);
+    let every_chat = Selector::parse("chat/{id}").expect("a valid template");
+    let mut answers: BTreeMap<String, Vec<Arc<Event>>> = BTreeMap::new();
+    for event in hub.history(&[every_chat]) {
+        for topic in event.topics.iter().filter(|t| t.starts_with("chat/")) {
+            answers
+                .entry(topic.clone())
+                .or_default()
+                .push(event.clone());
+        }
+    }
+    for (name, history) in answers {
+        if history.iter().any(|e| e.is_final) {
+            continue;
+        }
         let Some(start) = history
             .iter()
             .find(|e| e.event_type.as_deref() == Some("start"))

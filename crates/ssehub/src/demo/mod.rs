@@ -9,8 +9,11 @@
 //! * [`live`]: a clock, prices, logs and the hub's own figures, published
 //!   only while someone listens.
 //!
-//! It talks to the hub through the same `publish` a remote backend reaches
-//! over HTTP.
+//! It uses only what a team's own backend could: [`Hub::publish`] (over
+//! HTTP, `POST /.well-known/mercure`), and to look around,
+//! [`Hub::history`] (a subscription from `earliest`), [`Hub::stats`]
+//! (`GET /v1/stats`) and [`Hub::subscriber_count`], the calls docs/API.md
+//! documents for a backend that embeds the hub.
 
 pub mod chat;
 pub mod live;

@@ -20,6 +20,7 @@ use futures_util::Stream;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::stream::{self, EventStream};
 use super::{ApiError, AppState, ConnectionInfo, cors, subscribe};
 
 /// Largest request head accepted.
@@ -48,7 +49,7 @@ pub enum Route {
 /// against about 220 bytes for this struct (docs/BENCHMARKS.md).
 pub struct Streaming {
     socket: TcpStream,
-    stream: subscribe::EventStream,
+    stream: EventStream,
     /// The chunk being written.
     chunk: Option<Chunk>,
     /// The stream has ended: once `chunk` (the last, empty one) is written,
@@ -76,7 +77,7 @@ pub async fn serve(mut socket: TcpStream, app: &AppState, conn: &ConnectionInfo)
     }
     drop(head);
     let origin = request.headers.get("origin").and_then(|o| o.to_str().ok());
-    let mut extra = cors::answer_headers(&app.cors, origin);
+    let extra = cors::answer_headers(&app.cors, origin);
     let stream = match subscribe::open(app, conn, &request.headers, &request.query) {
         Ok(stream) => stream,
         Err(error) => {
@@ -87,12 +88,7 @@ pub async fn serve(mut socket: TcpStream, app: &AppState, conn: &ConnectionInfo)
     // Nothing of the request is needed from here on; free it before the
     // (long) life of the stream.
     drop(request);
-    extra.insert(
-        "content-type",
-        HeaderValue::from_static("text/event-stream"),
-    );
-    extra.insert("cache-control", HeaderValue::from_static("no-cache"));
-    extra.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    let mut extra = stream::head(extra);
     extra.insert("transfer-encoding", HeaderValue::from_static("chunked"));
     // The stream is the whole exchange: a client reconnects on a new one.
     extra.insert("connection", HeaderValue::from_static("close"));
@@ -213,7 +209,7 @@ async fn write_error(
     error: ApiError,
     mut headers: HeaderMap,
 ) -> std::io::Result<()> {
-    let body = serde_json::json!({ "error": error.code, "message": error.message }).to_string();
+    let body = error.body();
     for (name, value) in error.headers {
         headers.append(name, value);
     }

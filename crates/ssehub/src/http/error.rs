@@ -1,7 +1,6 @@
 //! Every error answer is JSON: `{"error": code, "message": text}`.
 
-use axum::Json;
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::hub::{PublishError, SelectorError, SubscribeError};
@@ -45,10 +44,25 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The JSON body, the same whichever transport writes it.
+    pub fn body(&self) -> String {
+        serde_json::json!({ "error": self.code, "message": self.message }).to_string()
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": self.code, "message": self.message });
-        let mut response = (self.status, Json(body)).into_response();
+        let body = self.body();
+        let mut response = (
+            self.status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response();
         response.headers_mut().extend(self.headers);
         response
     }

@@ -12,6 +12,7 @@ mod form;
 pub mod limits;
 mod pages;
 mod publish;
+mod stream;
 mod subscribe;
 
 use std::net::SocketAddr;
@@ -55,14 +56,12 @@ impl AppState {
 }
 
 /// Per TCP connection: who is on the other end, and, for connections served
-/// by hyper, the switch that closes the connection outright (for a
-/// subscriber too slow to be told anything). Streams served directly are
-/// closed through their queue instead (`hub::queue`), which costs an idle
-/// connection nothing.
+/// by hyper, where the stream they carry can be seen killed (see
+/// [`stream`]).
 #[derive(Clone)]
 pub struct ConnectionInfo {
     pub(crate) remote: SocketAddr,
-    kill: Option<CancellationToken>,
+    kill_watch: Option<stream::KillWatch>,
 }
 
 fn router(state: AppState) -> Router {
@@ -244,7 +243,10 @@ async fn accept_loop(listener: TcpListener, state: AppState, shutdown: Cancellat
         let state = state.clone();
         let tracker = connections.clone();
         connections.spawn(async move {
-            let direct = ConnectionInfo { remote, kill: None };
+            let direct = ConnectionInfo {
+                remote,
+                kill_watch: None,
+            };
             // Subscriptions are served directly; the rest goes to hyper.
             let socket = match direct::serve(stream, &state, &direct).await {
                 direct::Route::Done => return,
@@ -254,10 +256,10 @@ async fn accept_loop(listener: TcpListener, state: AppState, shutdown: Cancellat
                 }
                 direct::Route::Hyper(socket) => socket,
             };
-            let kill = CancellationToken::new();
+            let kill_watch = stream::KillWatch::default();
             let conn = ConnectionInfo {
                 remote,
-                kill: Some(kill.clone()),
+                kill_watch: Some(kill_watch.clone()),
             };
             let service =
                 hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
@@ -268,8 +270,9 @@ async fn accept_loop(listener: TcpListener, state: AppState, shutdown: Cancellat
             let mut connection = Box::pin(http.serve_connection(TokioIo::new(socket), service));
             tokio::select! {
                 _ = connection.as_mut() => {}
-                // Dropping the connection closes the socket at once.
-                _ = kill.cancelled() => {}
+                // The hub dropped a reader too slow to be told anything:
+                // dropping the connection closes the socket at once.
+                _ = std::future::poll_fn(|cx| kill_watch.poll_killed(cx)) => {}
                 _ = shutdown.cancelled() => {
                     connection.as_mut().graceful_shutdown();
                     let _ = tokio::time::timeout(grace, connection).await;

@@ -1,25 +1,18 @@
-//! `GET /.well-known/mercure`: a subscriber's event stream.
-
-use std::convert::Infallible;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+//! `GET /.well-known/mercure`: a subscriber's event stream. [`open`] turns
+//! the request into a hub subscription for either transport (see
+//! [`super::stream`]); [`subscribe`] is the hyper one's handler.
 
 use axum::body::Body;
 use axum::extract::{Extension, RawQuery, State};
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use bytes::{Bytes, BytesMut};
-use futures_util::Stream;
 
 use super::auth::Credentials;
-use super::limits::Admission;
+use super::stream::{self, EventStream};
 use super::{ApiError, AppState, ConnectionInfo, form};
-use crate::hub::{Registration, Selector, Subscribe, Subscription, client_topic};
+use crate::hub::{Selector, Subscribe, client_topic};
 
-/// At most this much is coalesced into one write.
-const MAX_WRITE: usize = 64 * 1024;
-
-/// Opens a stream for the topics in the query string (the hyper path; most
+/// Opens a stream for the topics in the query string, served by hyper (most
 /// subscriptions are served by [`super::direct`], which shares [`open`]).
 pub async fn subscribe(
     State(app): State<AppState>,
@@ -28,15 +21,11 @@ pub async fn subscribe(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let stream = open(&app, &conn, &headers, query.as_deref().unwrap_or(""))?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-cache"),
-            (header::HeaderName::from_static("x-accel-buffering"), "no"),
-        ],
-        Body::from_stream(stream),
-    )
-        .into_response())
+    if let (Some(watch), Some(signal)) = (&conn.kill_watch, stream.kill_signal()) {
+        watch.watch(signal);
+    }
+    // CORS headers come from the router's middleware, as for every answer.
+    Ok((stream::head(HeaderMap::new()), Body::from_stream(stream)).into_response())
 }
 
 /// Checks credentials and limits, registers the subscriber, and returns its
@@ -59,7 +48,6 @@ pub(super) fn open(
         .unwrap_or_default();
     let mut request = Subscribe {
         remote: Some(conn.remote),
-        kill: conn.kill.clone(),
         private: grants.subscribe.clone(),
         expires_at: grants.expires_at,
         ..Subscribe::default()
@@ -102,84 +90,4 @@ pub(super) fn open(
         .admit(conn.remote.ip(), grants.subject.as_deref())?;
     let subscription = app.hub.subscribe(request)?;
     Ok(EventStream::new(subscription, admission))
-}
-
-/// The body of one stream: the first bytes, then live events coalesced into
-/// as few writes as possible. Heartbeats, and the last words of a stream the
-/// hub ends (maximum lifetime, token expiry, shutdown), come from the hub
-/// through the queue ([`crate::hub::Hub::tick_streams`]): an idle stream
-/// holds no timer of its own.
-pub(super) struct EventStream {
-    first: Option<Bytes>,
-    events: Option<crate::hub::queue::Receiver>,
-    /// Unregisters the subscriber when the stream is dropped.
-    _registration: Registration,
-    /// Releases the stream's place in the connection limits.
-    _admission: Admission,
-}
-
-impl EventStream {
-    fn new(subscription: Subscription, admission: Admission) -> EventStream {
-        EventStream {
-            first: Some(subscription.initial),
-            events: subscription.events,
-            _registration: subscription.registration,
-            _admission: admission,
-        }
-    }
-
-    /// Whether the hub asked for the connection to be closed without a word
-    /// (its reader is too slow).
-    pub(super) fn is_killed(&self) -> bool {
-        self.events.as_ref().is_some_and(|e| e.is_killed())
-    }
-
-    /// Ready once the hub asks for the connection to be closed; for a writer
-    /// blocked on a full socket.
-    pub(super) fn poll_killed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        match self.events.as_mut() {
-            Some(events) => events.poll_killed(cx),
-            None => Poll::Pending,
-        }
-    }
-}
-
-impl Stream for EventStream {
-    type Item = Result<Bytes, Infallible>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        if let Some(first) = this.first.take() {
-            return Poll::Ready(Some(Ok(first)));
-        }
-        let Some(events) = this.events.as_mut() else {
-            // Every topic was already finished: `initial` said it all.
-            return Poll::Ready(None);
-        };
-        match events.poll_recv(cx) {
-            Poll::Ready(Some(bytes)) => {
-                // Coalesce whatever else is already queued into this write.
-                let bytes = match events.try_recv() {
-                    Err(_) => bytes,
-                    Ok(next) => {
-                        let mut buf = BytesMut::with_capacity(bytes.len() + next.len());
-                        buf.extend_from_slice(&bytes);
-                        buf.extend_from_slice(&next);
-                        while buf.len() < MAX_WRITE {
-                            match events.try_recv() {
-                                Ok(more) => buf.extend_from_slice(&more),
-                                Err(_) => break,
-                            }
-                        }
-                        buf.freeze()
-                    }
-                };
-                Poll::Ready(Some(Ok(bytes)))
-            }
-            // Finished, replaced, disconnected or ended by the hub (after
-            // its last words, which were the last item queued).
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    }
 }

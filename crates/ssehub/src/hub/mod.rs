@@ -381,9 +381,6 @@ impl Hub {
                 tracing::debug!(subscriber = id, "dropping a subscriber that does not read");
                 self.dropped_slow.fetch_add(1, Relaxed);
                 sub.queue.kill();
-                if let Some(kill) = &sub.kill {
-                    kill.cancel();
-                }
             }
         }
     }
@@ -457,39 +454,42 @@ impl Hub {
         }
     }
 
-    /// The events a topic's history holds, oldest first.
-    pub fn topic_history(&self, topic: &str) -> Vec<Arc<Event>> {
-        self.state()
+    /// The events in the history of the topics `selectors` cover, in id
+    /// order: what a subscriber resuming from `earliest` is replayed, private
+    /// events included (the caller is the backend, not a subscriber). For
+    /// a backend that embeds the hub; over HTTP, subscribe with
+    /// `Last-Event-ID: earliest`. Copies pointers only, as many as history
+    /// holds for those topics.
+    pub fn history(&self, selectors: &[Selector]) -> Vec<Arc<Event>> {
+        let st = self.state();
+        let topics = subscribe::Topics::select(&st, selectors);
+        let everything = [Selector::All];
+        subscribe::Replay::collect(&st, &topics, subscribe::Resume::EARLIEST, &everything).events
+    }
+
+    /// How many open streams a public event published to `topic` now would
+    /// reach: those naming it, and those whose template or `*` matches it.
+    /// For a backend that embeds the hub, to publish only while someone
+    /// listens.
+    pub fn subscriber_count(&self, topic: &str) -> usize {
+        let st = self.state();
+        let exact = st
             .topics
             .get(topic)
-            .map(|t| t.history.iter().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    /// Known topics starting with `prefix` that no final event has closed.
-    pub fn open_topics_with_prefix(&self, prefix: &str) -> Vec<String> {
-        let st = self.state();
-        st.topics
+            .map(|t| &t.subscribers[..])
+            .unwrap_or_default();
+        let by_wildcard = st
+            .wildcard
             .iter()
-            .filter(|(name, t)| {
-                name.starts_with(prefix) && !t.finished && !st.pending_final.contains(*name)
-            })
-            .map(|(name, _)| name.clone())
-            .collect()
-    }
-
-    /// Whether anyone is listening to `topic` (exactly or by a wildcard).
-    pub fn has_subscribers(&self, topic: &str) -> bool {
-        let st = self.state();
-        st.topics
-            .get(topic)
-            .is_some_and(|t| !t.subscribers.is_empty())
-            || st.wildcard.iter().any(|id| {
+            .filter(|id| !exact.contains(id))
+            .filter(|id| {
                 st.subscribers[id]
                     .selectors
                     .iter()
                     .any(|s| s.matches(topic))
             })
+            .count();
+        exact.len() + by_wildcard
     }
 
     /// Connected clients, by client id.
@@ -756,6 +756,45 @@ mod tests {
         let (events, _) = parsed(&sub);
         let kinds: Vec<&str> = events.iter().map(|e| e.0.as_str()).collect();
         assert_eq!(kinds, ["message", "complete"]);
+    }
+
+    #[tokio::test]
+    async fn a_backend_reads_history_and_counts_listeners() {
+        let hub = hub(2);
+        for (topic, data) in [
+            ("chat/1", "a"),
+            ("chat/2", "b"),
+            ("other", "c"),
+            ("chat/1", "d"),
+        ] {
+            hub.publish(publish(&[topic], data)).await.unwrap();
+        }
+        let mut secret = publish(&["chat/2"], "private");
+        secret.private = true;
+        hub.publish(secret).await.unwrap();
+        hub.publish(publish(&["chat/1"], "e")).await.unwrap();
+        // What history holds (two per topic here), private included, in id
+        // order, for the topics the selector covers.
+        let chats = Selector::parse("chat/{id}").unwrap();
+        let data: Vec<String> = hub
+            .history(std::slice::from_ref(&chats))
+            .iter()
+            .map(|e| e.data.clone())
+            .collect();
+        assert_eq!(data, ["b", "d", "private", "e"]);
+        assert!(hub.history(&[Selector::parse("none").unwrap()]).is_empty());
+
+        assert_eq!(hub.subscriber_count("chat/1"), 0);
+        let _exact = hub.subscribe(subscribe(&["chat/1"], None)).unwrap();
+        let _both = hub
+            .subscribe(subscribe(&["chat/1", "chat/{id}"], None))
+            .unwrap();
+        let _wildcard = hub.subscribe(subscribe(&["*"], None)).unwrap();
+        assert_eq!(hub.subscriber_count("chat/1"), 3);
+        assert_eq!(hub.subscriber_count("chat/9"), 2);
+        assert_eq!(hub.subscriber_count("other"), 1);
+        drop(_exact);
+        assert_eq!(hub.subscriber_count("chat/1"), 2);
     }
 
     #[tokio::test]

@@ -10,7 +10,8 @@
 //! stream after what is queued, [`Sender::end`] does the same after some
 //! last words to the client (why, and when to reconnect), and
 //! [`Sender::kill`] asks the writer to drop the connection at once (a
-//! subscriber too slow to read anything more). And the queue counts how long
+//! subscriber too slow to read anything more), whichever transport carries
+//! it. And the queue counts how long
 //! it has been quiet, so the hub's periodic tick can send heartbeats
 //! ([`Sender::beat_if_quiet`]). That way a connection needs no timer and no
 //! cancellation handle of its own.
@@ -67,6 +68,15 @@ struct Inner {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn poll_killed(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut inner = self.lock();
+        if self.killed.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        register(&mut inner.waker, cx);
+        Poll::Pending
     }
 
     /// Changes the state under the lock, then wakes the writer.
@@ -203,12 +213,17 @@ impl Receiver {
     /// Ready once the hub asks for the connection to be closed; for a writer
     /// waiting on a socket that may never drain.
     pub fn poll_killed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let mut inner = self.shared.lock();
-        if self.is_killed() {
-            return Poll::Ready(());
+        self.shared.poll_killed(cx)
+    }
+
+    /// A handle that sees the hub's kill of this stream, for a connection
+    /// that must close its socket while the writer itself is not polled
+    /// (hyper does not poll a body while its socket does not drain). It must
+    /// be polled by the writer's own task: the queue keeps one waker.
+    pub fn kill_signal(&self) -> KillSignal {
+        KillSignal {
+            shared: self.shared.clone(),
         }
-        register(&mut inner.waker, cx);
-        Poll::Pending
     }
 
     /// The next event, if one is waiting.
@@ -219,6 +234,18 @@ impl Receiver {
             None if inner.sender_gone => Err(TryRecvError::Disconnected),
             None => Err(TryRecvError::Empty),
         }
+    }
+}
+
+/// See [`Receiver::kill_signal`].
+pub struct KillSignal {
+    shared: Arc<Shared>,
+}
+
+impl KillSignal {
+    /// Ready once the hub asks for the connection to be closed.
+    pub fn poll_killed(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.shared.poll_killed(cx)
     }
 }
 
@@ -316,6 +343,18 @@ mod tests {
         tokio::task::yield_now().await;
         tx.kill();
         waiter.await.unwrap();
+    }
+
+    #[test]
+    fn a_kill_signal_sees_the_kill_without_the_receiver() {
+        let (tx, rx) = queue(4);
+        let signal = rx.kill_signal();
+        let mut cx = Context::from_waker(Waker::noop());
+        assert_eq!(signal.poll_killed(&mut cx), Poll::Pending);
+        tx.kill();
+        assert_eq!(signal.poll_killed(&mut cx), Poll::Ready(()));
+        drop(rx);
+        assert_eq!(signal.poll_killed(&mut cx), Poll::Ready(()));
     }
 
     #[tokio::test]

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use smallvec::SmallVec;
-use tokio_util::sync::CancellationToken;
 
 use super::{Event, Selector};
 use crate::store::Batch;
@@ -114,9 +113,6 @@ pub(super) struct Subscriber {
     pub wildcard: bool,
     pub client_id: Option<String>,
     pub queue: super::queue::Sender,
-    /// Closes the connection itself (a slow reader may never read again)
-    /// when its writer does not watch the queue for a kill.
-    pub kill: Option<CancellationToken>,
     pub connected_at: SystemTime,
     /// When the stream must end, and why: the earliest of its maximum
     /// lifetime and its token's expiry.

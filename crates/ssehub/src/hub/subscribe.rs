@@ -95,7 +95,6 @@ impl Hub {
                 wildcard: topics.wildcard,
                 client_id: request.client_id.take(),
                 queue,
-                kill: request.kill.take(),
                 connected_at: now,
                 ends: self.deadline(request.expires_at, now),
                 remote: request.remote,
@@ -144,6 +143,12 @@ pub(super) enum Resume {
 }
 
 impl Resume {
+    /// `Last-Event-ID: earliest`: everything history holds.
+    pub(super) const EARLIEST: Resume = Resume::After {
+        seq: 0,
+        check_gaps: false,
+    };
+
     /// Step 1: the position of `Last-Event-ID` among the events the hub has
     /// applied. A publisher's id is looked up; a hub-assigned one is its
     /// seq, as long as the hub has got that far.
@@ -152,10 +157,7 @@ impl Resume {
             return Resume::Fresh;
         };
         if id == "earliest" {
-            return Resume::After {
-                seq: 0,
-                check_gaps: false,
-            };
+            return Resume::EARLIEST;
         }
         if let Some(&seq) = st.ids.get(id) {
             return Resume::After {
@@ -174,7 +176,7 @@ impl Resume {
 }
 
 /// The topics a subscription covers at the moment it registers.
-struct Topics {
+pub(super) struct Topics {
     /// The topics it names exactly, as given.
     exact: Vec<String>,
     /// Whether it has a template or `*` selector.
@@ -185,7 +187,7 @@ struct Topics {
 }
 
 impl Topics {
-    fn select(st: &State, selectors: &[Selector]) -> Topics {
+    pub(super) fn select(st: &State, selectors: &[Selector]) -> Topics {
         let exact: Vec<String> = selectors
             .iter()
             .filter_map(|s| s.exact().map(str::to_owned))
@@ -210,9 +212,9 @@ impl Topics {
 }
 
 /// What a stream is sent before live events.
-struct Replay {
+pub(super) struct Replay {
     /// In seq order, each once, only what the subscriber may see.
-    events: Vec<Arc<Event>>,
+    pub(super) events: Vec<Arc<Event>>,
     /// Topics whose history no longer covers the client's position.
     gapped: Vec<String>,
 }
@@ -221,7 +223,12 @@ impl Replay {
     /// Step 2: for a fresh subscriber the retained states of its topics; for
     /// a resuming one every later event in their histories, and where history
     /// was trimmed past its position, the current state and what followed it.
-    fn collect(st: &State, topics: &Topics, resume: Resume, private: &[Selector]) -> Replay {
+    pub(super) fn collect(
+        st: &State,
+        topics: &Topics,
+        resume: Resume,
+        private: &[Selector],
+    ) -> Replay {
         let mut events: Vec<Arc<Event>> = Vec::new();
         let mut gapped = Vec::new();
         for name in &topics.matched {

@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio_util::sync::CancellationToken;
 
 use super::{CLIENT_TOPIC_PREFIX, Hub, Selector, TopicLimits, client_topic};
 
@@ -22,9 +21,6 @@ pub struct Subscribe {
     pub private: Vec<Selector>,
     /// The peer address, for the admin API.
     pub remote: Option<SocketAddr>,
-    /// Cancelled by the hub to close the connection of a slow reader, for a
-    /// stream whose writer does not watch the queue for that (hyper's).
-    pub kill: Option<CancellationToken>,
     /// When the subscriber's token expires: the hub ends the stream then.
     pub expires_at: Option<std::time::SystemTime>,
 }
