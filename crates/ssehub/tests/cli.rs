@@ -73,14 +73,23 @@ async fn publish_and_subscribe_commands_work_against_a_running_hub() {
     ] {
         let mut args = vec!["publish", "--hub", &url, "-t", "tasks/7", "-d", data];
         args.extend(extra);
+        // The subscriber lives through a lifetime reconnect before each
+        // publish: its stream ends every 300 ms, and it comes back.
+        let http = reqwest::Client::new();
+        let opened = common::wait_for_stats(&http, &url, "a subscriber", |s| s["connections"] == 1)
+            .await["opened"]
+            .as_u64()
+            .unwrap();
+        common::wait_for_stats(&http, &url, "a reconnect", |s| {
+            s["connections"] == 1 && s["opened"].as_u64() > Some(opened)
+        })
+        .await;
         let out = ssehub(&args);
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        // Let the subscriber live through a lifetime reconnect in between.
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
     // Data from stdin.
     let mut child = Command::new(env!("CARGO_BIN_EXE_ssehub"))

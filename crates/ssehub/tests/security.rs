@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
-use common::{TestHub, raw_stream, start};
+use common::{RawStream, TestHub, start};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -415,63 +415,65 @@ async fn private_updates_reach_only_subscribers_whose_token_covers_them() {
     );
     let url = format!("{}?match=orders/{{id}}", hub.endpoint());
     let cookie = format!("mercureAuthorization={reader_of_1}");
-    let streams = [
-        tokio::spawn(raw_stream_owned(url.clone(), vec![])),
-        tokio::spawn(raw_stream_owned(
-            url.clone(),
-            vec![("cookie".into(), cookie)],
-        )),
-        tokio::spawn(raw_stream_owned(
-            url.clone(),
-            vec![("authorization".into(), bearer(&reader_of_all))],
-        )),
+    let authorization = bearer(&reader_of_all);
+    let mut streams = [
+        RawStream::open(&url, &[]).await,
+        RawStream::open(&url, &[("cookie", &cookie)]).await,
+        RawStream::open(&url, &[("authorization", &authorization)]).await,
     ];
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    hub.wait_for_hub("3 streams", |s| s.connections == 3).await;
     for body in [
         "topic=orders/1&data=public-1",
         "topic=orders/1&data=secret-1&private=on",
         "topic=orders/2&data=secret-2&private=on",
+        // Public, and last: once a stream has it, it has all it will get.
+        "topic=orders/3&data=the-end",
     ] {
         assert_eq!(publish_with(&hub, Some(&publisher), body).await.0, 200);
     }
-    let mut bodies = Vec::new();
-    for stream in streams {
-        bodies.push(stream.await.unwrap());
-    }
     let saw = |body: &str, data: &str| body.contains(&format!("data: {data}\n"));
+    let mut bodies = Vec::new();
+    for stream in &mut streams {
+        let body = stream
+            .read_until("the last event", |b| saw(b, "the-end"))
+            .await;
+        bodies.push(body.to_owned());
+    }
     // Anonymous: public only.
     assert!(
-        saw(&bodies[0], "public-1") && !saw(&bodies[0], "secret-1") && !saw(&bodies[0], "secret-2")
+        saw(&bodies[0], "public-1") && !saw(&bodies[0], "secret-1") && !saw(&bodies[0], "secret-2"),
+        "{}",
+        bodies[0]
     );
     // Cookie token for orders/1.
     assert!(
-        saw(&bodies[1], "public-1") && saw(&bodies[1], "secret-1") && !saw(&bodies[1], "secret-2")
+        saw(&bodies[1], "public-1") && saw(&bodies[1], "secret-1") && !saw(&bodies[1], "secret-2"),
+        "{}",
+        bodies[1]
     );
     // Header token for orders/:id.
-    assert!(saw(&bodies[2], "secret-1") && saw(&bodies[2], "secret-2"));
+    assert!(
+        saw(&bodies[2], "secret-1") && saw(&bodies[2], "secret-2"),
+        "{}",
+        bodies[2]
+    );
 
     // Replay applies the same rule.
-    let replay = raw_stream(
+    let mut replay = RawStream::open(
         &format!(
             "{}?match=orders/{{id}}&lastEventID=earliest",
             hub.endpoint()
         ),
-        &[("cookie", &format!("mercureAuthorization={reader_of_1}"))],
-        Duration::from_millis(300),
+        &[("cookie", &cookie)],
     )
     .await;
+    let replay = replay
+        .read_until("the replay's last event", |b| saw(b, "the-end"))
+        .await;
     assert!(
-        saw(&replay, "secret-1") && !saw(&replay, "secret-2"),
+        saw(replay, "public-1") && saw(replay, "secret-1") && !saw(replay, "secret-2"),
         "{replay}"
     );
-}
-
-async fn raw_stream_owned(url: String, headers: Vec<(String, String)>) -> String {
-    let headers: Vec<(&str, &str)> = headers
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
-    raw_stream(&url, &headers, Duration::from_millis(900)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -571,11 +573,12 @@ async fn a_subscription_ends_when_its_token_expires() {
     let hub = secured(|_| {}).await;
     let token = hs256(SUBSCRIBER_SECRET, json!({"exp": now() + 2}));
     let started = Instant::now();
-    let body = raw_stream(
+    let body = RawStream::open(
         &format!("{}?match=x", hub.endpoint()),
         &[("authorization", &bearer(&token))],
-        Duration::from_secs(8),
     )
+    .await
+    .read_to_end()
     .await;
     assert!(
         body.ends_with(": the token has expired; reconnect with a fresh one\n"),

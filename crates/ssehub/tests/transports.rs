@@ -21,6 +21,21 @@ enum Path {
     Hyper,
 }
 
+/// Two tests of one check, one per path, each named for its path.
+macro_rules! on_each_path {
+    ($check:ident: $direct:ident, $hyper:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $direct() {
+            $check(Path::Direct).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $hyper() {
+            $check(Path::Hyper).await;
+        }
+    };
+}
+
 /// A raw HTTP/1.1 client connection, reading exactly what the hub sends.
 struct Raw {
     socket: TcpStream,
@@ -206,15 +221,9 @@ async fn a_stream_carries_the_same_bytes(path: Path) {
     hub.wait_for_stat("connections", 0).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn direct_path_carries_the_stream_and_ends_it_cleanly() {
-    a_stream_carries_the_same_bytes(Path::Direct).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hyper_path_carries_the_stream_and_ends_it_cleanly() {
-    a_stream_carries_the_same_bytes(Path::Hyper).await;
-}
+on_each_path!(a_stream_carries_the_same_bytes:
+    direct_path_carries_the_stream_and_ends_it_cleanly,
+    hyper_path_carries_the_stream_and_ends_it_cleanly);
 
 /// A refused subscription gets the same status, JSON body and CORS headers
 /// on either path.
@@ -283,12 +292,6 @@ async fn a_stalled_reader_is_dropped_and_closed(path: Path) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn direct_path_closes_a_stalled_reader_the_hub_dropped() {
-    a_stalled_reader_is_dropped_and_closed(Path::Direct).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hyper_path_closes_a_stalled_reader_the_hub_dropped() {
-    a_stalled_reader_is_dropped_and_closed(Path::Hyper).await;
-}
+on_each_path!(a_stalled_reader_is_dropped_and_closed:
+    direct_path_closes_a_stalled_reader_the_hub_dropped,
+    hyper_path_closes_a_stalled_reader_the_hub_dropped);

@@ -109,6 +109,23 @@ impl TestHub {
         self.client.connect(&options).await.expect("connect")
     }
 
+    /// Waits until the hub's own counters satisfy `done` (in-process, so it
+    /// works without admin credentials too).
+    pub async fn wait_for_hub(&self, wanted: &str, done: impl Fn(&ssehub::hub::Stats) -> bool) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let stats = self.server.hub.stats();
+            if done(&stats) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "waited for {wanted}: {stats:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Waits until a stats field reaches a value.
     pub async fn wait_for_stat(&self, field: &str, value: u64) {
         let wanted = format!("stats.{field} to reach {value}");
@@ -167,20 +184,78 @@ pub async fn events_until_end(connection: &mut Connection) -> Vec<ParsedEvent> {
     }
 }
 
-/// Reads the raw body of a stream for `duration` and returns it as text.
-pub async fn raw_stream(url: &str, headers: &[(&str, &str)], duration: Duration) -> String {
-    let client = reqwest::Client::new();
-    let mut request = client.get(url);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
+/// An event stream read as text: the body of the answer, after HTTP's own
+/// framing, exactly as the hub wrote it.
+pub struct RawStream {
+    pub response: reqwest::Response,
+    pub body: String,
+}
+
+impl RawStream {
+    /// Subscribes at `url` with `headers`; the answer's head has arrived.
+    pub async fn open(url: &str, headers: &[(&str, &str)]) -> RawStream {
+        let mut request = reqwest::Client::new().get(url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = tokio::time::timeout(PATIENCE, request.send())
+            .await
+            .expect("the answer's head in time")
+            .expect("subscribe");
+        RawStream {
+            response,
+            body: String::new(),
+        }
     }
-    let mut response = request.send().await.expect("subscribe");
-    let mut body = Vec::new();
-    let deadline = tokio::time::Instant::now() + duration;
-    while let Ok(Ok(Some(chunk))) = tokio::time::timeout_at(deadline, response.chunk()).await {
-        body.extend_from_slice(&chunk);
+
+    /// Reads until `done` holds for the body (what was `wanted`), and returns
+    /// the body; fails the test after [`PATIENCE`], or if the stream ends
+    /// first.
+    pub async fn read_until(&mut self, wanted: &str, done: impl Fn(&str) -> bool) -> &str {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while !done(&self.body) {
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
+                .await
+                .unwrap_or_else(|_| panic!("waited for {wanted}: {:?}", self.body))
+                .expect("the stream broke");
+            let chunk = chunk
+                .unwrap_or_else(|| panic!("the stream ended before {wanted}: {:?}", self.body));
+            self.body
+                .push_str(std::str::from_utf8(&chunk).expect("utf-8 stream"));
+        }
+        &self.body
     }
-    String::from_utf8(body).expect("utf-8 stream")
+
+    /// Reads until the hub ends the stream; fails the test after
+    /// [`PATIENCE`].
+    pub async fn read_to_end(mut self) -> String {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
+                .await
+                .unwrap_or_else(|_| panic!("the stream did not end: {:?}", self.body))
+                .expect("the stream broke");
+            match chunk {
+                Some(chunk) => self
+                    .body
+                    .push_str(std::str::from_utf8(&chunk).expect("utf-8 stream")),
+                None => return self.body,
+            }
+        }
+    }
+}
+
+/// Waits until a connection knows its resume position (the hub sends one
+/// in a stream's first bytes, before any event), and returns it.
+pub async fn wait_for_position(connection: &mut Connection) -> String {
+    while connection.last_event_id().is_empty() {
+        tokio::time::timeout(PATIENCE, connection.next())
+            .await
+            .expect("the stream's first bytes in time")
+            .expect("stream still open")
+            .expect("no stream error");
+    }
+    connection.last_event_id().to_owned()
 }
 
 pub fn data_of(events: &[ParsedEvent]) -> Vec<&str> {
