@@ -93,7 +93,6 @@ pub async fn run(servers: &ServerArgs, args: IdleArgs) -> Result<(), Box<dyn std
         )?;
         table.push_str(&format!("\n![memory per idle connection]({chart})\n"));
         write_section(path, "idle", &table)?;
-        println!("wrote {}", path.display());
     }
     Ok(())
 }

@@ -142,7 +142,7 @@ async fn run_load(
             report::load_table(&results, shape == load::Shape::Resume)
         );
         report::write_section(path, name, &text)?;
-        println!("wrote {} and {}", path.display(), svg_path.display());
+        println!("wrote {}", svg_path.display());
     }
     Ok(())
 }

@@ -75,7 +75,6 @@ pub async fn run(
             rows.concat()
         );
         write_section(path, "publish", &table)?;
-        println!("wrote {}", path.display());
     }
     Ok(())
 }

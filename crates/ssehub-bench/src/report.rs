@@ -186,7 +186,9 @@ pub fn write_section(path: &Path, name: &str, results: &str) -> std::io::Result<
         _ => format!("{text}\n{body}\n"),
     };
     let mut file = std::fs::File::create(path)?;
-    file.write_all(updated.as_bytes())
+    file.write_all(updated.as_bytes())?;
+    println!("wrote {}", path.display());
+    Ok(())
 }
 
 /// CPU model, cores, memory and kernel, from /proc.

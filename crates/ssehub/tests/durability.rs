@@ -261,10 +261,14 @@ async fn the_data_directory_stays_bounded_under_sustained_publishing() {
 fn a_damaged_data_file_stops_startup_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("history.redb"), vec![0x42; 10_000]).unwrap();
-    let data_dir = dir.path().display().to_string();
-    let error = match try_spawn_hub(&["--store", "durable", "--data-dir", &data_dir]) {
-        Ok(_) => panic!("the hub started on a damaged file"),
-        Err(stderr) => stderr,
+    assert_startup_refused(dir.path(), "a damaged file");
+}
+
+/// Starting a hub on `dir` fails, naming the data file and what to do.
+fn assert_startup_refused(dir: &std::path::Path, what: &str) {
+    let data_dir = dir.display().to_string();
+    let Err(error) = try_spawn_hub(&["--store", "durable", "--data-dir", &data_dir]) else {
+        panic!("the hub started on {what}");
     };
     assert!(error.contains("history.redb"), "{error}");
     assert!(error.contains("move the file aside"), "{error}");
@@ -288,13 +292,6 @@ async fn a_truncated_data_file_stops_startup_with_a_clear_message() {
     let handle = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
     handle.set_len(len / 3).unwrap();
     drop(handle);
-    let data_dir = dir.path().display().to_string();
-    // redb refuses a file cut short of the layout it recorded, every time;
-    // the hub says which file, and what to do.
-    let error = match try_spawn_hub(&["--store", "durable", "--data-dir", &data_dir]) {
-        Ok(_) => panic!("the hub started on a truncated file"),
-        Err(stderr) => stderr,
-    };
-    assert!(error.contains("history.redb"), "{error}");
-    assert!(error.contains("move the file aside"), "{error}");
+    // redb refuses a file cut short of the layout it recorded, every time.
+    assert_startup_refused(dir.path(), "a truncated file");
 }

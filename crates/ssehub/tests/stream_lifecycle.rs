@@ -247,21 +247,14 @@ async fn a_second_connection_with_the_same_client_id_replaces_the_first() {
     assert_eq!(next_event(&mut bob).await.data, "for everyone");
 
     // Disconnect a client.
-    let response = hub
-        .http
-        .delete(format!("{}/v1/clients/alice", hub.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 204);
+    let disconnect = || async {
+        let url = format!("{}/v1/clients/alice", hub.url);
+        hub.http.delete(url).send().await.unwrap()
+    };
+    assert_eq!(disconnect().await.status(), 204);
     let rest = events_until_end(&mut second).await;
     assert_eq!(data_of(&rest), ["for everyone"]);
-    let response = hub
-        .http
-        .delete(format!("{}/v1/clients/alice", hub.url))
-        .send()
-        .await
-        .unwrap();
+    let response = disconnect().await;
     assert_eq!(response.status(), 404);
     let json: serde_json::Value = response.json().await.unwrap();
     assert_eq!(json["error"], "client_not_found");

@@ -27,12 +27,25 @@ const fn value<T>(value_name: &'static str, parse: fn(&str) -> Result<T, String>
     }
 }
 
+/// `text` as a `T`, or that it is not `what`.
+fn parsed<T: FromStr>(text: &str, what: &str) -> Result<T, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not {what}"))
+}
+
+/// `value`, unless it is zero.
+fn positive<T: PartialEq + Default>(value: T) -> Result<T, String> {
+    if value == T::default() {
+        return Err("must be greater than 0".to_owned());
+    }
+    Ok(value)
+}
+
 /// `127.0.0.1:8080`, `[::]:80`.
 pub const fn address() -> Parser<SocketAddr> {
     value("ADDR", |text| {
-        text.trim()
-            .parse()
-            .map_err(|_| format!("{text:?} is not an address like 127.0.0.1:8080"))
+        parsed(text, "an address like 127.0.0.1:8080")
     })
 }
 
@@ -104,30 +117,17 @@ pub const fn switch() -> Parser<bool> {
 
 /// A whole number, 0 included.
 pub const fn count<T: FromStr>() -> Parser<T> {
-    value("N", |text| {
-        text.trim()
-            .parse()
-            .map_err(|_| format!("{text:?} is not a whole number"))
-    })
+    value("N", |text| parsed(text, "a whole number"))
 }
 
 /// A whole number greater than 0.
 pub const fn positive_count() -> Parser<usize> {
-    value("N", |text| {
-        let n = (count::<usize>().parse)(text)?;
-        if n == 0 {
-            return Err("must be greater than 0".to_owned());
-        }
-        Ok(n)
-    })
+    value("N", |text| positive(parsed(text, "a whole number")?))
 }
 
 /// A size greater than 0: `65536`, `64KiB`, `1MiB`, `1MB`.
 pub const fn size() -> Parser<usize> {
-    value("SIZE", |text| match parse_size(text)? {
-        0 => Err("must be greater than 0".to_owned()),
-        n => Ok(n),
-    })
+    value("SIZE", |text| positive(parse_size(text)?))
 }
 
 /// A duration, 0 included: `500ms`, `15s`, `30m`, `1h`, `0`.
@@ -137,10 +137,7 @@ pub const fn duration() -> Parser<Duration> {
 
 /// A duration greater than 0.
 pub const fn positive_duration() -> Parser<Duration> {
-    value("DURATION", |text| match parse_duration(text)? {
-        Duration::ZERO => Err("must be greater than 0".to_owned()),
-        d => Ok(d),
-    })
+    value("DURATION", |text| positive(parse_duration(text)?))
 }
 
 /// A duration, or `0` for never.

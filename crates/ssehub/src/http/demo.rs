@@ -56,13 +56,21 @@ pub async fn upload(
     }
     let code = upload::start(app.hub.clone(), files, demo.pace)
         .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e))?;
+        .map_err(unavailable)?;
     let topic = upload::topic(&code);
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "code": code, "topic": topic })),
-    )
-        .into_response())
+    Ok(accepted(
+        serde_json::json!({ "code": code, "topic": topic }),
+    ))
+}
+
+/// The demo's first publish failed: nothing was started.
+fn unavailable(reason: String) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", reason)
+}
+
+/// `202` with what the page needs to follow the work.
+fn accepted(body: serde_json::Value) -> Response {
+    (StatusCode::ACCEPTED, Json(body)).into_response()
 }
 
 fn bad_upload(err: axum::extract::multipart::MultipartError) -> ApiError {
@@ -88,13 +96,9 @@ pub async fn ask(State(app): State<AppState>, body: Json<Question>) -> Result<Re
     }
     let id = chat::ask(app.hub.clone(), demo, question, app.closing.clone())
         .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e))?;
+        .map_err(unavailable)?;
     let topic = chat::topic(&id);
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "id": id, "topic": topic })),
-    )
-        .into_response())
+    Ok(accepted(serde_json::json!({ "id": id, "topic": topic })))
 }
 
 fn demos_off() -> ApiError {
