@@ -127,7 +127,7 @@ settings! {
     subscriber_jwt_key: Option<String> = "", optional_text, secret;
     /// The one JWT algorithm accepted: HS256, HS384, HS512, RS256, ..., ES256, ES384, PS256,
     /// ..., EdDSA.
-    jwt_alg: String = "HS256", text;
+    jwt_alg: String = "HS256", jwt_algorithm;
     /// Require this `aud` in tokens.
     jwt_audience: Option<String> = "", optional_text;
     /// Require this `iss` in tokens.
@@ -145,7 +145,7 @@ settings! {
     admin_token: Option<String> = "", admin_token, secret;
     /// Origin allowed by CORS, e.g. https://app.example.com (repeat, or separate with commas;
     /// `*` for any, without cookies).
-    cors_origins: Vec<String> = "", list, flag = "cors-origin";
+    cors_origins: Vec<String> = "", origins, flag = "cors-origin";
     /// Open streams in all; 0 for no limit.
     max_connections: usize = "100000", count;
     /// Open streams per client address; 0 for no limit.
@@ -397,16 +397,18 @@ impl clap::FromArgMatches for ServeArgs {
                 Some(clap::parser::ValueSource::EnvVariable) => Source::Env,
                 _ => continue,
             };
-            let values: Vec<&String> = matches
+            let values: Vec<&str> = matches
                 .get_many::<String>(setting.field)
                 .into_iter()
                 .flatten()
+                .map(String::as_str)
                 .collect();
-            let text = values
-                .iter()
-                .map(|v| v.as_str())
-                .collect::<Vec<_>>()
-                .join(",");
+            let text = values.join(",");
+            // An empty variable (`SSEHUB_HEARTBEAT=`) is as if it were unset,
+            // as container and service managers often pass them.
+            if source == Source::Env && text.is_empty() {
+                continue;
+            }
             args.given.push((setting, text, source));
         }
         Ok(args)
@@ -442,14 +444,15 @@ impl clap::Args for ServeArgs {
                 "" => help.to_owned(),
                 default => format!("{help} [default: {default}]"),
             };
-            let validate = value_check(setting);
+            // Values are kept as text and checked in `resolve`, with the
+            // others: its message names where a bad value came from (flag,
+            // variable or file), and never repeats a secret.
             let mut arg = Arg::new(setting.field)
                 .long(setting.flag())
                 .env(setting.env())
                 .value_name(setting.value_name)
                 .help(help)
-                .hide_env_values(setting.is_secret())
-                .value_parser(validate);
+                .hide_env_values(setting.is_secret());
             arg = match setting.kind {
                 Kind::Value => arg,
                 Kind::Switch => arg.num_args(0..=1).default_missing_value("true"),
@@ -461,24 +464,6 @@ impl clap::Args for ServeArgs {
 
     fn augment_args_for_update(command: clap::Command) -> clap::Command {
         ServeArgs::augment_args(command)
-    }
-}
-
-/// Checks a flag's (or variable's) value when the command line is parsed, so
-/// a bad one is a usage error naming the flag; the value is kept as text
-/// and parsed again, with the others, in [`ServeArgs::resolve`].
-fn value_check(setting: &'static Setting) -> impl Fn(&str) -> Result<String, String> + Clone {
-    move |text: &str| {
-        let probe = ServeArgs::default().with(&setting.key(), text);
-        match Config::from_chosen(&probe.choose().map_err(|e| e.to_string())?) {
-            Ok(_) => Ok(text.to_owned()),
-            // Only this setting's own message, without the flag's name,
-            // which clap adds.
-            Err(ConfigError::Invalid(message)) => Err(message
-                .split_once(": ")
-                .map_or(message.clone(), |(_, m)| m.to_owned())),
-            Err(other) => Err(other.to_string()),
-        }
     }
 }
 
@@ -517,7 +502,17 @@ fn read_file(path: &Path) -> Result<Vec<(&'static Setting, String)>, ConfigError
         path: path.to_owned(),
         source,
     })?;
-    let table: toml::Table = toml::from_str(&text).map_err(|e| parse_error(e.to_string()))?;
+    // The error's own text quotes the offending line, which may hold a
+    // secret: say only where it is and what is wrong.
+    let table: toml::Table = toml::from_str(&text).map_err(|e| {
+        let at = e.span().map_or(String::new(), |span| {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: ")
+        });
+        parse_error(format!("{at}{}", e.message()))
+    })?;
     let mut values = Vec::new();
     for (key, value) in table {
         let Some(setting) = SETTINGS.iter().find(|s| s.key() == key) else {
@@ -733,14 +728,25 @@ mod tests {
     }
 
     #[test]
-    fn bad_flag_values_are_usage_errors_naming_the_flag() {
-        let err = serve(&["--heartbeat", "soon"]).unwrap_err().to_string();
-        assert!(err.contains("--heartbeat"), "{err}");
-        assert!(err.contains("is not a duration"), "{err}");
-        let err = serve(&["--admin-token", "short"]).unwrap_err().to_string();
-        assert!(err.contains("at least 16 characters"), "{err}");
-        let err = serve(&["--store", "floppy"]).unwrap_err().to_string();
-        assert!(err.contains("durable or memory"), "{err}");
+    fn bad_values_name_their_flag_and_never_repeat_a_secret() {
+        let err = |args: &[&str]| serve(args).unwrap().resolve().unwrap_err().to_string();
+        let bad = err(&["--heartbeat", "soon"]);
+        assert!(
+            bad.starts_with("--heartbeat: \"soon\" is not a duration"),
+            "{bad}"
+        );
+        let bad = err(&["--admin-token", "short-secret"]);
+        assert_eq!(bad, "--admin-token: must be at least 16 characters");
+        let bad = err(&["--store", "floppy"]);
+        assert!(bad.contains("durable or memory"), "{bad}");
+        let bad = err(&["--max-lifetime", "300000000000years"]);
+        assert!(bad.contains("longer than 100 years"), "{bad}");
+        let bad = err(&["--jwt-alg", "none"]);
+        assert!(bad.contains("is not a JWT algorithm"), "{bad}");
+        let (_dir, path) = temp_file("secret.toml", "admin-token = \"unterminated-secret\n");
+        let bad = err(&["--config", &path]);
+        assert!(bad.contains("line 1, column"), "{bad}");
+        assert!(!bad.contains("unterminated-secret"), "{bad}");
     }
 
     #[test]

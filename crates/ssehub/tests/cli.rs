@@ -210,7 +210,7 @@ fn serve_takes_each_setting_from_flag_then_environment_then_file_then_default() 
     let again = String::from_utf8_lossy(&again.stdout).into_owned();
     assert!(again.contains("heartbeat = \"2s\""), "{again}");
 
-    // A bad value names where it came from.
+    // A bad value names where it came from, and an empty variable is unset.
     let bad = Command::new(env!("CARGO_BIN_EXE_ssehub"))
         .args(["serve", "--print-config"])
         .env("SSEHUB_QUEUE_SIZE", "0")
@@ -219,8 +219,16 @@ fn serve_takes_each_setting_from_flag_then_environment_then_file_then_default() 
     assert!(!bad.status.success());
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(
-        stderr.contains("SSEHUB_QUEUE_SIZE") || stderr.contains("--queue-size"),
+        stderr.contains("SSEHUB_QUEUE_SIZE: must be greater than 0"),
         "{stderr}"
     );
-    assert!(stderr.contains("must be greater than 0"), "{stderr}");
+    let empty = Command::new(env!("CARGO_BIN_EXE_ssehub"))
+        .args(["serve", "--print-config"])
+        .env("SSEHUB_HEARTBEAT", "")
+        .env("SSEHUB_DEV", "")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&empty.stdout);
+    assert!(text.contains("heartbeat = \"15s\"  # default"), "{text}");
+    assert!(text.contains("dev = \"false\"  # default"), "{text}");
 }

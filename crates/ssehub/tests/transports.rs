@@ -295,3 +295,41 @@ async fn a_stalled_reader_is_dropped_and_closed(path: Path) {
 on_each_path!(a_stalled_reader_is_dropped_and_closed:
     direct_path_closes_a_stalled_reader_the_hub_dropped,
     hyper_path_closes_a_stalled_reader_the_hub_dropped);
+
+/// The same when the stream's very first bytes (a replay of a large
+/// history) do not fit in the socket: hyper then never polls the stream
+/// again, and only its connection task can see the kill. Several rounds, as
+/// the order in which that task first looks is not fixed.
+async fn a_stalled_replay_is_dropped_and_closed(path: Path) {
+    let hub = start(|c| {
+        c.queue_size = 8;
+        c.history_size = 100;
+    })
+    .await;
+    let payload = "r".repeat(100 * 1024);
+    for i in 0..40 {
+        hub.publish("replay", &format!("{i}:{payload}")).await;
+    }
+    for round in 1..=6u64 {
+        let mut stalled = Raw::for_path(hub.server.addr, path, Some(1024)).await;
+        let (status, headers) = stalled.subscribe("match=replay&lastEventID=earliest").await;
+        assert_eq!(status, 200);
+        assert_fingerprint(path, &headers);
+        hub.wait_for_stat("connections", 1).await;
+        for i in 0..12 {
+            hub.publish("replay", &format!("live {round}.{i}")).await;
+        }
+        hub.wait_for_stat("dropped_slow", round).await;
+        // Gone from the hub while the reader still reads nothing: the socket
+        // was dropped (what it held is still in flight, then the end).
+        hub.wait_for_stat("connections", 0).await;
+        assert!(
+            stalled.is_closed().await,
+            "round {round}: the stalled connection on the {path:?} path was not closed"
+        );
+    }
+}
+
+on_each_path!(a_stalled_replay_is_dropped_and_closed:
+    direct_path_closes_a_reader_stalled_by_its_replay,
+    hyper_path_closes_a_reader_stalled_by_its_replay);

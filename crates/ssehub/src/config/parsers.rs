@@ -135,6 +135,45 @@ pub const fn duration() -> Parser<Duration> {
     value("DURATION", parse_duration)
 }
 
+/// The one JWT algorithm accepted, by its JOSE name.
+pub const fn jwt_algorithm() -> Parser<String> {
+    value("ALG", |text| {
+        jsonwebtoken::Algorithm::from_str(text)
+            .map(|_| text.to_owned())
+            .map_err(|_| {
+                format!(
+                    "{text:?} is not a JWT algorithm: use HS256, HS384, HS512, RS256, RS384, \
+                     RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA"
+                )
+            })
+    })
+}
+
+/// CORS origins: `*`, or origins such as `https://app.example.com:8443`
+/// (scheme, host and port; no path), separated by commas.
+pub const fn origins() -> Parser<Vec<String>> {
+    Parser {
+        parse: |text| {
+            let origins = (list().parse)(text)?;
+            for origin in &origins {
+                let host = origin
+                    .strip_prefix("https://")
+                    .or_else(|| origin.strip_prefix("http://"));
+                let valid = origin == "*"
+                    || host
+                        .is_some_and(|h| !h.is_empty() && !h.contains(['/', '?', '#', ' ', '*']));
+                if !valid {
+                    return Err(format!(
+                        "{origin:?} is not an origin like https://app.example.com, or *"
+                    ));
+                }
+            }
+            Ok(origins)
+        },
+        ..list()
+    }
+}
+
 /// A duration greater than 0.
 pub const fn positive_duration() -> Parser<Duration> {
     value("DURATION", |text| positive(parse_duration(text)?))
@@ -147,13 +186,22 @@ pub const fn lifetime() -> Parser<Option<Duration>> {
     })
 }
 
-/// `500ms`, `15s`, `30m`, `1h`, `0`.
+/// The longest duration a setting takes. Longer ones are not meant (use 0
+/// where a setting offers "never"), and would overflow the clock's
+/// arithmetic (an instant that far ahead cannot be represented).
+const LONGEST: Duration = Duration::from_secs(100 * 31_557_600); // 100 years of 365.25 days
+
+/// `500ms`, `15s`, `30m`, `1h`, `0`; at most 100 years.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if text.trim() == "0" {
         return Ok(Duration::ZERO);
     }
-    humantime::parse_duration(text.trim())
-        .map_err(|e| format!("{text:?} is not a duration like 500ms, 15s, 30m or 1h ({e})"))
+    let duration = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{text:?} is not a duration like 500ms, 15s, 30m or 1h ({e})"))?;
+    if duration > LONGEST {
+        return Err(format!("{text:?} is longer than 100 years"));
+    }
+    Ok(duration)
 }
 
 /// `65536`, `64KiB`, `1MiB`, `1MB` (binary units are powers of 1024, decimal
@@ -199,6 +247,9 @@ mod tests {
         assert_eq!((lifetime().parse)("0"), Ok(None));
         assert_eq!((lifetime().parse)("2s"), Ok(Some(Duration::from_secs(2))));
         assert!((positive_duration().parse)("0").is_err());
+        assert!(parse_duration("300000000000years").is_err());
+        assert!(parse_duration("10000000000000000000s").is_err());
+        assert!(parse_duration("100years").is_ok());
         assert!((size().parse)("0").is_err());
     }
 
@@ -215,6 +266,26 @@ mod tests {
         );
         assert_eq!((list().parse)(""), Ok(Vec::<String>::new()));
         assert!((admin_token().parse)("short").is_err());
+        assert!((jwt_algorithm().parse)("none").is_err());
+        assert_eq!((jwt_algorithm().parse)("ES256"), Ok("ES256".to_owned()));
+        assert_eq!(
+            (origins().parse)("https://a.example, http://b.example:8080,*"),
+            Ok(vec![
+                "https://a.example".into(),
+                "http://b.example:8080".into(),
+                "*".into()
+            ])
+        );
+        for bad in [
+            "1",
+            "true",
+            "https://",
+            "https://a.example/path",
+            "ftp://a",
+            "https://*.example",
+        ] {
+            assert!((origins().parse)(bad).is_err(), "{bad}");
+        }
         assert_eq!((admin_token().parse)(""), Ok(None));
     }
 }

@@ -24,7 +24,7 @@
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use bytes::{Bytes, BytesMut};
@@ -138,19 +138,40 @@ impl Stream for EventStream {
 /// (one at a time on HTTP/1.1), watched by the connection's task, which is
 /// also the task that polls the stream.
 #[derive(Clone, Default)]
-pub struct KillWatch(Arc<Mutex<Option<KillSignal>>>);
+pub struct KillWatch(Arc<Mutex<Watched>>);
+
+#[derive(Default)]
+struct Watched {
+    signal: Option<KillSignal>,
+    /// The connection task, while it waits with no stream to watch.
+    waiting: Option<Waker>,
+}
 
 impl KillWatch {
     /// Watches this stream from now on.
     pub(super) fn watch(&self, signal: KillSignal) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(signal);
+        let waiting = {
+            let mut watched = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            watched.signal = Some(signal);
+            watched.waiting.take()
+        };
+        // The connection task must poll the new signal once, so that the
+        // queue knows whom to wake: hyper may never poll the stream again if
+        // its first bytes do not fit in the socket.
+        if let Some(waker) = waiting {
+            waker.wake();
+        }
     }
 
     /// Ready once the hub kills the stream watched.
     pub(super) fn poll_killed(&self, cx: &mut Context<'_>) -> Poll<()> {
-        match &*self.0.lock().unwrap_or_else(|e| e.into_inner()) {
+        let mut watched = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match &watched.signal {
             Some(signal) => signal.poll_killed(cx),
-            None => Poll::Pending,
+            None => {
+                watched.waiting = Some(cx.waker().clone());
+                Poll::Pending
+            }
         }
     }
 }

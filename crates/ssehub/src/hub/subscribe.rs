@@ -54,20 +54,12 @@ impl Hub {
         }
         let id = st.next_sub;
         st.next_sub += 1;
-        self.connections
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.opened
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let registration = Registration {
-            hub: self.clone(),
-            id,
-        };
         if opening.open_topics.is_empty() && !topics.wildcard {
             // Everything it asked for is finished: nothing live will come.
             return Subscription {
                 initial: opening.bytes,
                 events: None,
-                registration,
+                registration: Registration::new(self, id),
             };
         }
         for name in &opening.open_topics {
@@ -103,7 +95,7 @@ impl Hub {
         Subscription {
             initial: opening.bytes,
             events: Some(live),
-            registration,
+            registration: Registration::new(self, id),
         }
     }
 
@@ -116,14 +108,15 @@ impl Hub {
         now: SystemTime,
     ) -> Option<(Instant, StreamEnd)> {
         let started = Instant::now();
-        let expiry = expires_at.map(|at| {
+        // A deadline too far ahead to represent is no deadline.
+        let expiry = expires_at.and_then(|at| {
             let left = at.duration_since(now).unwrap_or_default();
-            (started + left, StreamEnd::TokenExpired)
+            Some((started.checked_add(left)?, StreamEnd::TokenExpired))
         });
         let lifetime = self
             .config
             .max_lifetime
-            .map(|d| (started + d, StreamEnd::LifetimeReached));
+            .and_then(|d| Some((started.checked_add(d)?, StreamEnd::LifetimeReached)));
         [expiry, lifetime]
             .into_iter()
             .flatten()

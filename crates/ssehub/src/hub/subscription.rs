@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Bytes;
 
@@ -115,6 +116,20 @@ impl std::fmt::Debug for Subscription {
 pub struct Registration {
     pub(super) hub: Arc<Hub>,
     pub(super) id: u64,
+}
+
+impl Registration {
+    /// Counts the stream as open until this is dropped. Dropping it takes
+    /// the hub's lock, so it is made last, once nothing that holds the lock
+    /// can unwind any more.
+    pub(super) fn new(hub: &Arc<Hub>, id: u64) -> Registration {
+        hub.connections.fetch_add(1, Relaxed);
+        hub.opened.fetch_add(1, Relaxed);
+        Registration {
+            hub: hub.clone(),
+            id,
+        }
+    }
 }
 
 impl Drop for Registration {
