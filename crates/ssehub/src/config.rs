@@ -265,31 +265,53 @@ impl Source {
 
 /// The text chosen for each setting, and where it came from.
 struct Chosen {
-    values: Vec<(&'static Setting, String, Source)>,
+    values: Vec<Given>,
 }
 
+/// A setting's text and where it came from.
+type Given = (&'static Setting, String, Source);
+
 impl Chosen {
+    /// For each setting, the first of `over`, `under` and its default that
+    /// has it.
+    fn layered(over: &[Given], under: &[Given]) -> Chosen {
+        let values = SETTINGS
+            .iter()
+            .map(|setting| {
+                over.iter()
+                    .chain(under)
+                    .find(|(s, ..)| s.field == setting.field)
+                    .cloned()
+                    .unwrap_or_else(|| (setting, setting.default.to_owned(), Source::Default))
+            })
+            .collect();
+        Chosen { values }
+    }
+
     fn parse<T>(&self, field: &str, parser: Parser<T>) -> Result<T, ConfigError> {
         let (setting, text, source) = self
             .values
             .iter()
             .find(|(s, ..)| s.field == field)
             .expect("every setting is chosen");
-        (parser.parse)(text).map_err(|message| {
+        let invalid = |message: String| {
             ConfigError::Invalid(format!("{}: {message}", source.describe(setting)))
-        })
+        };
+        // An empty value given on purpose is most likely a variable that
+        // expanded to nothing (`--admin-token "$TOKEN"`): refuse it rather
+        // than run without the setting. A list may be emptied.
+        if *source != Source::Default && setting.kind != Kind::List && text.trim().is_empty() {
+            return Err(invalid(
+                "is empty (leave the setting out to use its default)".into(),
+            ));
+        }
+        (parser.parse)(text).map_err(invalid)
     }
 }
 
 impl Default for Config {
     fn default() -> Config {
-        let chosen = Chosen {
-            values: SETTINGS
-                .iter()
-                .map(|s| (s, s.default.to_owned(), Source::Default))
-                .collect(),
-        };
-        Config::from_chosen(&chosen).expect("the defaults are valid")
+        Config::from_chosen(&Chosen::layered(&[], &[])).expect("the defaults are valid")
     }
 }
 
@@ -312,7 +334,7 @@ pub struct ServeArgs {
     pub config: Option<PathBuf>,
     /// Print the resolved settings and where each came from, then exit.
     pub print_config: bool,
-    given: Vec<(&'static Setting, String, Source)>,
+    given: Vec<Given>,
 }
 
 impl ServeArgs {
@@ -345,10 +367,13 @@ impl ServeArgs {
                 Source::Default => "default".to_owned(),
                 other => other.describe(setting),
             };
-            // A secret that is set is only said to be; its line is a
-            // comment, so what is printed still loads as a config file.
+            // A secret that is set is only said to be, and a setting with
+            // no value is only named: their lines are comments, so what is
+            // printed still loads as a config file.
             let (line, value) = if setting.is_secret() && !text.is_empty() {
                 ("# ", "<redacted>")
+            } else if text.is_empty() && setting.kind != Kind::List {
+                ("# ", "")
             } else {
                 ("", text.as_str())
             };
@@ -362,25 +387,17 @@ impl ServeArgs {
     }
 
     fn choose(&self) -> Result<Chosen, ConfigError> {
-        let file = match &self.config {
-            Some(path) => read_file(path)?,
-            None => Vec::new(),
+        let Some(path) = &self.config else {
+            return Ok(Chosen::layered(&self.given, &[]));
         };
-        let values = SETTINGS
-            .iter()
-            .map(|setting| {
-                let given = self.given.iter().find(|(s, ..)| s.field == setting.field);
-                let from_file = file.iter().find(|(s, _)| s.field == setting.field);
-                match (given, from_file, &self.config) {
-                    (Some((_, text, source)), ..) => (setting, text.clone(), source.clone()),
-                    (None, Some((_, text)), Some(path)) => {
-                        (setting, text.clone(), Source::File(path.clone()))
-                    }
-                    _ => (setting, setting.default.to_owned(), Source::Default),
-                }
-            })
+        let file: Vec<Given> = read_file(path)?
+            .into_iter()
+            .map(|(setting, text)| (setting, text, Source::File(path.clone())))
             .collect();
-        Ok(Chosen { values })
+        // Every value in the file must be valid, also one a flag overrides:
+        // the file is the operator's, and may be used without the flag.
+        Config::from_chosen(&Chosen::layered(&file, &[]))?;
+        Ok(Chosen::layered(&self.given, &file))
     }
 }
 
@@ -403,13 +420,7 @@ impl clap::FromArgMatches for ServeArgs {
                 .flatten()
                 .map(String::as_str)
                 .collect();
-            let text = values.join(",");
-            // An empty variable (`SSEHUB_HEARTBEAT=`) is as if it were unset,
-            // as container and service managers often pass them.
-            if source == Source::Env && text.is_empty() {
-                continue;
-            }
-            args.given.push((setting, text, source));
+            args.given.push((setting, values.join(","), source));
         }
         Ok(args)
     }
@@ -747,6 +758,25 @@ mod tests {
         let bad = err(&["--config", &path]);
         assert!(bad.contains("line 1, column"), "{bad}");
         assert!(!bad.contains("unterminated-secret"), "{bad}");
+    }
+
+    #[test]
+    fn an_empty_value_is_refused_and_a_bad_file_value_even_when_overridden() {
+        let err = |args: &[&str]| serve(args).unwrap().resolve().unwrap_err().to_string();
+        for flag in [
+            "--admin-token",
+            "--publisher-jwt-key",
+            "--heartbeat",
+            "--jwt-audience",
+        ] {
+            assert!(err(&[flag, ""]).contains("is empty"), "{flag}");
+        }
+        // A list may be emptied.
+        let config = serve(&["--cors-origin", ""]).unwrap().resolve().unwrap();
+        assert!(config.cors_origins.is_empty());
+        let (_dir, path) = temp_file("bogus.toml", "retry = \"bogus\"\n");
+        let bad = err(&["--config", &path, "--retry", "1s"]);
+        assert!(bad.contains("bogus.toml: retry"), "{bad}");
     }
 
     #[test]

@@ -21,11 +21,14 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             );
         }
         let server = Server::start(config).await?;
+        // Handlers first: a SIGTERM right after the line below must shut the
+        // hub down, not kill it.
+        let signals = ShutdownSignals::install()?;
         // Printed (not only logged) so scripts and tests can find port 0's pick.
         println!("ssehub listening on http://{}", server.addr);
         let trigger = server.shutdown_trigger();
         tokio::spawn(async move {
-            shutdown_signal().await;
+            signals.wait().await;
             tracing::info!("shutting down: ending streams with a retry hint");
             trigger.cancel();
         });
@@ -35,11 +38,25 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     })
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+/// SIGTERM and SIGINT, handled from the moment they are installed.
+struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> std::io::Result<ShutdownSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(ShutdownSignals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }

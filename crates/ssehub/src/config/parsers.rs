@@ -52,7 +52,7 @@ pub const fn address() -> Parser<SocketAddr> {
 /// `durable` or `memory`.
 pub const fn store() -> Parser<StoreKind> {
     value("STORE", |text| {
-        <StoreKind as clap::ValueEnum>::from_str(text.trim(), true)
+        <StoreKind as clap::ValueEnum>::from_str(text.trim(), false)
             .map_err(|_| format!("{text:?} is not a store: use durable or memory"))
     })
 }
@@ -77,9 +77,9 @@ pub const fn optional_text() -> Parser<Option<String>> {
     })
 }
 
-/// The admin credential: nothing, or at least 16 characters.
+/// The admin credential: nothing, or at least 16 bytes.
 pub const fn admin_token() -> Parser<Option<String>> {
-    value("TOKEN", |text| match text.chars().count() {
+    value("TOKEN", |text| match text.len() {
         0 => Ok(None),
         1..16 => Err("must be at least 16 characters".to_owned()),
         _ => Ok(Some(text.to_owned())),
