@@ -212,25 +212,23 @@ fn serve_takes_each_setting_from_flag_then_environment_then_file_then_default() 
 
     // A bad value names where it came from; an empty one is refused (a
     // variable that expanded to nothing must not silently drop a setting).
-    let bad = Command::new(env!("CARGO_BIN_EXE_ssehub"))
-        .args(["serve", "--print-config"])
-        .env("SSEHUB_QUEUE_SIZE", "0")
-        .output()
-        .unwrap();
-    assert!(!bad.status.success());
-    let stderr = String::from_utf8_lossy(&bad.stderr);
-    assert!(
-        stderr.contains("SSEHUB_QUEUE_SIZE: must be greater than 0"),
-        "{stderr}"
-    );
-    let empty = Command::new(env!("CARGO_BIN_EXE_ssehub"))
-        .args(["serve", "--print-config"])
-        .env("SSEHUB_HEARTBEAT", "")
-        .output()
-        .unwrap();
-    assert!(!empty.status.success());
-    let stderr = String::from_utf8_lossy(&empty.stderr);
-    assert!(stderr.contains("SSEHUB_HEARTBEAT: is empty"), "{stderr}");
+    for (variable, value, message) in [
+        (
+            "SSEHUB_QUEUE_SIZE",
+            "0",
+            "SSEHUB_QUEUE_SIZE: must be greater than 0",
+        ),
+        ("SSEHUB_HEARTBEAT", "", "SSEHUB_HEARTBEAT: is empty"),
+    ] {
+        let bad = Command::new(env!("CARGO_BIN_EXE_ssehub"))
+            .args(["serve", "--print-config"])
+            .env(variable, value)
+            .output()
+            .unwrap();
+        assert!(!bad.status.success());
+        let stderr = String::from_utf8_lossy(&bad.stderr);
+        assert!(stderr.contains(message), "{stderr}");
+    }
 }
 
 /// SIGTERM the moment the hub says it listens is a clean shutdown, not a

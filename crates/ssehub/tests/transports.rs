@@ -272,11 +272,7 @@ async fn a_stalled_reader_is_dropped_and_closed(path: Path) {
         c.history_size = 10;
     })
     .await;
-    let mut stalled = Raw::for_path(hub.server.addr, path, Some(4096)).await;
-    let (status, headers) = stalled.subscribe("match=stall").await;
-    assert_eq!(status, 200);
-    assert_fingerprint(path, &headers);
-    hub.wait_for_stat("connections", 1).await;
+    let mut stalled = open_stalled(&hub, path, 4096, "match=stall").await;
     let payload = "x".repeat(16 * 1024);
     for i in 0..200 {
         hub.publish("stall", &format!("{i}:{payload}")).await;
@@ -284,11 +280,29 @@ async fn a_stalled_reader_is_dropped_and_closed(path: Path) {
             break;
         }
     }
-    hub.wait_for_stat("dropped_slow", 1).await;
+    assert_dropped_and_closed(&hub, path, &mut stalled, 1).await;
+}
+
+/// A subscription on `path` from a socket with a small receive buffer, that
+/// will never be read from.
+async fn open_stalled(hub: &common::TestHub, path: Path, buffer: u32, query: &str) -> Raw {
+    let mut stalled = Raw::for_path(hub.server.addr, path, Some(buffer)).await;
+    let (status, headers) = stalled.subscribe(query).await;
+    assert_eq!(status, 200);
+    assert_fingerprint(path, &headers);
+    hub.wait_for_stat("connections", 1).await;
+    stalled
+}
+
+/// The hub dropped the `nth` slow reader, and let its stream go while the
+/// reader still reads nothing: the socket was dropped (what it held is
+/// still in flight, then the end).
+async fn assert_dropped_and_closed(hub: &common::TestHub, path: Path, stalled: &mut Raw, nth: u64) {
+    hub.wait_for_stat("dropped_slow", nth).await;
     hub.wait_for_stat("connections", 0).await;
     assert!(
         stalled.is_closed().await,
-        "the stalled connection on the {path:?} path was not closed"
+        "stalled reader {nth}: its connection on the {path:?} path was not closed"
     );
 }
 
@@ -311,22 +325,12 @@ async fn a_stalled_replay_is_dropped_and_closed(path: Path) {
         hub.publish("replay", &format!("{i}:{payload}")).await;
     }
     for round in 1..=6u64 {
-        let mut stalled = Raw::for_path(hub.server.addr, path, Some(1024)).await;
-        let (status, headers) = stalled.subscribe("match=replay&lastEventID=earliest").await;
-        assert_eq!(status, 200);
-        assert_fingerprint(path, &headers);
-        hub.wait_for_stat("connections", 1).await;
+        let query = "match=replay&lastEventID=earliest";
+        let mut stalled = open_stalled(&hub, path, 1024, query).await;
         for i in 0..12 {
             hub.publish("replay", &format!("live {round}.{i}")).await;
         }
-        hub.wait_for_stat("dropped_slow", round).await;
-        // Gone from the hub while the reader still reads nothing: the socket
-        // was dropped (what it held is still in flight, then the end).
-        hub.wait_for_stat("connections", 0).await;
-        assert!(
-            stalled.is_closed().await,
-            "round {round}: the stalled connection on the {path:?} path was not closed"
-        );
+        assert_dropped_and_closed(&hub, path, &mut stalled, round).await;
     }
 }
 
