@@ -286,10 +286,7 @@ fn url_pattern(pattern: &str) -> Option<Selector> {
     if !literal.is_empty() {
         parts.push(Part::Literal(literal));
     }
-    Some(Selector::Template {
-        source: pattern.to_owned(),
-        parts,
-    })
+    Selector::from_parts(pattern, &parts).ok()
 }
 
 /// The auth layer: verifiers per role and where tokens may come from.

@@ -27,6 +27,7 @@ mod selector;
 mod state;
 mod subscribe;
 mod subscription;
+mod template;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};

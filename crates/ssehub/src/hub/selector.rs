@@ -3,12 +3,16 @@
 //! As in Mercure, a selector is an exact topic, `*` for every topic, or a URI
 //! template (RFC 6570). Templates support the two expressions that selecting
 //! topics needs: `{name}` matches one or more characters other than `/`, `?`
-//! and `#` (a path segment), and `{+name}` matches one or more of any character.
+//! and `#` (a path segment), and `{+name}` matches one or more of any
+//! character. A template is compiled once, into a matcher whose time is
+//! linear in the topic's length ([`super::template`]).
 
 use std::fmt;
 
+use super::template::{MAX_EXPRESSIONS, Template, Var};
+
 /// A parsed topic selector.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub enum Selector {
     /// Exactly this topic.
     Exact(String),
@@ -17,13 +21,13 @@ pub enum Selector {
     /// A URI template; kept with its source text for display.
     Template {
         /// The selector as the subscriber wrote it.
-        source: String,
-        /// Literal text and variables, in order.
-        parts: Vec<Part>,
+        source: Box<str>,
+        /// Its matcher.
+        matcher: Template,
     },
 }
 
-/// One piece of a template.
+/// One piece of a template, for building one with [`Selector::from_parts`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Part {
     /// Text that must appear as is.
@@ -87,9 +91,6 @@ impl Selector {
                             "only {name} and {+name} expressions are supported in templates",
                         ));
                     }
-                    if matches!(parts.last(), Some(Part::Segment | Part::Any)) {
-                        return Err(err("two template expressions must be separated by text"));
-                    }
                     parts.push(part);
                     rest = &rest[close + 1..];
                 }
@@ -99,9 +100,40 @@ impl Selector {
                 }
             }
         }
+        Selector::from_parts(text, &parts)
+    }
+
+    /// A template selector from its pieces, as written in `source`. Two
+    /// variables must be separated by text, and a template has at most 16
+    /// variables.
+    pub fn from_parts(source: &str, parts: &[Part]) -> Result<Selector, SelectorError> {
+        let err = |reason| SelectorError {
+            selector: source.to_owned(),
+            reason,
+        };
+        let mut head = "";
+        let mut steps: Vec<(Var, &str)> = Vec::new();
+        for part in parts {
+            match (part, steps.last_mut()) {
+                (Part::Literal(text), None) if head.is_empty() => head = text,
+                (Part::Literal(text), Some((_, literal))) if literal.is_empty() => *literal = text,
+                (Part::Literal(_), _) => return Err(err("two literals must be joined")),
+                (Part::Segment | Part::Any, Some((_, ""))) => {
+                    return Err(err("two template expressions must be separated by text"));
+                }
+                (Part::Segment, _) => steps.push((Var::Segment, "")),
+                (Part::Any, _) => steps.push((Var::Any, "")),
+            }
+        }
+        if steps.is_empty() {
+            return Ok(Selector::Exact(head.to_owned()));
+        }
+        if steps.len() > MAX_EXPRESSIONS {
+            return Err(err("a template may have at most 16 expressions"));
+        }
         Ok(Selector::Template {
-            source: text.to_owned(),
-            parts,
+            source: source.into(),
+            matcher: Template::new(head, &steps),
         })
     }
 
@@ -110,7 +142,7 @@ impl Selector {
         match self {
             Selector::Exact(exact) => exact == topic,
             Selector::All => true,
-            Selector::Template { parts, .. } => match_parts(parts, topic),
+            Selector::Template { matcher, .. } => matcher.matches(topic),
         }
     }
 
@@ -123,37 +155,36 @@ impl Selector {
     }
 }
 
+/// Two selectors are equal when they are written the same.
+impl PartialEq for Selector {
+    fn eq(&self, other: &Selector) -> bool {
+        match (self, other) {
+            (Selector::Exact(a), Selector::Exact(b)) => a == b,
+            (Selector::All, Selector::All) => true,
+            (Selector::Template { source: a, .. }, Selector::Template { source: b, .. }) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Selector {}
+
+impl fmt::Debug for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Selector::Exact(topic) => f.debug_tuple("Exact").field(topic).finish(),
+            Selector::All => f.write_str("All"),
+            Selector::Template { source, .. } => f.debug_tuple("Template").field(source).finish(),
+        }
+    }
+}
+
 impl fmt::Display for Selector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Selector::Exact(topic) => f.write_str(topic),
             Selector::All => f.write_str("*"),
             Selector::Template { source, .. } => f.write_str(source),
-        }
-    }
-}
-
-/// Backtracking match; templates are short and variables are separated by
-/// literals, so this stays cheap.
-fn match_parts(parts: &[Part], topic: &str) -> bool {
-    match parts.split_first() {
-        None => topic.is_empty(),
-        Some((Part::Literal(lit), rest)) => topic
-            .strip_prefix(lit.as_str())
-            .is_some_and(|after| match_parts(rest, after)),
-        Some((var, rest)) => {
-            let limit = match var {
-                Part::Segment => topic.find(['/', '?', '#']).unwrap_or(topic.len()),
-                _ => topic.len(),
-            };
-            // A variable takes at least one character.
-            topic[..limit]
-                .char_indices()
-                .skip(1)
-                .map(|(i, _)| i)
-                .chain([limit])
-                .filter(|&end| end > 0)
-                .any(|end| match_parts(rest, &topic[end..]))
         }
     }
 }
@@ -211,6 +242,10 @@ mod tests {
             (
                 "{a}{b}",
                 "two template expressions must be separated by text",
+            ),
+            (
+                "{a}/{b}/{c}/{d}/{e}/{f}/{g}/{h}/{i}/{j}/{k}/{l}/{m}/{n}/{o}/{p}/{q}",
+                "a template may have at most 16 expressions",
             ),
             ("a\nb", "it contains a control character"),
         ] {
