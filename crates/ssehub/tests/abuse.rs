@@ -106,6 +106,53 @@ async fn hostile_template_selectors_do_not_freeze_the_hub() {
     drop(attackers);
 }
 
+/// The opening bytes of an anonymous subscription, up to its position
+/// marker (`id: N` and a blank line, last of what the hub sends first).
+async fn opening(target: &Target, query: &str, last_event_id: &str) -> String {
+    let mut stream = common::RawStream::open(
+        &format!("{}/.well-known/mercure?{query}", target.hub.url),
+        &[("last-event-id", last_event_id)],
+    )
+    .await;
+    stream
+        .read_until("the position marker", |b| {
+            b.lines()
+                .any(|l| l.starts_with("id: ") && l[4..].parse::<u64>().is_ok())
+                && b.ends_with("\n\n")
+        })
+        .await
+        .to_owned()
+}
+
+/// Private updates stay private around resets: a `reset` names no topic
+/// known only from private events, and the id of a private event is, to a
+/// subscriber who may not see it, as unknown as an id never used (so no one
+/// can probe which private ids exist).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resets_reveal_no_private_topic_or_id() {
+    let target = Target::start(&[]).await;
+    target.publish("news", "public").await;
+    let mut secret = Publish::new("payroll/ceo", "salary");
+    secret.private = true;
+    secret.id = Some("secret-1".into());
+    target.client.publish(&secret).await.unwrap();
+    let never = opening(&target, "match=*", "no-such-id").await;
+    let private = opening(&target, "match=*", "secret-1").await;
+    for opening in [&never, &private] {
+        assert!(opening.contains("event: reset"), "{opening}");
+        assert!(opening.contains("unknown_last_event_id"), "{opening}");
+        assert!(opening.contains("\"news\""), "{opening}");
+        assert!(!opening.contains("payroll"), "{opening}");
+        assert!(!opening.contains("salary"), "{opening}");
+    }
+    // The same answer but for the id echoed back.
+    assert_eq!(
+        never.replacen("id: no-such-id\n", "", 1),
+        private.replacen("id: secret-1\n", "", 1)
+    );
+    target.assert_responsive(0).await;
+}
+
 fn urlencode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {

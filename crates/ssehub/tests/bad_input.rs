@@ -103,8 +103,14 @@ async fn i7_every_bad_publish_is_refused_with_a_json_error_and_nothing_is_stored
         "invalid_type",
     )
     .await;
-    // Ids made of digits are the hub's.
+    // Ids made of digits are the hub's, and `earliest` means all history.
     refused(&hub, FORM, "topic=t&id=42", 400, "invalid_id").await;
+    refused(&hub, FORM, "topic=t&id=earliest", 400, "invalid_id").await;
+    // The hub's own control events cannot be imitated.
+    for control in ["complete", "reset"] {
+        let body = format!("topic=t&type={control}");
+        refused(&hub, FORM, body, 400, "invalid_type").await;
+    }
     // Invalid UTF-8 in a field.
     refused(&hub, FORM, "topic=t&data=%FF%FE", 400, "invalid_utf8").await;
     refused(

@@ -239,6 +239,52 @@ async fn i3_an_unknown_id_gives_a_reset_then_the_state() {
     }
 }
 
+/// What follows a `reset` is one rule, for a trimmed and an unknown position
+/// alike: the topic's retained state, then what history holds after it; with
+/// no retained state, all that history holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i3_after_a_reset_come_the_state_then_the_history_after_it() {
+    let hub = start(|c| c.history_size = 3).await;
+    hub.publish("plain", "p1").await;
+    hub.publish("plain", "p2").await;
+    hub.publish("stateful", "before").await;
+    let mut state = Publish::new("stateful", "state");
+    state.retain = true;
+    hub.publish_with(state).await;
+    // History keeps the last three: "after", "pushes out", "the end".
+    hub.publish("stateful", "after").await;
+    hub.publish("stateful", "pushes out").await;
+    hub.publish("stateful", "the end").await;
+    let expected = [
+        ("plain", vec!["p1", "p2"]),
+        ("stateful", vec!["state", "after", "pushes out", "the end"]),
+    ];
+    for (topic, data) in expected {
+        // Unknown, or older than what history holds (events 3 and 4 were
+        // trimmed from "stateful"'s history).
+        let positions: &[&str] = if topic == "plain" {
+            &["unknown"]
+        } else {
+            &["unknown", "1"]
+        };
+        let mut streams = Vec::new();
+        for position in positions {
+            let mut stream = hub.connect(&[topic], Some(position)).await;
+            let reset = next_event(&mut stream).await;
+            assert_eq!(reset.event_type, "reset", "{topic} {position}");
+            for want in &data {
+                let got = next_event(&mut stream).await;
+                assert_eq!(&got.data, want, "{topic} {position}");
+            }
+            streams.push(stream);
+        }
+        hub.publish(topic, "live").await;
+        for stream in &mut streams {
+            assert_eq!(next_event(stream).await.data, "live", "{topic}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn i3_history_expires_by_age_and_then_resume_says_reset() {
     let hub = start(|c| c.history_ttl = Duration::from_millis(300)).await;

@@ -191,6 +191,20 @@ async fn every_bad_publisher_token_is_refused_with_401_and_nothing_is_published(
             "invalid_token",
         ),
         (
+            "no audience",
+            Some(bearer(&hs256(PUBLISHER_SECRET, {
+                let mut claims = good.clone();
+                claims.as_object_mut().unwrap().remove("aud");
+                claims
+            }))),
+            "invalid_token",
+        ),
+        (
+            "null audience",
+            Some(bearer(&hs256(PUBLISHER_SECRET, with(json!({"aud": null}))))),
+            "invalid_token",
+        ),
+        (
             "wrong issuer",
             Some(bearer(&hs256(
                 PUBLISHER_SECRET,
@@ -617,6 +631,28 @@ async fn the_admin_api_needs_its_own_token() {
     let (status, json) = get(Some("Bearer admin-token-for-tests")).await;
     assert_eq!(status, 200);
     assert!(json["connections"].is_u64());
+    // The scheme is case-insensitive (RFC 9110), as it is for JWTs.
+    assert_eq!(get(Some("bearer admin-token-for-tests")).await.0, 200);
+    assert_eq!(get(Some("BEARER  admin-token-for-tests ")).await.0, 200);
+}
+
+/// A validly signed token whose `exp` is too far ahead to represent is a
+/// token without expiry, not a crash of the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiry_too_far_ahead_is_no_expiry() {
+    let hub = secured(|_| {}).await;
+    for exp in [u64::MAX, u64::MAX / 2, i64::MAX as u64] {
+        let token = bearer(&hs256(
+            PUBLISHER_SECRET,
+            json!({"mercure": {"publish": ["*"]}, "exp": exp}),
+        ));
+        let (status, body, _) = publish_with(&hub, Some(&token), "topic=t&data=x").await;
+        assert_eq!(status, 200, "exp {exp}: {body}");
+        let subscriber = bearer(&hs256(SUBSCRIBER_SECRET, json!({"exp": exp})));
+        let (status, _) =
+            subscribe_status(&hub, "match=t", &[("authorization", &subscriber)]).await;
+        assert_eq!(status, 200, "exp {exp}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

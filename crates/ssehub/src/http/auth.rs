@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::http::{HeaderMap, StatusCode, header};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
+use subtle::ConstantTimeEq;
 
 use super::ApiError;
 use crate::hub::{Part, Selector};
@@ -89,7 +90,12 @@ impl Verifier {
             validation.required_spec_claims.insert("exp".to_owned());
         }
         match &settings.audience {
-            Some(audience) => validation.set_audience(&[audience]),
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                // A token without `aud` (or with `aud: null`) is for no
+                // audience in particular, so not for this one.
+                validation.required_spec_claims.insert("aud".to_owned());
+            }
             None => validation.validate_aud = false,
         }
         if let Some(issuer) = &settings.issuer {
@@ -166,7 +172,10 @@ impl Claims {
     fn grants(self) -> Result<Grants, String> {
         let mut grants = Grants {
             subject: self.sub,
-            expires_at: self.exp.map(|s| UNIX_EPOCH + Duration::from_secs(s)),
+            // An expiry too far ahead to represent is none.
+            expires_at: self
+                .exp
+                .and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s))),
             ..Grants::default()
         };
         if let Some(mercure) = self.mercure {
@@ -335,18 +344,10 @@ impl Auth {
 
     /// The token presented, by Mercure's precedence: header, query, cookie.
     fn token<'a>(&self, credentials: &'a Credentials<'_>) -> Result<Option<&'a str>, ApiError> {
-        if let Some(value) = credentials.headers.get(header::AUTHORIZATION) {
-            let value = value.to_str().unwrap_or("");
-            return match value.split_once(' ') {
-                Some((scheme, token))
-                    if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
-                {
-                    Ok(Some(token.trim()))
-                }
-                _ => Err(invalid_token(
-                    "the Authorization header is not a Bearer token",
-                )),
-            };
+        if let Some(presented) = bearer(credentials.headers) {
+            return presented
+                .map(Some)
+                .ok_or_else(|| invalid_token("the Authorization header is not a Bearer token"));
         }
         if self.allow_query_token
             && let Some((_, token)) = credentials
@@ -417,12 +418,8 @@ impl Auth {
                 Err(unauthorized("the admin API needs --admin-token (or --dev)"))
             };
         };
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
+        let presented = bearer(headers).flatten().unwrap_or("");
+        if bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
             Ok(())
         } else if presented.is_empty() {
             Err(unauthorized(
@@ -439,8 +436,18 @@ impl Auth {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// The token of an `Authorization: Bearer` header (the scheme in any case,
+/// as RFC 9110 has it): `None` without the header, `Some(None)` when it is
+/// not a Bearer token.
+fn bearer(headers: &HeaderMap) -> Option<Option<&str>> {
+    let value = headers.get(header::AUTHORIZATION)?;
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty())
+        .map(|(_, token)| token.trim());
+    Some(token)
 }
 
 fn unauthorized(message: &str) -> ApiError {

@@ -971,9 +971,14 @@ mod properties {
                 ..Publish::default()
             }));
             let bad_id = id.as_deref().is_some_and(|i| {
-                i.is_empty() || i.contains(['\r', '\n', '\0']) || i.bytes().all(|b| b.is_ascii_digit())
+                i.is_empty()
+                    || i.contains(['\r', '\n', '\0'])
+                    || i.bytes().all(|b| b.is_ascii_digit())
+                    || i == "earliest"
             });
-            let bad_type = event_type.as_deref().is_some_and(|t| t.contains(['\r', '\n']));
+            let bad_type = event_type
+                .as_deref()
+                .is_some_and(|t| t.contains(['\r', '\n']) || publish::CONTROL_TYPES.contains(&t));
             let bad_topic = topic.contains(['\r', '\n']);
             match result {
                 Err(_) => prop_assert!(bad_id || bad_type || bad_topic),

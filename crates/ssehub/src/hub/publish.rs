@@ -68,6 +68,10 @@ pub struct TopicLimits {
     pub max_topic_length: usize,
 }
 
+/// The types of the control events the hub sends itself (`frames`): a
+/// publisher's event must never pass for one of them.
+pub const CONTROL_TYPES: [&str; 2] = ["reset", "complete"];
+
 impl Publish {
     /// Checks everything that does not depend on the hub's state.
     pub fn validate(&self, limits: TopicLimits) -> Result<(), PublishError> {
@@ -92,10 +96,20 @@ impl Publish {
                     "ids made only of digits are reserved for ids the hub assigns".into(),
                 ));
             }
+            if id == "earliest" {
+                return Err(PublishError::InvalidId(
+                    "\"earliest\" is reserved: as Last-Event-ID it means all history".into(),
+                ));
+            }
         }
         if let Some(event_type) = &self.event_type {
             sse_codec::validate_event_type(event_type)
                 .map_err(|e| PublishError::InvalidType(e.to_string()))?;
+            if CONTROL_TYPES.contains(&event_type.as_str()) {
+                return Err(PublishError::InvalidType(format!(
+                    "{event_type:?} is a control event the hub sends itself"
+                )));
+            }
         }
         Ok(())
     }

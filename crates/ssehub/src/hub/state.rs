@@ -120,13 +120,19 @@ pub(super) struct Subscriber {
     pub remote: Option<SocketAddr>,
 }
 
+/// Whether a subscriber with these grants (`private`) may receive `event`:
+/// a private event only where a grant covers one of its topics.
+pub(super) fn may_see(event: &Event, private: &[Selector]) -> bool {
+    !event.private
+        || event
+            .topics
+            .iter()
+            .any(|t| private.iter().any(|s| s.matches(t)))
+}
+
 impl Subscriber {
     pub fn may_see(&self, event: &Event) -> bool {
-        !event.private
-            || event
-                .topics
-                .iter()
-                .any(|t| self.private.iter().any(|s| s.matches(t)))
+        may_see(event, &self.private)
     }
 
     pub fn selects(&self, event: &Event) -> bool {

@@ -17,7 +17,7 @@ use std::time::{Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 
-use super::state::{State, Subscriber, Topic};
+use super::state::{State, Subscriber, Topic, may_see};
 use super::{Event, Hub, Registration, Selector, Subscribe, SubscribeError, Subscription};
 use crate::frames::{self, StreamEnd};
 
@@ -28,7 +28,7 @@ impl Hub {
     pub fn subscribe(self: &Arc<Self>, request: Subscribe) -> Result<Subscription, SubscribeError> {
         let request = request.validated(self.config.limits)?;
         let mut st = self.state();
-        let resume = Resume::resolve(&st, request.last_event_id.as_deref());
+        let resume = Resume::resolve(&st, request.last_event_id.as_deref(), &request.private);
         let topics = Topics::select(&st, &request.selectors);
         let replay = Replay::collect(&st, &topics, resume, &request.private);
         let opening = Opening::build(self, &st, &request, resume, &replay, &topics);
@@ -144,8 +144,10 @@ impl Resume {
 
     /// Step 1: the position of `Last-Event-ID` among the events the hub has
     /// applied. A publisher's id is looked up; a hub-assigned one is its
-    /// seq, as long as the hub has got that far.
-    fn resolve(st: &State, last_event_id: Option<&str>) -> Resume {
+    /// seq, as long as the hub has got that far. The id of a private event
+    /// the subscriber may not see is as unknown as an id never used: how the
+    /// hub answers must not tell which private ids exist.
+    fn resolve(st: &State, last_event_id: Option<&str>, private: &[Selector]) -> Resume {
         let Some(id) = last_event_id else {
             return Resume::Fresh;
         };
@@ -153,9 +155,17 @@ impl Resume {
             return Resume::EARLIEST;
         }
         if let Some(&seq) = st.ids.get(id) {
-            return Resume::After {
-                seq,
-                check_gaps: true,
+            let hidden = st
+                .kept
+                .get(&seq)
+                .is_some_and(|event| !may_see(event, private));
+            return if hidden {
+                Resume::Unknown
+            } else {
+                Resume::After {
+                    seq,
+                    check_gaps: true,
+                }
             };
         }
         match id.parse::<u64>() {
@@ -228,42 +238,56 @@ impl Replay {
             let topic = st.topics.get(name);
             let history = topic.into_iter().flat_map(|t| t.history.iter());
             let retained = topic.and_then(|t| t.retained.as_ref());
-            match resume {
-                Resume::Fresh => events.extend(retained.cloned()),
-                Resume::Unknown => {
-                    gapped.push(name.clone());
+            // Whether history no longer covers the client's position, and
+            // that position (an unknown id is before everything).
+            let (gap, position) = match resume {
+                Resume::Fresh => {
                     events.extend(retained.cloned());
+                    continue;
                 }
+                Resume::Unknown => (true, 0),
                 Resume::After { seq, check_gaps } => {
                     let trimmed = topic.map_or(st.forgotten_up_to, |t| t.trimmed_up_to);
-                    let mut from = seq;
-                    if check_gaps && trimmed > seq {
-                        // History no longer covers the gap: say so, then give
-                        // the current state and what followed it.
-                        gapped.push(name.clone());
-                        if let Some(state) = retained {
-                            if state.seq > seq {
-                                events.push(state.clone());
-                            }
-                            from = from.max(state.seq);
-                        }
+                    (check_gaps && trimmed > seq, seq)
+                }
+            };
+            let mut from = position;
+            if gap {
+                // One rule after a reset, for a trimmed or an unknown
+                // position alike: the current state, then what history
+                // holds after it.
+                if names_visibly(topics, st, name, private) {
+                    gapped.push(name.clone());
+                }
+                if let Some(state) = retained {
+                    if state.seq > position {
+                        events.push(state.clone());
                     }
-                    events.extend(history.filter(|e| e.seq > from).cloned());
+                    from = from.max(state.seq);
                 }
             }
+            events.extend(history.filter(|e| e.seq > from).cloned());
         }
         // Private events (the hub's own control events among them) go only
         // to subscribers granted one of their topics.
-        events.retain(|e| {
-            !e.private
-                || e.topics
-                    .iter()
-                    .any(|t| private.iter().any(|s| s.matches(t)))
-        });
+        events.retain(|e| may_see(e, private));
         events.sort_unstable_by_key(|e| e.seq);
         events.dedup_by_key(|e| e.seq);
         Replay { events, gapped }
     }
+}
+
+/// Whether a `reset` may name `topic` to this subscriber: it named the topic
+/// itself, or may see its private events, or the topic has a public event
+/// (whose name any subscriber could learn). A topic known only from private
+/// events it may not see stays unnamed.
+fn names_visibly(topics: &Topics, st: &State, name: &str, private: &[Selector]) -> bool {
+    topics.exact.iter().any(|t| t == name)
+        || private.iter().any(|s| s.matches(name))
+        || st
+            .topics
+            .get(name)
+            .is_some_and(|t| t.history.iter().chain(&t.retained).any(|e| !e.private))
 }
 
 /// The first bytes of a stream, and the topics still open for it.
