@@ -121,6 +121,8 @@ settings! {
     shutdown_timeout: Duration = "10s", duration;
     /// How long a client may take to send request headers.
     header_read_timeout: Duration = "10s", positive_duration;
+    /// How long a client may take to send a request body, counted from its headers.
+    body_read_timeout: Duration = "30s", positive_duration;
     /// Publisher JWT key: an HMAC secret, or a PEM public key or the path of its file.
     publisher_jwt_key: Option<String> = "", optional_text, secret;
     /// Subscriber JWT key: an HMAC secret, or a PEM public key or the path of its file.

@@ -5,8 +5,11 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{ChildHub, PATIENCE, next_event, spawn_hub};
 use ssehub_client::{Publish, Subscribe};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The hub under attack, in its own process: a hub frozen by an attack must
 /// not freeze the test's own clock too.
@@ -151,6 +154,71 @@ async fn resets_reveal_no_private_topic_or_id() {
         private.replacen("id: secret-1\n", "", 1)
     );
     target.assert_responsive(0).await;
+}
+
+/// Sends a request head (and the start of its body) on a fresh connection,
+/// then trickles a byte every `trickle` (or nothing), and returns what the
+/// hub answered once it closed the connection.
+async fn held_body(addr: std::net::SocketAddr, head: String, trickle: Option<Duration>) -> String {
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut buf = [0u8; 4096];
+    loop {
+        let read = match trickle {
+            Some(every) => match tokio::time::timeout(every, socket.read(&mut buf)).await {
+                Ok(read) => read,
+                Err(_) => {
+                    // Still open: one more byte of body.
+                    let _ = socket.write_all(b"x").await;
+                    assert!(tokio::time::Instant::now() < deadline, "still held");
+                    continue;
+                }
+            },
+            None => tokio::time::timeout_at(deadline, socket.read(&mut buf))
+                .await
+                .expect("the hub gave up on the body in time"),
+        };
+        match read {
+            Ok(0) | Err(_) => return String::from_utf8_lossy(&answer).into_owned(),
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// Requests that declare a body and then send it slowly or not at all:
+/// each gets `408 request_timeout` with a JSON body once the body deadline
+/// passes, and its connection is closed; nothing is published, and the hub
+/// serves everyone else meanwhile. Publishes and the demo's chat (which
+/// needs no token) alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_that_never_arrive_are_given_up_on() {
+    let target = Target::start(&["--body-read-timeout", "1s"]).await;
+    let publish = "POST /.well-known/mercure HTTP/1.1\r\nHost: hub\r\n\
+        Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000000\r\n\r\ntopic=t&data=";
+    let chat = "POST /demo/chat HTTP/1.1\r\nHost: hub\r\n\
+        Content-Type: application/json\r\nContent-Length: 5000\r\n\r\n{\"question\": \"";
+    let mut attacks = Vec::new();
+    for i in 0..100 {
+        let head = if i % 2 == 0 { publish } else { chat }.to_owned();
+        let trickle = (i % 4 < 2).then_some(Duration::from_millis(200));
+        attacks.push(tokio::spawn(held_body(target.hub.addr, head, trickle)));
+    }
+    target.assert_responsive(0).await;
+    for attack in attacks {
+        let answer = attack.await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+        let json: serde_json::Value = serde_json::from_str(body).expect("a JSON body");
+        assert_eq!(json["error"], "request_timeout", "{json}");
+    }
+    let (_, stats) = target.get("/v1/stats").await;
+    assert_eq!(
+        stats["published"], 1,
+        "only the legitimate publish: {stats}"
+    );
+    target.assert_responsive(1).await;
 }
 
 fn urlencode(text: &str) -> String {

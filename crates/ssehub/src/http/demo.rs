@@ -2,10 +2,12 @@
 //! own backend (see `crate::demo`).
 
 use axum::Json;
+use axum::body::Body;
 use axum::extract::{Multipart, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::BytesMut;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Deserialize;
 
 use super::{ApiError, AppState};
@@ -74,6 +76,9 @@ fn accepted(body: serde_json::Value) -> Response {
 }
 
 fn bad_upload(err: axum::extract::multipart::MultipartError) -> ApiError {
+    if super::deadline::is_timeout(&err) {
+        return ApiError::unreadable_body(&err);
+    }
     ApiError::new(err.status(), "invalid_upload", err.body_text())
 }
 
@@ -85,9 +90,23 @@ pub struct Question {
 
 /// `POST /demo/chat` `{"question": ...}`: answers `202 {"id", "topic"}`; the
 /// answer streams on the topic.
-pub async fn ask(State(app): State<AppState>, body: Json<Question>) -> Result<Response, ApiError> {
+pub async fn ask(State(app): State<AppState>, body: Body) -> Result<Response, ApiError> {
     let demo = app.demo.clone().ok_or_else(demos_off)?;
-    let question = body.0.question.trim().to_owned();
+    let bytes = Limited::new(body, MAX_QUESTION * 4 + 1024)
+        .collect()
+        .await
+        .map_err(|err| match err.downcast_ref::<LengthLimitError>() {
+            Some(_) => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "a question is at most 2000 characters",
+            ),
+            None => ApiError::unreadable_body(err.as_ref()),
+        })?
+        .to_bytes();
+    let body: Question = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
+    let question = body.question.trim().to_owned();
     if question.is_empty() || question.chars().count() > MAX_QUESTION {
         return Err(ApiError::bad_request(
             "invalid_question",

@@ -42,6 +42,25 @@ impl ApiError {
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, code, message)
     }
+
+    /// The answer to a body that could not be read: `408 request_timeout`
+    /// when it did not arrive in time (and the connection closes, as the
+    /// rest of it may still come), else `400 invalid_body`.
+    pub fn unreadable_body(error: &(dyn std::error::Error + 'static)) -> ApiError {
+        if super::deadline::is_timeout(error) {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!("{error}"),
+            )
+            .with_header(header::CONNECTION, "close")
+        } else {
+            ApiError::bad_request(
+                "invalid_body",
+                format!("could not read the request body: {error}"),
+            )
+        }
+    }
 }
 
 impl ApiError {

@@ -5,6 +5,7 @@
 mod admin;
 pub mod auth;
 mod cors;
+mod deadline;
 mod demo;
 mod direct;
 mod error;
@@ -212,6 +213,36 @@ impl Server {
     }
 }
 
+/// Failed accepts, logged at most once per interval with how many there
+/// were: at the open-files limit every attempt fails, and a line per attempt
+/// flooded the log.
+#[derive(Default)]
+struct AcceptFailures {
+    since_logged: u64,
+    last_logged: Option<std::time::Instant>,
+}
+
+impl AcceptFailures {
+    const INTERVAL: Duration = Duration::from_secs(10);
+
+    fn note(&mut self, err: &std::io::Error) {
+        self.since_logged += 1;
+        let now = std::time::Instant::now();
+        if self
+            .last_logged
+            .is_none_or(|at| now.duration_since(at) >= Self::INTERVAL)
+        {
+            tracing::warn!(
+                %err,
+                failures = self.since_logged,
+                "accepting connections fails (logged at most every 10 s)"
+            );
+            self.since_logged = 0;
+            self.last_logged = Some(now);
+        }
+    }
+}
+
 async fn accept_loop(listener: TcpListener, state: AppState, shutdown: CancellationToken) {
     let connections = TaskTracker::new();
     let app = router(state.clone());
@@ -222,13 +253,15 @@ async fn accept_loop(listener: TcpListener, state: AppState, shutdown: Cancellat
         // Small buffers: an idle subscriber should cost little memory. Events
         // are already coalesced into one buffer per write.
         .max_buf_size(16 * 1024);
+    let mut accept_failures = AcceptFailures::default();
     loop {
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(err) => {
-                    // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!(%err, "accept failed");
+                    // Out of file descriptors and the like: back off, keep
+                    // serving, and say so once in a while, not per attempt.
+                    accept_failures.note(&err);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -261,9 +294,15 @@ async fn accept_loop(listener: TcpListener, state: AppState, shutdown: Cancellat
                 remote,
                 kill_watch: Some(kill_watch.clone()),
             };
+            let body_limit = state.config.body_read_timeout;
             let service =
                 hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
                     request.extensions_mut().insert(conn.clone());
+                    // Every body must arrive within its deadline (see
+                    // `deadline`), whichever handler reads it.
+                    let request = request.map(|body| {
+                        axum::body::Body::new(deadline::DeadlineBody::new(body, body_limit))
+                    });
                     app.clone().oneshot(request)
                 });
             // Boxed: only connections that need hyper pay for its state.

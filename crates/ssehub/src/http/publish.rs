@@ -68,12 +68,7 @@ pub async fn read_publish(
     let bytes = match Limited::new(body, max_body).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(err) if err.is::<LengthLimitError>() => return Err(too_large()),
-        Err(err) => {
-            return Err(ApiError::bad_request(
-                "invalid_body",
-                format!("could not read the request body: {err}"),
-            ));
-        }
+        Err(err) => return Err(ApiError::unreadable_body(err.as_ref())),
     };
     match kind {
         BodyKind::Form => from_form(&bytes),
