@@ -156,8 +156,9 @@ settings! {
     max_connections_per_subject: usize = "100", count;
     /// Publishes per second per publisher; 0 for no limit.
     publish_rate: u32 = "0", count;
-    /// Serve the demo backend behind the pages at /.
-    demos: bool = "true", switch;
+    /// Serve the demo backend behind the pages at / (anyone may use it, with no token) [default:
+    /// with --dev only].
+    demos: Option<bool> = "", optional_switch;
     /// Delay between demo steps (file slices, answer fragments).
     demo_pace: Duration = "100ms", duration;
     /// Relay this OpenAI-compatible endpoint in the chat demo, e.g. http://localhost:11434/v1.
@@ -585,9 +586,15 @@ impl Config {
         }
     }
 
+    /// Whether the demo backend runs: as asked, or with `--dev` only.
+    pub fn demos_on(&self) -> bool {
+        self.demos.unwrap_or(self.dev)
+    }
+
     /// The demo backend.
     pub fn demo_settings(&self) -> crate::demo::DemoSettings {
         crate::demo::DemoSettings {
+            tasks: Arc::new(tokio::sync::Semaphore::new(crate::demo::MAX_TASKS)),
             pace: self.demo_pace,
             llm: self
                 .llm_url
@@ -657,7 +664,11 @@ mod tests {
         assert_eq!(config.history_max_bytes, 1 << 30);
         assert_eq!(config.heartbeat, Duration::from_secs(15));
         assert_eq!(config.max_lifetime, Some(Duration::from_secs(1800)));
-        assert!(!config.dev && config.demos && config.anonymous_subscribers);
+        assert!(!config.dev && config.anonymous_subscribers);
+        assert!(
+            !config.demos_on(),
+            "the demos are off in production by default"
+        );
         assert_eq!(config.publisher_jwt_key, None);
         assert!(config.cors_origins.is_empty());
         assert_eq!(config.publish_rate, 0);

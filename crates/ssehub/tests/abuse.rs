@@ -221,6 +221,60 @@ async fn bodies_that_never_arrive_are_given_up_on() {
     target.assert_responsive(1).await;
 }
 
+/// A reader too slow to read anything more is dropped with a reset, on
+/// both transports, so the kernel frees what was queued for it at once
+/// instead of holding full send buffers until it gives up on the peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_slow_readers_are_reset() {
+    let target = Target::start(&["--queue-size", "8", "--history-size", "100"]).await;
+    // More than a socket's send buffer grows to (4 MiB here), so the replay
+    // alone stalls the writer and live events fill the queue.
+    let payload = "r".repeat(100 * 1024);
+    for i in 0..50 {
+        target.publish("big", &format!("{i}:{payload}")).await;
+    }
+    let mut stalled = Vec::new();
+    for hyper in [false, true] {
+        for _ in 0..6 {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.set_recv_buffer_size(4096).unwrap();
+            let mut stream = socket.connect(target.hub.addr).await.unwrap();
+            let mut request = String::new();
+            if hyper {
+                // A request before the subscription: hyper serves it.
+                request.push_str("GET /healthz HTTP/1.1\r\nHost: hub\r\n\r\n");
+            }
+            request.push_str("GET /.well-known/mercure?match=big&lastEventID=earliest HTTP/1.1\r\nHost: hub\r\n\r\n");
+            stream.write_all(request.as_bytes()).await.unwrap();
+            stalled.push(stream);
+        }
+    }
+    target.wait_for_connections(12).await;
+    for i in 0..12 {
+        target.publish("big", &format!("live {i}")).await;
+    }
+    common::wait_for_stats(&target.http, &target.hub.url, "12 dropped", |s| {
+        s["dropped_slow"] == 12 && s["connections"] == 0
+    })
+    .await;
+    let mut sink = vec![0u8; 64 * 1024];
+    for (i, stream) in stalled.iter_mut().enumerate() {
+        let end = tokio::time::timeout(PATIENCE, async {
+            loop {
+                match stream.read(&mut sink).await {
+                    Ok(0) => return Ok(()),
+                    Ok(_) => {}
+                    Err(err) => return Err(err.kind()),
+                }
+            }
+        })
+        .await
+        .expect("the connection ended in time");
+        assert_eq!(end, Err(std::io::ErrorKind::ConnectionReset), "reader {i}");
+    }
+    target.assert_responsive(0).await;
+}
+
 fn urlencode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {

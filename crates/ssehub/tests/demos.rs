@@ -160,7 +160,7 @@ async fn demo_endpoints_refuse_bad_input_and_can_be_turned_off() {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("no_files"), "{body}");
 
-    let off = start(|c| c.demos = false).await;
+    let off = start(|c| c.demos = Some(false)).await;
     let (status, body) = off
         .post("/demo/chat", "application/json", r#"{"question":"hi"}"#)
         .await;
@@ -173,4 +173,55 @@ async fn demo_endpoints_refuse_bad_input_and_can_be_turned_off() {
             .status(),
         200
     );
+}
+
+/// The demo needs no token, so it is off unless asked for (or `--dev`), and
+/// bounded when on: at most `MAX_TASKS` tasks at once, uploads of 8 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demos_are_off_in_production_and_bounded_when_on() {
+    let production = start(|c| c.dev = false).await;
+    let (status, body) = production
+        .post("/demo/chat", "application/json", r#"{"question":"hi"}"#)
+        .await;
+    assert_eq!(status, 404, "{body}");
+    let asked = start(|c| {
+        c.dev = false;
+        c.demos = Some(true);
+    })
+    .await;
+    let (status, body) = asked
+        .post("/demo/chat", "application/json", r#"{"question":"hi"}"#)
+        .await;
+    assert_eq!(status, 202, "{body}");
+
+    // Answers that take an hour hold their places.
+    let busy = start(|c| c.demo_pace = Duration::from_secs(3600)).await;
+    for i in 0..ssehub::demo::MAX_TASKS {
+        let (status, body) = busy
+            .post("/demo/chat", "application/json", r#"{"question":"slow"}"#)
+            .await;
+        assert_eq!(status, 202, "answer {i}: {body}");
+    }
+    let response = busy
+        .http
+        .post(format!("{}/demo/chat", busy.url))
+        .header("content-type", "application/json")
+        .body(r#"{"question":"one too many"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.headers()["retry-after"], "5");
+    let json: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(json["error"], "demo_busy");
+    let big = format!(
+        "--x\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.bin\"\r\n\r\n{}\r\n--x--\r\n",
+        "b".repeat(9 << 20)
+    );
+    let (status, body) = busy
+        .post("/demo/upload", "multipart/form-data; boundary=x", big)
+        .await;
+    assert_eq!(status, 413, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("a JSON error");
+    assert!(json["error"].is_string(), "{json}");
 }

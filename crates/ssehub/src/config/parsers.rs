@@ -115,6 +115,18 @@ pub const fn switch() -> Parser<bool> {
     }
 }
 
+/// `true`/`false` as [`switch`], or nothing (the default decides).
+pub const fn optional_switch() -> Parser<Option<bool>> {
+    Parser {
+        parse: |text| match text {
+            "" => Ok(None),
+            text => (switch().parse)(text).map(Some),
+        },
+        kind: Kind::Switch,
+        value_name: "BOOL",
+    }
+}
+
 /// A whole number, 0 included.
 pub const fn count<T: FromStr>() -> Parser<T> {
     value("N", |text| parsed(text, "a whole number"))

@@ -42,6 +42,7 @@ pub async fn ask(
     settings: Arc<DemoSettings>,
     question: String,
     shutdown: CancellationToken,
+    place: super::TaskPlace,
 ) -> Result<String, String> {
     let id = super::new_id();
     let answerer = if settings.llm.is_some() {
@@ -63,6 +64,7 @@ pub async fn ask(
     .await?;
     let chat = id.clone();
     tokio::spawn(async move {
+        let _place = place;
         let result = match &settings.llm {
             Some(llm) => relay(&hub, &chat, &question, llm, &shutdown).await,
             None => answer(&hub, &chat, &question, 0, settings.pace, &shutdown).await,

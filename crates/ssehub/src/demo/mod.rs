@@ -27,6 +27,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::hub::Hub;
 
+/// Most demo tasks (uploads being processed, answers being written) at
+/// once: the demo needs no token, so its cost must be bounded.
+pub const MAX_TASKS: usize = 16;
+
 /// Settings of the demo backend.
 #[derive(Debug, Clone)]
 pub struct DemoSettings {
@@ -35,7 +39,12 @@ pub struct DemoSettings {
     pub pace: Duration,
     /// Relay a real model instead of the scripted answerer.
     pub llm: Option<chat::LlmSettings>,
+    /// Places for tasks; a task holds one until it is done.
+    pub tasks: Arc<tokio::sync::Semaphore>,
 }
+
+/// A demo task's place, held until the task is done.
+pub type TaskPlace = tokio::sync::OwnedSemaphorePermit;
 
 /// Starts the background parts: live tickers, and continuing answers a
 /// restart interrupted.

@@ -53,6 +53,7 @@ pub async fn start(
     hub: Arc<Hub>,
     files: Vec<UploadedFile>,
     pace: Duration,
+    place: super::TaskPlace,
 ) -> Result<String, String> {
     let code = super::new_id();
     let mut states: Vec<FileState> = files
@@ -75,6 +76,7 @@ pub async fn start(
     .await?;
     let worker_code = code.clone();
     tokio::spawn(async move {
+        let _place = place;
         if let Err(err) = process(&hub, &worker_code, files, &mut states, pace).await {
             tracing::warn!(code = %worker_code, %err, "demo upload task stopped");
         }

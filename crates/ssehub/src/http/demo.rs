@@ -16,7 +16,7 @@ use crate::demo::{chat, upload};
 /// Most files in one upload.
 const MAX_FILES: usize = 20;
 /// Largest upload body; larger ones get 413 from the body limit layer.
-pub const MAX_UPLOAD: usize = 64 << 20;
+pub const MAX_UPLOAD: usize = 8 << 20;
 /// Longest question, in characters.
 const MAX_QUESTION: usize = 2000;
 
@@ -56,13 +56,29 @@ pub async fn upload(
             "choose at least one file",
         ));
     }
-    let code = upload::start(app.hub.clone(), files, demo.pace)
+    let place = task_place(&demo)?;
+    let code = upload::start(app.hub.clone(), files, demo.pace, place)
         .await
         .map_err(unavailable)?;
     let topic = upload::topic(&code);
     Ok(accepted(
         serde_json::json!({ "code": code, "topic": topic }),
     ))
+}
+
+/// A place for one more demo task, or `429 demo_busy`.
+fn task_place(demo: &crate::demo::DemoSettings) -> Result<crate::demo::TaskPlace, ApiError> {
+    demo.tasks.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "demo_busy",
+            format!(
+                "the demo runs at most {} tasks at once; try again shortly",
+                crate::demo::MAX_TASKS
+            ),
+        )
+        .with_header(axum::http::header::RETRY_AFTER, "5")
+    })
 }
 
 /// The demo's first publish failed: nothing was started.
@@ -113,7 +129,8 @@ pub async fn ask(State(app): State<AppState>, body: Body) -> Result<Response, Ap
             format!("ask a question of 1 to {MAX_QUESTION} characters"),
         ));
     }
-    let id = chat::ask(app.hub.clone(), demo, question, app.closing.clone())
+    let place = task_place(&demo)?;
+    let id = chat::ask(app.hub.clone(), demo, question, app.closing.clone(), place)
         .await
         .map_err(unavailable)?;
     let topic = chat::topic(&id);

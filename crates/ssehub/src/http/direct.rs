@@ -231,7 +231,7 @@ impl Future for Streaming {
         let this = self.get_mut();
         loop {
             if this.stream.is_killed() {
-                return Poll::Ready(());
+                return this.abort();
             }
             // The client sends nothing more; a read returning 0 means it is
             // gone. (No system call unless the socket reported readable.)
@@ -249,7 +249,10 @@ impl Future for Streaming {
                     Poll::Ready(Err(_)) => return Poll::Ready(()),
                     // A socket that does not drain: wait for it, or for the hub
                     // to give up on this reader.
-                    Poll::Pending => return this.stream.poll_killed(cx),
+                    Poll::Pending => {
+                        ready!(this.stream.poll_killed(cx));
+                        return this.abort();
+                    }
                 }
             }
             if this.ending {
@@ -266,6 +269,16 @@ impl Future for Streaming {
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+}
+
+impl Streaming {
+    /// Closes a killed stream's connection with a reset: the kernel drops
+    /// what is still queued for a reader that reads nothing at once, instead
+    /// of keeping full send buffers (hundreds of KiB each) until it gives up.
+    fn abort(&mut self) -> Poll<()> {
+        let _ = self.socket.set_zero_linger();
+        Poll::Ready(())
     }
 }
 
@@ -346,6 +359,12 @@ impl Prefixed {
             prefix: Bytes::from(prefix),
             socket,
         }
+    }
+}
+
+impl std::os::fd::AsRawFd for Prefixed {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.socket.as_raw_fd()
     }
 }
 

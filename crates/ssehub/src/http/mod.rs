@@ -177,7 +177,7 @@ impl Server {
             cors: Arc::new(cors::CorsSettings {
                 origins: config.cors_origins.clone(),
             }),
-            demo: config.demos.then(|| Arc::new(config.demo_settings())),
+            demo: config.demos_on().then(|| Arc::new(config.demo_settings())),
             hub: hub.clone(),
             config: Arc::new(config),
             closing: shutdown.clone(),
@@ -290,6 +290,7 @@ async fn accept_loop(listener: TcpListener, state: AppState, shutdown: Cancellat
                 direct::Route::Hyper(socket) => socket,
             };
             let kill_watch = stream::KillWatch::default();
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
             let conn = ConnectionInfo {
                 remote,
                 kill_watch: Some(kill_watch.clone()),
@@ -310,8 +311,14 @@ async fn accept_loop(listener: TcpListener, state: AppState, shutdown: Cancellat
             tokio::select! {
                 _ = connection.as_mut() => {}
                 // The hub dropped a reader too slow to be told anything:
-                // dropping the connection closes the socket at once.
-                _ = std::future::poll_fn(|cx| kill_watch.poll_killed(cx)) => {}
+                // dropping the connection closes the socket at once, with a
+                // reset (see `direct::Streaming::abort`).
+                _ = std::future::poll_fn(|cx| kill_watch.poll_killed(cx)) => {
+                    // SAFETY: `fd` is the socket `connection` owns, and
+                    // `connection` is alive until the end of this block.
+                    let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+                    let _ = socket2::SockRef::from(&socket).set_linger(Some(Duration::ZERO));
+                }
                 _ = shutdown.cancelled() => {
                     connection.as_mut().graceful_shutdown();
                     let _ = tokio::time::timeout(grace, connection).await;
