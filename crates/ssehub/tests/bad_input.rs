@@ -219,3 +219,113 @@ async fn unknown_paths_and_methods_get_json_errors() {
     let json: serde_json::Value = response.json().await.unwrap();
     assert_eq!(json["error"], "method_not_allowed");
 }
+
+/// What the HTTP layer itself refuses on a connection's first request gets
+/// a JSON error too: a head too large, too many headers, a malformed line or
+/// header, and ambiguous body framing (what request smuggling relies on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_json_errors() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hub = start(|_| {}).await;
+    let many_headers: String = (0..70).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let cases = [
+        (
+            format!("GET /healthz HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(17_000)),
+            431,
+            "headers_too_large",
+        ),
+        (
+            format!("GET /healthz HTTP/1.1\r\n{many_headers}\r\n"),
+            431,
+            "headers_too_large",
+        ),
+        ("HELLO\r\n\r\n".to_owned(), 400, "bad_request"),
+        ("GET /healthz HTTP/1.1\r\nX-Nul: a\0b\r\n\r\n".to_owned(), 400, "bad_request"),
+        (
+            "POST /.well-known/mercure HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n".to_owned(),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST /.well-known/mercure HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n".to_owned(),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST /.well-known/mercure HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n".to_owned(),
+            400,
+            "bad_request",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let mut socket = tokio::net::TcpStream::connect(hub.server.addr)
+            .await
+            .unwrap();
+        socket.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(common::PATIENCE, socket.read_to_end(&mut answer))
+            .await
+            .expect("an answer and the end of the connection")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        let what = &request[..request.len().min(60)];
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{what:?}: {answer}"
+        );
+        assert!(
+            answer.contains("content-type: application/json"),
+            "{what:?}: {answer}"
+        );
+        let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+        let json: serde_json::Value = serde_json::from_str(body).expect("a JSON body");
+        assert_eq!(json["error"], code, "{what:?}: {json}");
+    }
+    assert_eq!(hub.stats().await["published"], 0);
+}
+
+/// A client that sends its whole (too large) body before reading, as many
+/// HTTP libraries do, reads its 413: the hub reads and throws away a
+/// refused body of up to 8 MiB before answering, instead of closing with it
+/// unread (which resets the connection, answer and all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_body_sent_whole_still_gets_its_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hub = start(|c| c.max_body = 1024).await;
+    // Far more than the sockets hold: the write ends only if the hub reads.
+    let body = format!("topic=t&data={}", "x".repeat(4 << 20));
+    for framing in ["content-length", "chunked"] {
+        let mut socket = tokio::net::TcpStream::connect(hub.server.addr)
+            .await
+            .unwrap();
+        let mut request = "POST /.well-known/mercure HTTP/1.1\r\nHost: hub\r\n\
+            Content-Type: application/x-www-form-urlencoded\r\n"
+            .to_owned();
+        let mut payload = body.clone().into_bytes();
+        if framing == "chunked" {
+            request.push_str("Transfer-Encoding: chunked\r\n\r\n");
+            payload = format!("{:x}\r\n", payload.len())
+                .into_bytes()
+                .into_iter()
+                .chain(payload)
+                .chain(*b"\r\n0\r\n\r\n")
+                .collect();
+        } else {
+            request.push_str(&format!("Content-Length: {}\r\n\r\n", payload.len()));
+        }
+        socket.write_all(request.as_bytes()).await.unwrap();
+        tokio::time::timeout(common::PATIENCE, socket.write_all(&payload))
+            .await
+            .expect("the hub read the body")
+            .expect("the body was written whole");
+        let mut answer = vec![0u8; 4096];
+        let n = tokio::time::timeout(common::PATIENCE, socket.read(&mut answer))
+            .await
+            .expect("an answer")
+            .expect("the answer, not a reset");
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        assert!(answer.starts_with("HTTP/1.1 413"), "{framing}: {answer}");
+        assert!(answer.contains("body_too_large"), "{framing}: {answer}");
+    }
+    assert_eq!(hub.stats().await["published"], 0);
+}

@@ -66,13 +66,21 @@ pub async fn serve(mut socket: TcpStream, app: &AppState, conn: &ConnectionInfo)
     )
     .await;
     let request = match parsed {
-        Ok(Ok(Some(request))) => request,
-        // Too large or not HTTP: hyper answers those properly (400, 431).
-        Ok(Ok(None)) => return Route::Hyper(Prefixed::new(head, socket)),
+        Ok(Ok(Read::Head(request))) => request,
+        // Too large or not HTTP: answered here, in JSON like every other
+        // error (hyper's own answers have no body).
+        Ok(Ok(Read::Refused(error))) => {
+            let _ = write_error(&mut socket, error, HeaderMap::new()).await;
+            return Route::Done;
+        }
         // Too slow, or gone: close.
-        Ok(Err(_)) | Err(_) => return Route::Done,
+        Ok(Ok(Read::Closed)) | Ok(Err(_)) | Err(_) => return Route::Done,
     };
-    if !request.is_subscription() {
+    if let Err(error) = request.check_framing() {
+        let _ = write_error(&mut socket, error, HeaderMap::new()).await;
+        return Route::Done;
+    }
+    if request.more || !request.is_subscription() {
         return Route::Hyper(Prefixed::new(head, socket));
     }
     drop(head);
@@ -113,6 +121,9 @@ struct Head {
     headers: HeaderMap,
     /// HTTP/1.1 (a 1.0 client gets hyper, which answers it in 1.0 terms).
     http11: bool,
+    /// Bytes came after the head (a body, or a pipelined request): hyper
+    /// reads them.
+    more: bool,
 }
 
 impl Head {
@@ -124,16 +135,63 @@ impl Head {
             && !self.headers.contains_key("content-length")
             && !self.headers.contains_key("transfer-encoding")
     }
+
+    /// Refuses a head whose body framing is ambiguous (what request
+    /// smuggling relies on), as hyper would, but with a JSON body:
+    /// `Content-Length` given twice with different values or not a number,
+    /// or `Transfer-Encoding` with `Content-Length` or not ending in
+    /// `chunked`.
+    fn check_framing(&self) -> Result<(), ApiError> {
+        let bad = |message: &str| ApiError::bad_request("bad_request", message);
+        let lengths: Vec<&[u8]> = self
+            .headers
+            .get_all("content-length")
+            .iter()
+            .map(HeaderValue::as_bytes)
+            .collect();
+        if lengths
+            .iter()
+            .any(|l| l.is_empty() || !l.iter().all(u8::is_ascii_digit))
+            || lengths.windows(2).any(|w| w[0] != w[1])
+        {
+            return Err(bad("Content-Length must be one whole number"));
+        }
+        if let Some(coding) = self.headers.get_all("transfer-encoding").iter().next_back() {
+            if !lengths.is_empty() {
+                return Err(bad(
+                    "Transfer-Encoding and Content-Length cannot both be given",
+                ));
+            }
+            let last = coding
+                .as_bytes()
+                .rsplit(|&b| b == b',')
+                .next()
+                .unwrap_or_default();
+            if !last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                return Err(bad("a request's Transfer-Encoding must end with chunked"));
+            }
+        }
+        Ok(())
+    }
 }
 
-/// Reads until a whole head is in `buf`. `Ok(None)` when it is not a valid
-/// or complete head (the caller lets hyper answer).
-async fn read_head(socket: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Option<Head>> {
+/// What reading a connection's first head came to.
+enum Read {
+    Head(Head),
+    /// Not a request this hub can read: the answer to send before closing.
+    Refused(ApiError),
+    /// The client went away before sending a head.
+    Closed,
+}
+
+/// Reads until a whole head is in `buf`.
+async fn read_head(socket: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Read> {
     loop {
         match parse_head(buf) {
-            Parsed::Head(head) => return Ok(Some(head)),
-            Parsed::Invalid => return Ok(None),
-            Parsed::Partial if buf.len() >= MAX_HEAD => return Ok(None),
+            Parsed::Head(head) => return Ok(Read::Head(head)),
+            Parsed::Invalid(why) => return Ok(Read::Refused(malformed(why))),
+            Parsed::TooLarge => return Ok(Read::Refused(too_large())),
+            Parsed::Partial if buf.len() >= MAX_HEAD => return Ok(Read::Refused(too_large())),
             Parsed::Partial => {}
         }
         let start = buf.len();
@@ -141,15 +199,34 @@ async fn read_head(socket: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result
         let n = socket.read(&mut buf[start..]).await?;
         buf.truncate(start + n);
         if n == 0 {
-            return Ok(None);
+            return Ok(if start == 0 {
+                Read::Closed
+            } else {
+                Read::Refused(malformed("the request head ended early"))
+            });
         }
     }
+}
+
+fn malformed(why: &str) -> ApiError {
+    ApiError::bad_request("bad_request", format!("malformed request: {why}"))
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "headers_too_large",
+        format!(
+            "the request head is larger than {MAX_HEAD} bytes or has more than {MAX_HEADERS} headers"
+        ),
+    )
 }
 
 enum Parsed {
     Head(Head),
     Partial,
-    Invalid,
+    TooLarge,
+    Invalid(&'static str),
 }
 
 /// Parsing is kept out of the async function on purpose: httparse's header
@@ -159,16 +236,18 @@ fn parse_head(buf: &[u8]) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     match request.parse(buf) {
-        // Bytes after the head (a pipelined request) are left to hyper.
-        Ok(httparse::Status::Complete(len)) if len == buf.len() => {
-            head_of(&request).map_or(Parsed::Invalid, Parsed::Head)
-        }
+        Ok(httparse::Status::Complete(len)) => head_of(&request, len < buf.len())
+            .map_or(Parsed::Invalid("a header that is not valid"), Parsed::Head),
         Ok(httparse::Status::Partial) => Parsed::Partial,
-        _ => Parsed::Invalid,
+        Err(httparse::Error::TooManyHeaders) => Parsed::TooLarge,
+        Err(httparse::Error::HeaderName) => Parsed::Invalid("an invalid header name"),
+        Err(httparse::Error::HeaderValue) => Parsed::Invalid("an invalid header value"),
+        Err(httparse::Error::Version) => Parsed::Invalid("not HTTP/1.0 or HTTP/1.1"),
+        Err(_) => Parsed::Invalid("not an HTTP request line"),
     }
 }
 
-fn head_of(request: &httparse::Request<'_, '_>) -> Option<Head> {
+fn head_of(request: &httparse::Request<'_, '_>, more: bool) -> Option<Head> {
     let method = Method::from_bytes(request.method?.as_bytes()).ok()?;
     let target = request.path?;
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
@@ -184,6 +263,7 @@ fn head_of(request: &httparse::Request<'_, '_>) -> Option<Head> {
         query: query.to_owned(),
         headers,
         http11: request.version == Some(1),
+        more,
     })
 }
 
@@ -219,7 +299,32 @@ async fn write_error(
     let reason = error.status.canonical_reason().unwrap_or("");
     write_head(socket, error.status.as_u16(), reason, &headers).await?;
     socket.write_all(body.as_bytes()).await?;
-    socket.shutdown().await
+    socket.shutdown().await?;
+    linger(socket).await;
+    Ok(())
+}
+
+/// Most bytes, and longest time, spent reading what a refused client still
+/// sends before closing.
+const LINGER_BYTES: usize = 256 * 1024;
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Reads and discards what the client still sends, for a bounded time and
+/// amount: closing a socket with unread data sends a reset, which can
+/// destroy the answer before the client reads it ("lingering close", as
+/// nginx does).
+async fn linger(socket: &mut TcpStream) {
+    let mut sink = [0u8; 4096];
+    let mut read = 0;
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        while read < LINGER_BYTES {
+            match socket.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => read += n,
+            }
+        }
+    })
+    .await;
 }
 
 impl Future for Streaming {

@@ -1,10 +1,11 @@
 //! `POST /.well-known/mercure`: publish an event, as a Mercure form or as JSON.
 
-use axum::body::Body;
+use axum::body::{Body, BodyDataStream};
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use bytes::BytesMut;
+use futures_util::StreamExt;
 use serde::Deserialize;
 
 use super::auth::{Credentials, insufficient_scope};
@@ -62,17 +63,43 @@ pub async fn read_publish(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let mut frames = body.into_data_stream();
     if declared.is_some_and(|len| len > max_body as u64) {
+        discard(&mut frames, 0, declared).await;
         return Err(too_large());
     }
-    let bytes = match Limited::new(body, max_body).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(err) if err.is::<LengthLimitError>() => return Err(too_large()),
-        Err(err) => return Err(ApiError::unreadable_body(err.as_ref())),
-    };
+    let mut bytes = BytesMut::new();
+    while let Some(chunk) = frames.next().await {
+        let chunk = chunk.map_err(|e| ApiError::unreadable_body(&e))?;
+        if bytes.len() + chunk.len() > max_body {
+            discard(&mut frames, (bytes.len() + chunk.len()) as u64, declared).await;
+            return Err(too_large());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
     match kind {
         BodyKind::Form => from_form(&bytes),
         BodyKind::Json => from_json(&bytes),
+    }
+}
+
+/// Most bytes of a refused body read (and thrown away) before answering.
+const DISCARD_LIMIT: u64 = 8 << 20;
+
+/// Reads and throws away a body that is too large, as long as it is not
+/// larger than [`DISCARD_LIMIT`] (and within the body deadline), before the
+/// `413`: a client that sends its whole body before reading the answer (as
+/// many HTTP libraries do) would otherwise get a reset, not the answer,
+/// when the connection is closed with its body unread.
+async fn discard(frames: &mut BodyDataStream, mut read: u64, declared: Option<u64>) {
+    if declared.is_some_and(|len| len > DISCARD_LIMIT) {
+        return;
+    }
+    while let Some(Ok(chunk)) = frames.next().await {
+        read += chunk.len() as u64;
+        if read > DISCARD_LIMIT {
+            return;
+        }
     }
 }
 
