@@ -34,7 +34,12 @@ pub struct ParsedEvent {
 
 /// Incremental event-stream parser. Feed it chunks split anywhere, even inside
 /// a UTF-8 sequence, a BOM or a CRLF.
-#[derive(Debug, Clone, Default)]
+///
+/// What it holds is bounded by [`Parser::with_max_event_size`]: a line or an
+/// event that grows past the bound (a broken or hostile server can send a
+/// line that never ends) is dropped whole, never dispatched, and
+/// [`Parser::take_overflow`] says so; parsing goes on with the next event.
+#[derive(Debug, Clone)]
 pub struct Parser {
     /// Bytes of the line being read, not yet terminated.
     line: Vec<u8>,
@@ -50,12 +55,69 @@ pub struct Parser {
     /// The last event id as of the last dispatch: what a client resends in
     /// `Last-Event-ID` when it reconnects.
     last_event_id: String,
+    /// Most bytes a line and the event being read may hold together.
+    max_event_size: usize,
+    /// The event being read grew too large: its fields are ignored until the
+    /// blank line that would have dispatched it.
+    dropping_event: bool,
+    /// The line being read grew too large: its bytes are ignored until it
+    /// ends.
+    dropping_line: bool,
+    /// An event was dropped since the last [`Parser::take_overflow`].
+    overflowed: bool,
+}
+
+impl Default for Parser {
+    fn default() -> Self {
+        Parser {
+            line: Vec::new(),
+            after_cr: false,
+            past_start: false,
+            data: String::new(),
+            event_type: String::new(),
+            id_buffer: String::new(),
+            last_event_id: String::new(),
+            max_event_size: usize::MAX,
+            dropping_event: false,
+            dropping_line: false,
+            overflowed: false,
+        }
+    }
 }
 
 impl Parser {
-    /// A parser at the start of a stream.
+    /// A parser at the start of a stream, with no bound on what it holds.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A parser that holds at most `bytes` for the line and the event being
+    /// read; larger events are dropped (see [`Parser::take_overflow`]).
+    pub fn with_max_event_size(bytes: usize) -> Self {
+        Parser {
+            max_event_size: bytes,
+            ..Self::default()
+        }
+    }
+
+    /// Whether an event was dropped for being too large since the last call.
+    pub fn take_overflow(&mut self) -> bool {
+        std::mem::take(&mut self.overflowed)
+    }
+
+    /// Bytes held for the event being read, its unfinished line included.
+    pub fn held_bytes(&self) -> usize {
+        self.line.len() + self.data.len() + self.event_type.len() + self.id_buffer.len()
+    }
+
+    /// Drops the event being read once it holds more than the bound.
+    fn check_size(&mut self) {
+        if self.held_bytes() > self.max_event_size {
+            self.overflowed = true;
+            self.dropping_event = true;
+            self.data = String::new();
+            self.event_type = String::new();
+        }
     }
 
     /// Parses a chunk and returns what it completed.
@@ -80,12 +142,22 @@ impl Parser {
             }
         }
         while let Some(end) = memchr::memchr2(b'\r', b'\n', chunk) {
-            if self.line.is_empty() {
+            if self.dropping_line {
+                // The end of a line too long to keep: it is not a blank
+                // line, and its field is lost with the event.
+                self.dropping_line = false;
+            } else if self.line.is_empty() {
                 self.process_line(&chunk[..end], items);
             } else {
                 self.line.extend_from_slice(&chunk[..end]);
                 let line = std::mem::take(&mut self.line);
-                self.process_line(&line, items);
+                if line.len() + self.data.len() > self.max_event_size {
+                    self.overflowed = true;
+                    self.dropping_event = true;
+                    self.data = String::new();
+                } else {
+                    self.process_line(&line, items);
+                }
                 self.line = line;
                 self.line.clear();
             }
@@ -99,7 +171,17 @@ impl Parser {
                 }
             }
         }
-        self.line.extend_from_slice(chunk);
+        if !self.dropping_line {
+            self.line.extend_from_slice(chunk);
+            if self.held_bytes() > self.max_event_size {
+                // A line that does not end: keep none of it.
+                self.line = Vec::new();
+                self.dropping_line = true;
+                self.check_size();
+                self.overflowed = true;
+                self.dropping_event = true;
+            }
+        }
     }
 
     /// The last event id as of the last dispatched (or empty-data) block: the
@@ -131,6 +213,16 @@ impl Parser {
     }
 
     fn process_line(&mut self, line: &[u8], items: &mut Vec<Item>) {
+        if self.dropping_event {
+            if line.is_empty() {
+                // Where the dropped event would have been dispatched: the
+                // next one starts clean (the id buffer is kept, as always).
+                self.dropping_event = false;
+                self.data.clear();
+                self.event_type.clear();
+            }
+            return;
+        }
         let (name, value) = match memchr::memchr(b':', line) {
             _ if line.is_empty() => return self.dispatch(items),
             Some(0) => return, // a comment
@@ -141,10 +233,14 @@ impl Parser {
             None => (line, &[][..]),
         };
         match name {
-            b"event" => set_lossy(&mut self.event_type, value),
+            b"event" => {
+                set_lossy(&mut self.event_type, value);
+                self.check_size();
+            }
             b"data" => {
                 self.data.push_str(&String::from_utf8_lossy(value));
                 self.data.push('\n');
+                self.check_size();
             }
             b"id" if !value.contains(&0) => set_lossy(&mut self.id_buffer, value),
             // Only ASCII digits; an empty value or one too large for u64
@@ -246,6 +342,36 @@ mod tests {
     #[test]
     fn a_cr_dispatches_without_waiting_for_a_possible_lf() {
         assert_eq!(parse(b"data: a\r\r"), [event("message", "a", "")]);
+    }
+
+    #[test]
+    fn a_line_that_never_ends_is_dropped_and_parsing_goes_on() {
+        let mut parser = Parser::with_max_event_size(1024);
+        parser.feed(b"data: ok\n\n");
+        for _ in 0..100 {
+            assert_eq!(parser.feed(&[b'x'; 1000]), []);
+            assert!(parser.held_bytes() <= 1024);
+        }
+        assert!(parser.take_overflow());
+        assert!(!parser.take_overflow());
+        // The rest of the long line, its event's end, then a good event.
+        assert_eq!(
+            parser.feed(b"xx\ndata: lost\n\ndata: fine\n\n"),
+            [event("message", "fine", "")]
+        );
+    }
+
+    #[test]
+    fn an_event_of_many_lines_that_grows_too_large_is_dropped() {
+        let mut parser = Parser::with_max_event_size(100);
+        let many: Vec<u8> = b"data: 0123456789\n".repeat(20);
+        assert_eq!(parser.feed(&many), []);
+        assert!(parser.held_bytes() <= 100);
+        assert_eq!(
+            parser.feed(b"\nid: 2\ndata: small\n\n"),
+            [event("message", "small", "2")]
+        );
+        assert!(parser.take_overflow());
     }
 
     #[test]

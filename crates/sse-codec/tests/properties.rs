@@ -168,3 +168,47 @@ proptest! {
         prop_assert!(Event::message("x").event_type(&bad).encode().is_err());
     }
 }
+
+/// Streams of events and long unfinished lines, split anywhere.
+fn stream_with_long_lines() -> impl Strategy<Value = (Vec<u8>, Vec<usize>)> {
+    let piece = prop_oneof![
+        Just(b"data: short\n".to_vec()),
+        Just(b"\n".to_vec()),
+        Just(b"event: t\n".to_vec()),
+        Just(b"id: 7\n".to_vec()),
+        Just(b"retry: 10\n".to_vec()),
+        (1usize..400).prop_map(|n| [b"data: ".to_vec(), vec![b'x'; n], b"\n".to_vec()].concat()),
+        (1usize..400).prop_map(|n| vec![b'y'; n]),
+    ];
+    (
+        prop::collection::vec(piece, 0..24).prop_map(|pieces| pieces.concat()),
+        prop::collection::vec(1usize..64, 0..16),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    /// A bounded parser never holds more than its bound between chunks, and
+    /// when it dropped nothing it parsed exactly what an unbounded one does.
+    #[test]
+    fn a_bounded_parser_holds_at_most_its_bound(
+        (stream, cuts) in stream_with_long_lines(),
+        bound in 16usize..512,
+    ) {
+        let mut bounded = Parser::with_max_event_size(bound);
+        let mut free = Parser::new();
+        let (mut got, mut want) = (Vec::new(), Vec::new());
+        let mut rest = &stream[..];
+        for cut in cuts.iter().copied().chain([usize::MAX]) {
+            let (chunk, after) = rest.split_at(cut.min(rest.len()));
+            rest = after;
+            bounded.feed_into(chunk, &mut got);
+            free.feed_into(chunk, &mut want);
+            prop_assert!(bounded.held_bytes() <= bound, "{} > {}", bounded.held_bytes(), bound);
+        }
+        if !bounded.take_overflow() {
+            prop_assert_eq!(got, want);
+        }
+    }
+}

@@ -34,7 +34,16 @@ pub enum Error {
     /// The hub answered a subscription with something that is not an event stream.
     #[error("the answer is not text/event-stream but {0:?}")]
     NotEventStream(String),
+    /// The stream sent an event (or a line) larger than [`MAX_EVENT_SIZE`];
+    /// it was dropped, and the connection with it.
+    #[error("the stream sent an event larger than {MAX_EVENT_SIZE} bytes")]
+    EventTooLarge,
 }
+
+/// Most bytes one event (or one unfinished line) may take while it is read:
+/// a broken or hostile server could otherwise send a line that never ends
+/// and exhaust the client's memory.
+pub const MAX_EVENT_SIZE: usize = 16 << 20;
 
 /// An event to publish. Serialized as ssehub's JSON publish body.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -195,7 +204,7 @@ impl Hub {
         }
         Ok(Connection {
             body: response.bytes_stream().boxed(),
-            parser: sse_codec::Parser::new(),
+            parser: sse_codec::Parser::with_max_event_size(MAX_EVENT_SIZE),
             pending: VecDeque::new(),
             position: String::new(),
         })
@@ -261,6 +270,9 @@ impl Connection {
                     let mut items = Vec::new();
                     self.parser.feed_into(&chunk, &mut items);
                     self.pending.extend(items);
+                    if self.parser.take_overflow() {
+                        return Some(Err(Error::EventTooLarge));
+                    }
                 }
                 Err(err) => return Some(Err(err.into())),
             }

@@ -274,6 +274,13 @@ fn assert_startup_refused(dir: &std::path::Path, what: &str) {
     assert!(error.contains("move the file aside"), "{error}");
 }
 
+#[test]
+fn an_empty_data_file_stops_startup_too() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("history.redb"), b"").unwrap();
+    assert_startup_refused(dir.path(), "an empty file");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_truncated_data_file_stops_startup_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();

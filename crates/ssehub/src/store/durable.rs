@@ -54,6 +54,18 @@ impl DurableStore {
                 "Check the path and its permissions, or choose another with --data-dir",
             )
         })?;
+        // redb makes a new database of an empty file; a data file the hub
+        // finds empty at startup was truncated (or its creation cut short),
+        // and starting on it would lose all history and reuse ids silently.
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+            return Err(StoreError::Damaged {
+                path: path.clone(),
+                reason:
+                    "the file is empty (0 bytes): it was truncated, or its creation was cut short"
+                        .into(),
+                advice: DAMAGED_ADVICE,
+            });
+        }
         let db = Database::create(&path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => open_error(
                 "it is already open in another process".into(),
