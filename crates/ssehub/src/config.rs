@@ -117,7 +117,8 @@ settings! {
     max_topic_length: usize = "1024", positive_count;
     /// Events queued per connection before it is dropped as slow.
     queue_size: usize = "512", positive_count;
-    /// How long shutdown waits for connections.
+    /// How long shutdown waits for connections, and a stream the hub ends may take to deliver
+    /// its last bytes before its connection is reset.
     shutdown_timeout: Duration = "10s", duration;
     /// How long a client may take to send request headers.
     header_read_timeout: Duration = "10s", positive_duration;
@@ -631,6 +632,7 @@ impl Config {
             heartbeat: self.heartbeat,
             max_lifetime: self.max_lifetime,
             retry: self.retry,
+            drain_timeout: self.shutdown_timeout,
         }
     }
 }

@@ -227,26 +227,12 @@ async fn bodies_that_never_arrive_are_given_up_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_slow_readers_are_reset() {
     let target = Target::start(&["--queue-size", "8", "--history-size", "100"]).await;
-    // More than a socket's send buffer grows to (4 MiB here), so the replay
-    // alone stalls the writer and live events fill the queue.
-    let payload = "r".repeat(100 * 1024);
-    for i in 0..50 {
-        target.publish("big", &format!("{i}:{payload}")).await;
-    }
+    // The replay alone stalls the writer; live events then fill the queue.
+    publish_big_history(&target, "big").await;
     let mut stalled = Vec::new();
     for hyper in [false, true] {
         for _ in 0..6 {
-            let socket = tokio::net::TcpSocket::new_v4().unwrap();
-            socket.set_recv_buffer_size(4096).unwrap();
-            let mut stream = socket.connect(target.hub.addr).await.unwrap();
-            let mut request = String::new();
-            if hyper {
-                // A request before the subscription: hyper serves it.
-                request.push_str("GET /healthz HTTP/1.1\r\nHost: hub\r\n\r\n");
-            }
-            request.push_str("GET /.well-known/mercure?match=big&lastEventID=earliest HTTP/1.1\r\nHost: hub\r\n\r\n");
-            stream.write_all(request.as_bytes()).await.unwrap();
-            stalled.push(stream);
+            stalled.push(stalled_reader(&target, "match=big&lastEventID=earliest", hyper).await);
         }
     }
     target.wait_for_connections(12).await;
@@ -257,22 +243,123 @@ async fn dropped_slow_readers_are_reset() {
         s["dropped_slow"] == 12 && s["connections"] == 0
     })
     .await;
-    let mut sink = vec![0u8; 64 * 1024];
     for (i, stream) in stalled.iter_mut().enumerate() {
-        let end = tokio::time::timeout(PATIENCE, async {
-            loop {
-                match stream.read(&mut sink).await {
-                    Ok(0) => return Ok(()),
-                    Ok(_) => {}
-                    Err(err) => return Err(err.kind()),
-                }
-            }
-        })
-        .await
-        .expect("the connection ended in time");
-        assert_eq!(end, Err(std::io::ErrorKind::ConnectionReset), "reader {i}");
+        assert_reset(stream, &format!("reader {i}")).await;
     }
     target.assert_responsive(0).await;
+}
+
+/// Opens a subscription from a socket with a small receive buffer that
+/// will never be read, on the direct path or (after a first request on the
+/// same connection) on hyper's.
+async fn stalled_reader(target: &Target, query: &str, hyper: bool) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(target.hub.addr).await.unwrap();
+    let mut request = String::new();
+    if hyper {
+        request.push_str("GET /healthz HTTP/1.1\r\nHost: hub\r\n\r\n");
+    }
+    request.push_str(&format!(
+        "GET /.well-known/mercure?{query} HTTP/1.1\r\nHost: hub\r\n\r\n"
+    ));
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream
+}
+
+/// Reads until the hub ends the connection, which must be a reset.
+async fn assert_reset(stream: &mut tokio::net::TcpStream, what: &str) {
+    let mut sink = vec![0u8; 64 * 1024];
+    let end = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match stream.read(&mut sink).await {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(err) => return Err(err.kind()),
+            }
+        }
+    })
+    .await
+    .expect("the connection ended in time");
+    assert_eq!(end, Err(std::io::ErrorKind::ConnectionReset), "{what}");
+}
+
+/// History larger than a socket's send buffer grows to (4 MiB here): a
+/// replay of it stalls the writer of a reader that does not read.
+async fn publish_big_history(target: &Target, topic: &str) {
+    let payload = "r".repeat(100 * 1024);
+    for i in 0..50 {
+        target.publish(topic, &format!("{i}:{payload}")).await;
+    }
+}
+
+/// A stalled reader the hub ends — by an admin disconnect, by a newer
+/// connection with its client id, because its topic finished, or at its
+/// maximum lifetime — cannot deliver its last bytes; after
+/// `--shutdown-timeout` its connection is reset, on both transports, and
+/// it no longer counts against the limits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_readers_the_hub_ends_are_closed() {
+    let target = Target::start(&["--history-size", "100", "--shutdown-timeout", "1s"]).await;
+    publish_big_history(&target, "big").await;
+    publish_big_history(&target, "ending").await;
+    let mut stalled = Vec::new();
+    for hyper in [false, true] {
+        for kind in ["gone", "replaced", "done"] {
+            let query = match kind {
+                "done" => "match=ending&lastEventID=earliest".to_owned(),
+                client => format!("match=big&client_id={client}{hyper}&lastEventID=earliest"),
+            };
+            stalled.push((kind, hyper, stalled_reader(&target, &query, hyper).await));
+            target.wait_for_connections(stalled.len() as u64).await;
+        }
+    }
+    for hyper in [false, true] {
+        let url = format!("{}/v1/clients/gone{hyper}", target.hub.url);
+        assert_eq!(target.http.delete(url).send().await.unwrap().status(), 204);
+    }
+    let mut replacements = Vec::new();
+    for hyper in [false, true] {
+        let options = Subscribe {
+            client_id: Some(format!("replaced{hyper}")),
+            ..Subscribe::topics(["elsewhere"])
+        };
+        replacements.push(target.client.connect(&options).await.unwrap());
+    }
+    let mut done = Publish::new("ending", "finished");
+    done.is_final = true;
+    target.client.publish(&done).await.unwrap();
+    common::wait_for_stats(
+        &target.http,
+        &target.hub.url,
+        "only the replacements",
+        |s| s["connections"] == 2,
+    )
+    .await;
+    for (kind, hyper, stream) in &mut stalled {
+        assert_reset(stream, &format!("{kind} (hyper: {hyper})")).await;
+    }
+    drop(replacements);
+    target.assert_responsive(0).await;
+
+    let lifetimes = Target::start(&[
+        "--history-size",
+        "100",
+        "--shutdown-timeout",
+        "1s",
+        "--max-lifetime",
+        "1s",
+    ])
+    .await;
+    publish_big_history(&lifetimes, "big").await;
+    let mut direct = stalled_reader(&lifetimes, "match=big&lastEventID=earliest", false).await;
+    let mut hyper = stalled_reader(&lifetimes, "match=big&lastEventID=earliest", true).await;
+    common::wait_for_stats(&lifetimes.http, &lifetimes.hub.url, "lifetimes over", |s| {
+        s["opened"] == 2 && s["connections"] == 0
+    })
+    .await;
+    assert_reset(&mut direct, "lifetime (direct)").await;
+    assert_reset(&mut hyper, "lifetime (hyper)").await;
 }
 
 fn urlencode(text: &str) -> String {

@@ -56,6 +56,19 @@ impl Hub {
         let tick = self.stream_tick().as_nanos().max(1);
         let beat_after = (self.config.heartbeat.as_nanos() / tick).clamp(1, u32::MAX.into()) as u32;
         let mut st = self.state();
+        // A stream the hub let go of (at an earlier tick) that still has not
+        // delivered its last bytes has a reader that does not read: close
+        // its connection.
+        st.ending.retain(|(deadline, stream)| {
+            if stream.is_closed() {
+                return false;
+            }
+            if *deadline <= now {
+                stream.kill();
+                return false;
+            }
+            true
+        });
         let mut due = Vec::new();
         for (id, sub) in &st.subscribers {
             match sub.ends {

@@ -77,6 +77,9 @@ pub struct HubConfig {
     pub max_lifetime: Option<Duration>,
     /// Reconnection delay suggested to clients in a stream's last words.
     pub retry: Duration,
+    /// How long a stream the hub ends may take to deliver its last bytes
+    /// before its connection is reset (a reader that does not read).
+    pub drain_timeout: Duration,
 }
 
 /// Counters and sizes, as `GET /v1/stats` shows them.
@@ -188,6 +191,7 @@ impl Hub {
 
     fn restore(&self, recovered: Recovered) {
         let mut st = self.state();
+        st.drain_timeout = self.config.drain_timeout;
         if self.store.is_durable() {
             st.pending = Some(Pending::default());
         }
@@ -573,6 +577,7 @@ mod tests {
             heartbeat: Duration::from_secs(15),
             max_lifetime: None,
             retry: Duration::from_secs(3),
+            drain_timeout: Duration::from_secs(10),
         }
     }
 
@@ -760,6 +765,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_stream_the_hub_ends_is_killed_if_its_last_bytes_are_not_read() {
+        let hub = hub(10);
+        let stalled = hub
+            .subscribe(Subscribe {
+                client_id: Some("stalled".into()),
+                ..subscribe(&["s"], None)
+            })
+            .unwrap();
+        let mut reading = hub
+            .subscribe(Subscribe {
+                client_id: Some("reading".into()),
+                ..subscribe(&["s"], None)
+            })
+            .unwrap();
+        assert!(hub.disconnect("stalled") && hub.disconnect("reading"));
+        // One reads to the end of its stream: its writer goes away.
+        let mut events = reading.events.take().unwrap();
+        assert_eq!(events.try_recv(), Err(queue::TryRecvError::Disconnected));
+        drop(events);
+        let later = Instant::now() + hub.config.drain_timeout + Duration::from_secs(1);
+        hub.tick_streams(Instant::now());
+        assert!(!stalled.events.as_ref().unwrap().is_killed());
+        hub.tick_streams(later);
+        assert!(stalled.events.as_ref().unwrap().is_killed());
+        assert!(hub.state().ending.is_empty());
+    }
+
+    #[tokio::test]
     async fn a_backend_reads_history_and_counts_listeners() {
         let hub = hub(2);
         for (topic, data) in [
@@ -842,6 +875,7 @@ mod properties {
                 heartbeat: Duration::from_secs(15),
                 max_lifetime: None,
                 retry: Duration::from_secs(3),
+                drain_timeout: Duration::from_secs(10),
             },
             Arc::new(MemoryStore),
         )

@@ -79,6 +79,11 @@ impl Shared {
         Poll::Pending
     }
 
+    fn kill(&self) {
+        self.killed.store(true, Ordering::Release);
+        self.wake_after(|inner| inner.items = VecDeque::new());
+    }
+
     /// Changes the state under the lock, then wakes the writer.
     fn wake_after(&self, change: impl FnOnce(&mut Inner)) {
         let waker = {
@@ -173,9 +178,38 @@ impl Sender {
 
     /// Asks the writer to close the connection now, dropping what is queued.
     pub fn kill(&self) {
-        self.shared.killed.store(true, Ordering::Release);
-        self.shared
-            .wake_after(|inner| inner.items = VecDeque::new());
+        self.shared.kill();
+    }
+
+    /// A handle that can still kill the stream once the hub has let go of
+    /// it (dropped this sender, or ended it), while its writer delivers the
+    /// last bytes; it does not keep the stream open.
+    pub fn watch(&self) -> Watch {
+        Watch {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Whether the writer is gone (the connection closed).
+    pub fn is_closed(&self) -> bool {
+        self.shared.lock().receiver_gone
+    }
+}
+
+/// See [`Sender::watch`].
+pub struct Watch {
+    shared: Arc<Shared>,
+}
+
+impl Watch {
+    /// Whether the writer is gone: the stream is over.
+    pub fn is_closed(&self) -> bool {
+        self.shared.lock().receiver_gone
+    }
+
+    /// Asks the writer to close the connection now.
+    pub fn kill(&self) {
+        self.shared.kill();
     }
 }
 

@@ -44,6 +44,12 @@ pub(super) struct State {
     pub next_sub: SubId,
     /// The server is stopping: every stream ends, new ones at once.
     pub shutting_down: bool,
+    /// Streams the hub has let go of whose writers are still delivering
+    /// their last bytes, and when they will be killed if they have not: a
+    /// reader that stalls must not keep its connection forever.
+    pub ending: Vec<(std::time::Instant, super::queue::Watch)>,
+    /// How long an ending stream may take (`--shutdown-timeout`).
+    pub drain_timeout: std::time::Duration,
 }
 
 /// Store changes waiting for the next commit.
@@ -264,6 +270,10 @@ impl State {
 
     pub fn remove_subscriber(&mut self, id: SubId) -> Option<Subscriber> {
         let sub = self.subscribers.remove(&id)?;
+        if !sub.queue.is_closed() {
+            let deadline = std::time::Instant::now() + self.drain_timeout;
+            self.ending.push((deadline, sub.queue.watch()));
+        }
         for name in sub.selectors.iter().filter_map(Selector::exact) {
             let idle = self.topics.get_mut(name).is_some_and(|topic| {
                 if let Some(at) = topic.subscribers.iter().position(|s| *s == id) {
