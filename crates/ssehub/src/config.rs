@@ -117,8 +117,12 @@ settings! {
     max_topic_length: usize = "1024", positive_count;
     /// Events queued per connection before it is dropped as slow.
     queue_size: usize = "512", positive_count;
-    /// How long shutdown waits for connections, and a stream the hub ends may take to deliver
-    /// its last bytes before its connection is reset.
+    /// Events waiting to be replayed across all streams (8 bytes each); a subscription that
+    /// would exceed it while others replay is refused with 503 replay_busy.
+    max_replay: usize = "4000000", positive_count;
+    /// How long shutdown waits for connections; how long a stream the hub ends may take to
+    /// deliver its last bytes, and a replaying stream may go without taking any, before its
+    /// connection is reset.
     shutdown_timeout: Duration = "10s", duration;
     /// How long a client may take to send request headers.
     header_read_timeout: Duration = "10s", positive_duration;
@@ -633,6 +637,7 @@ impl Config {
             max_lifetime: self.max_lifetime,
             retry: self.retry,
             drain_timeout: self.shutdown_timeout,
+            max_replay: self.max_replay,
         }
     }
 }

@@ -362,6 +362,69 @@ async fn stalled_readers_the_hub_ends_are_closed() {
     assert_reset(&mut hyper, "lifetime (hyper)").await;
 }
 
+/// Readers that replay all of history (`match=*`, `earliest`) and never
+/// read hold no copy of it: the replay is taken in pieces as each socket
+/// drains. Once they have taken nothing for `--shutdown-timeout` they are
+/// reset, and what they held waiting is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_replays_of_all_history_hold_no_copy_of_it() {
+    let target = Target::start(&["--history-size", "1000", "--shutdown-timeout", "2s"]).await;
+    // 20 MiB of history.
+    let payload = "h".repeat(100 * 1024);
+    for i in 0..200 {
+        target
+            .publish(&format!("t/{}", i % 10), &format!("{i}:{payload}"))
+            .await;
+    }
+    let before = target.hub.rss_bytes();
+    let mut stalled = Vec::new();
+    for i in 0..20 {
+        stalled.push(stalled_reader(&target, "match=*&lastEventID=earliest", i % 2 == 1).await);
+    }
+    target.wait_for_connections(20).await;
+    target.assert_responsive(0).await;
+    // A copy each would be 400 MiB; pieces in flight are 64 KiB each.
+    let growth = target.hub.rss_bytes().saturating_sub(before);
+    eprintln!("RSS growth with 20 stalled replays: {} KiB", growth >> 10);
+    assert!(growth < 64 << 20, "RSS grew by {} MiB", growth >> 20);
+    common::wait_for_stats(
+        &target.http,
+        &target.hub.url,
+        "stalled replays dropped",
+        |s| s["connections"] == 0 && s["replay_backlog"] == 0 && s["dropped_slow"] == 20,
+    )
+    .await;
+    for (i, stream) in stalled.iter_mut().enumerate() {
+        assert_reset(stream, &format!("replay {i}")).await;
+    }
+    target.assert_responsive(1).await;
+}
+
+/// Replays waiting across the hub are bounded: beyond `--max-replay`, a
+/// subscription that would add to them is refused with a JSON 503 and a
+/// `Retry-After`, while one with nothing to replay still gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replays_beyond_the_hub_wide_bound_are_refused() {
+    let target = Target::start(&["--max-replay", "10", "--shutdown-timeout", "30s"]).await;
+    publish_big_history(&target, "big").await;
+    let _stalled = stalled_reader(&target, "match=big&lastEventID=earliest", false).await;
+    // Its socket holds a few MiB; the rest of its 5 MiB waits.
+    common::wait_for_stats(&target.http, &target.hub.url, "a replay waiting", |s| {
+        s["connections"] == 1 && s["replay_backlog"].as_u64() > Some(0)
+    })
+    .await;
+    let url = format!(
+        "{}/.well-known/mercure?match=big&lastEventID=earliest",
+        target.hub.url
+    );
+    let refused = target.http.get(url).send().await.unwrap();
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let json: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(json["error"], "replay_busy");
+    target.assert_responsive(0).await;
+}
+
 fn urlencode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {

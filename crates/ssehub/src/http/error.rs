@@ -111,6 +111,14 @@ impl From<SubscribeError> for ApiError {
             SubscribeError::SelectorTooLong { .. } => (StatusCode::BAD_REQUEST, "invalid_selector"),
             SubscribeError::ReservedTopic => (StatusCode::FORBIDDEN, "reserved_topic"),
             SubscribeError::InvalidClientId(_) => (StatusCode::BAD_REQUEST, "invalid_client_id"),
+            SubscribeError::ReplayBusy { .. } => {
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "replay_busy",
+                    err.to_string(),
+                )
+                .with_header(header::RETRY_AFTER, "1");
+            }
         };
         ApiError::new(status, code, err.to_string())
     }

@@ -32,10 +32,11 @@ use futures_util::Stream;
 
 use super::limits::Admission;
 use crate::hub::queue::{KillSignal, Receiver};
-use crate::hub::{Registration, Subscription};
+use crate::hub::{Piece, Registration, Replay, Subscription};
 
-/// At most this much is coalesced into one write.
-const MAX_WRITE: usize = 64 * 1024;
+/// At most this much is coalesced into one write: as much as a piece of
+/// replay.
+const MAX_WRITE: usize = crate::hub::PIECE_BYTES;
 
 /// The headers of a stream's answer, added to `headers` (which may already
 /// hold the CORS headers): an event stream, never cached, never buffered by
@@ -50,13 +51,13 @@ pub(super) fn head(mut headers: HeaderMap) -> HeaderMap {
     headers
 }
 
-/// The body of one stream: the first bytes, then live events coalesced into
-/// as few writes as possible. Heartbeats, and the last words of a stream the
-/// hub ends, come from the hub through the queue: an idle stream holds no
-/// timer of its own.
+/// The body of one stream: its replay, piece by piece as the socket
+/// drains, then live events coalesced into as few writes as possible.
+/// Heartbeats, and the last words of a stream the hub ends, come from the
+/// hub through the queue: an idle stream holds no timer of its own.
 pub(super) struct EventStream {
-    first: Option<Bytes>,
-    events: Option<Receiver>,
+    replay: Option<Box<Replay>>,
+    events: Receiver,
     /// Unregisters the subscriber when the stream is dropped.
     _registration: Registration,
     /// Releases the stream's place in the connection limits.
@@ -66,7 +67,7 @@ pub(super) struct EventStream {
 impl EventStream {
     pub(super) fn new(subscription: Subscription, admission: Admission) -> EventStream {
         EventStream {
-            first: Some(subscription.initial),
+            replay: subscription.replay,
             events: subscription.events,
             _registration: subscription.registration,
             _admission: admission,
@@ -75,22 +76,18 @@ impl EventStream {
 
     /// Whether the hub asked for the connection to be closed without a word.
     pub(super) fn is_killed(&self) -> bool {
-        self.events.as_ref().is_some_and(|e| e.is_killed())
+        self.events.is_killed()
     }
 
     /// Ready once the hub asks for the connection to be closed; for a writer
     /// blocked on a full socket.
     pub(super) fn poll_killed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        match self.events.as_mut() {
-            Some(events) => events.poll_killed(cx),
-            None => Poll::Pending,
-        }
+        self.events.poll_killed(cx)
     }
 
-    /// A handle on the kill for a writer's connection task; `None` for a
-    /// stream with nothing live to come.
-    pub(super) fn kill_signal(&self) -> Option<KillSignal> {
-        self.events.as_ref().map(Receiver::kill_signal)
+    /// A handle on the kill for a writer's connection task.
+    pub(super) fn kill_signal(&self) -> KillSignal {
+        self.events.kill_signal()
     }
 }
 
@@ -99,13 +96,20 @@ impl Stream for EventStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        if let Some(first) = this.first.take() {
-            return Poll::Ready(Some(Ok(first)));
+        if let Some(replay) = &mut this.replay {
+            match replay.next_piece() {
+                Piece::Bytes(piece) => return Poll::Ready(Some(Ok(piece))),
+                Piece::Done => this.replay = None,
+                Piece::Dropped => {
+                    // The hub reset the stream (it is killed): the
+                    // transport closes the connection when polled again.
+                    this.replay = None;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+            }
         }
-        let Some(events) = this.events.as_mut() else {
-            // Every topic was already finished: the first bytes said it all.
-            return Poll::Ready(None);
-        };
+        let events = &mut this.events;
         match events.poll_recv(cx) {
             Poll::Ready(Some(bytes)) => {
                 // Coalesce whatever else is already queued into this write.

@@ -21,8 +21,8 @@ pub async fn subscribe(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let stream = open(&app, &conn, &headers, query.as_deref().unwrap_or(""))?;
-    if let (Some(watch), Some(signal)) = (&conn.kill_watch, stream.kill_signal()) {
-        watch.watch(signal);
+    if let Some(watch) = &conn.kill_watch {
+        watch.watch(stream.kill_signal());
     }
     // CORS headers come from the router's middleware, as for every answer.
     Ok((stream::head(HeaderMap::new()), Body::from_stream(stream)).into_response())

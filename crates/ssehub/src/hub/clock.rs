@@ -69,6 +69,7 @@ impl Hub {
             }
             true
         });
+        self.drop_stalled_replays(&mut st, now);
         let mut due = Vec::new();
         for (id, sub) in &st.subscribers {
             match sub.ends {

@@ -23,6 +23,7 @@ mod clock;
 mod commit;
 mod publish;
 pub mod queue;
+mod replay;
 mod selector;
 mod state;
 mod subscribe;
@@ -40,6 +41,7 @@ use queue::TrySendError;
 
 pub use crate::event::Event;
 pub use publish::{Publish, PublishError, TopicLimits, validate_topic};
+pub use replay::{PIECE_BYTES, Piece, Replay};
 pub use selector::{Part, Selector, SelectorError};
 pub use subscription::{Registration, Subscribe, SubscribeError, Subscription};
 
@@ -80,6 +82,9 @@ pub struct HubConfig {
     /// How long a stream the hub ends may take to deliver its last bytes
     /// before its connection is reset (a reader that does not read).
     pub drain_timeout: Duration,
+    /// Events waiting to be replayed across all streams; a subscription
+    /// that would exceed it is refused while others replay.
+    pub max_replay: usize,
 }
 
 /// Counters and sizes, as `GET /v1/stats` shows them.
@@ -108,6 +113,8 @@ pub struct Stats {
     pub stored_events: u64,
     /// Their size as counted against `--history-max-bytes`.
     pub stored_bytes: u64,
+    /// Events waiting to be replayed to streams that are catching up.
+    pub replay_backlog: u64,
 }
 
 /// One connected client, as the admin API lists it.
@@ -456,6 +463,7 @@ impl Hub {
             history_events: st.topics.values().map(|t| t.history.len() as u64).sum(),
             stored_events: st.kept.len() as u64,
             stored_bytes: st.kept_bytes as u64,
+            replay_backlog: st.replay_backlog as u64,
         }
     }
 
@@ -469,7 +477,11 @@ impl Hub {
         let st = self.state();
         let topics = subscribe::Topics::select(&st, selectors);
         let everything = [Selector::All];
-        subscribe::Replay::collect(&st, &topics, subscribe::Resume::EARLIEST, &everything).events
+        subscribe::Backlog::collect(&st, &topics, subscribe::Resume::EARLIEST, &everything)
+            .events
+            .into_iter()
+            .cloned()
+            .collect()
     }
 
     /// How many open streams a public event published to `topic` now would
@@ -578,6 +590,7 @@ mod tests {
             max_lifetime: None,
             retry: Duration::from_secs(3),
             drain_timeout: Duration::from_secs(10),
+            max_replay: 1_000_000,
         }
     }
 
@@ -597,8 +610,10 @@ mod tests {
                 ..subscribe(&["e"], None)
             })
             .unwrap();
-        let q = quiet.events.as_mut().unwrap();
-        let e = expiring.events.as_mut().unwrap();
+        quiet.read_now();
+        expiring.read_now();
+        let q = &mut quiet.events;
+        let e = &mut expiring.events;
         // A heartbeat after four quiet ticks (the heartbeat interval)...
         for _ in 0..3 {
             hub.tick_streams(start);
@@ -650,10 +665,10 @@ mod tests {
     }
 
     /// What a browser would see from the first bytes of a subscription.
-    fn parsed(subscription: &Subscription) -> (Vec<(String, String, String)>, String) {
+    fn parsed(subscription: &mut Subscription) -> (Vec<(String, String, String)>, String) {
         let mut parser = sse_codec::Parser::new();
         let events = parser
-            .feed(&subscription.initial)
+            .feed(&subscription.read_now())
             .into_iter()
             .filter_map(|item| match item {
                 sse_codec::Item::Event(e) => Some((e.event_type, e.data, e.last_event_id)),
@@ -673,8 +688,8 @@ mod tests {
         a.retain = true;
         hub.publish(a).await.unwrap();
         hub.publish(publish(&["c"], "later")).await.unwrap();
-        let sub = hub.subscribe(subscribe(&["a", "b"], None)).unwrap();
-        let (events, position) = parsed(&sub);
+        let mut sub = hub.subscribe(subscribe(&["a", "b"], None)).unwrap();
+        let (events, position) = parsed(&mut sub);
         let data: Vec<&str> = events.iter().map(|e| e.1.as_str()).collect();
         assert_eq!(data, ["b-state", "a-state"]);
         // The marker moves the position past the unrelated event.
@@ -714,34 +729,35 @@ mod tests {
     #[tokio::test]
     async fn private_events_reach_only_authorized_subscribers() {
         let hub = hub(10);
-        let anonymous = hub.subscribe(subscribe(&["p"], None)).unwrap();
+        let mut anonymous = hub.subscribe(subscribe(&["p"], None)).unwrap();
         let mut allowed = subscribe(&["p"], None);
         allowed.private = vec![Selector::parse("p").unwrap()];
-        let allowed = hub.subscribe(allowed).unwrap();
+        let mut allowed = hub.subscribe(allowed).unwrap();
+        anonymous.read_now();
+        allowed.read_now();
         let mut secret = publish(&["p"], "secret");
         secret.private = true;
         hub.publish(secret).await.unwrap();
-        let mut anonymous_events = anonymous.events.unwrap();
-        let mut allowed_events = allowed.events.unwrap();
-        assert!(anonymous_events.try_recv().is_err());
-        assert!(allowed_events.try_recv().is_ok());
+        assert!(anonymous.events.try_recv().is_err());
+        assert!(allowed.events.try_recv().is_ok());
         // Nor does history replay leak it.
-        let replay = hub.subscribe(subscribe(&["p"], Some("earliest"))).unwrap();
-        assert!(parsed(&replay).0.is_empty());
+        let mut replay = hub.subscribe(subscribe(&["p"], Some("earliest"))).unwrap();
+        assert!(parsed(&mut replay).0.is_empty());
     }
 
     #[tokio::test]
     async fn a_full_queue_drops_that_subscriber_only() {
         let hub = hub(100);
         let slow = hub.subscribe(subscribe(&["q"], None)).unwrap();
-        let fast = hub.subscribe(subscribe(&["q"], None)).unwrap();
-        let mut fast_events = fast.events.unwrap();
+        let mut fast = hub.subscribe(subscribe(&["q"], None)).unwrap();
+        fast.read_now();
+        let mut fast_events = fast.events;
         for i in 0..9 {
             hub.publish(publish(&["q"], &i.to_string())).await.unwrap();
             fast_events.try_recv().unwrap();
         }
         assert_eq!(hub.stats().dropped_slow, 1);
-        let mut slow_events = slow.events.unwrap();
+        let mut slow_events = slow.events;
         // Its writer is told to close the connection, with nothing more to
         // write: a reader this slow may never read again.
         assert!(slow_events.is_killed());
@@ -757,11 +773,14 @@ mod tests {
         let mut last = publish(&["done"], "result");
         last.is_final = true;
         hub.publish(last).await.unwrap();
-        let sub = hub.subscribe(subscribe(&["done"], None)).unwrap();
-        assert!(sub.events.is_none());
-        let (events, _) = parsed(&sub);
+        let mut sub = hub.subscribe(subscribe(&["done"], None)).unwrap();
+        let (events, _) = parsed(&mut sub);
         let kinds: Vec<&str> = events.iter().map(|e| e.0.as_str()).collect();
         assert_eq!(kinds, ["message", "complete"]);
+        assert_eq!(
+            sub.events.try_recv(),
+            Err(queue::TryRecvError::Disconnected)
+        );
     }
 
     #[tokio::test]
@@ -781,15 +800,111 @@ mod tests {
             .unwrap();
         assert!(hub.disconnect("stalled") && hub.disconnect("reading"));
         // One reads to the end of its stream: its writer goes away.
-        let mut events = reading.events.take().unwrap();
-        assert_eq!(events.try_recv(), Err(queue::TryRecvError::Disconnected));
+        reading.read_now();
+        let mut events = reading.events;
+        assert!(matches!(
+            events.try_recv(),
+            Err(queue::TryRecvError::Disconnected)
+        ));
         drop(events);
         let later = Instant::now() + hub.config.drain_timeout + Duration::from_secs(1);
         hub.tick_streams(Instant::now());
-        assert!(!stalled.events.as_ref().unwrap().is_killed());
+        assert!(!stalled.events.is_killed());
         hub.tick_streams(later);
-        assert!(stalled.events.as_ref().unwrap().is_killed());
+        assert!(stalled.events.is_killed());
         assert!(hub.state().ending.is_empty());
+    }
+
+    /// Publishes `count` events of `size` bytes to `topic`.
+    async fn publish_many(hub: &Hub, topic: &str, count: usize, size: usize) {
+        for i in 0..count {
+            let data = format!("{i:>size$}");
+            hub.publish(publish(&[topic], &data)).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_replay_is_sent_in_bounded_pieces_and_holds_no_copy_of_history() {
+        let hub = hub(100);
+        publish_many(&hub, "r", 40, 10_000).await;
+        let mut sub = hub.subscribe(subscribe(&["r"], Some("earliest"))).unwrap();
+        assert_eq!(hub.stats().replay_backlog, 40);
+        let replay = sub.replay.as_mut().unwrap();
+        let Piece::Bytes(head) = replay.next_piece() else {
+            panic!("the head comes first")
+        };
+        assert!(head.starts_with(b"retry: "));
+        let mut pieces = Vec::new();
+        while let Piece::Bytes(piece) = replay.next_piece() {
+            assert!(piece.len() < PIECE_BYTES + 10_100, "{}", piece.len());
+            pieces.push(piece);
+        }
+        assert!(pieces.len() >= 6, "{} pieces", pieces.len());
+        let events = sse_codec::Parser::new().feed(&pieces.concat()).len();
+        assert_eq!(events, 40);
+        assert_eq!(hub.stats().replay_backlog, 0);
+        assert!(hub.state().replays.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_replay_overtaken_by_retention_is_dropped_not_sent_with_a_gap() {
+        let hub = hub(10);
+        publish_many(&hub, "r", 10, 10).await;
+        let mut sub = hub.subscribe(subscribe(&["r"], Some("earliest"))).unwrap();
+        // Retention moves on before the reader gets to the replay.
+        publish_many(&hub, "r", 5, 10).await;
+        let replay = sub.replay.as_mut().unwrap();
+        assert!(matches!(replay.next_piece(), Piece::Bytes(_)));
+        assert!(matches!(replay.next_piece(), Piece::Dropped));
+        assert!(sub.events.is_killed());
+        let stats = hub.stats();
+        assert_eq!((stats.dropped_slow, stats.replay_backlog), (1, 0));
+        assert_eq!(stats.subscriptions, 0);
+    }
+
+    #[tokio::test]
+    async fn a_replay_that_takes_nothing_is_dropped_by_the_clock() {
+        let hub = hub(100);
+        publish_many(&hub, "r", 50, 10).await;
+        let stalled = hub.subscribe(subscribe(&["r"], Some("earliest"))).unwrap();
+        let mut reading = hub.subscribe(subscribe(&["r"], Some("earliest"))).unwrap();
+        let later = Instant::now() + hub.config.drain_timeout + Duration::from_secs(1);
+        assert_eq!(hub.stats().replay_backlog, 100);
+        // One takes a piece now; the other never does.
+        let replay = reading.replay.as_mut().unwrap();
+        assert!(matches!(replay.next_piece(), Piece::Bytes(_)));
+        hub.tick_streams(Instant::now());
+        assert!(!stalled.events.is_killed());
+        // Both are quiet past the timeout: both dropped, their backlog freed.
+        hub.tick_streams(later);
+        assert!(stalled.events.is_killed() && reading.events.is_killed());
+        let stats = hub.stats();
+        assert_eq!((stats.dropped_slow, stats.replay_backlog), (2, 0));
+        assert!(matches!(
+            reading.replay.as_mut().unwrap().next_piece(),
+            Piece::Dropped
+        ));
+    }
+
+    #[tokio::test]
+    async fn replays_beyond_the_hub_wide_bound_are_refused_until_others_finish() {
+        let hub = unclocked(HubConfig {
+            max_replay: 15,
+            ..config(100)
+        });
+        publish_many(&hub, "r", 20, 10).await;
+        // One replay alone may exceed the bound; a second may not join it.
+        let mut first = hub.subscribe(subscribe(&["r"], Some("earliest"))).unwrap();
+        let refused = hub.subscribe(subscribe(&["r"], Some("earliest")));
+        assert_eq!(
+            refused.unwrap_err(),
+            SubscribeError::ReplayBusy { limit: 15 }
+        );
+        // A subscription with nothing to replay is not refused.
+        assert!(hub.subscribe(subscribe(&["r"], None)).is_ok());
+        drop(first.read_now());
+        assert!(hub.subscribe(subscribe(&["r"], Some("earliest"))).is_ok());
+        assert_eq!(hub.stats().replay_backlog, 0);
     }
 
     #[tokio::test]
@@ -838,16 +953,16 @@ mod tests {
         hub.sweep(SystemTime::now() + Duration::from_secs(120));
         assert_eq!(hub.stats().topics, 0);
         // A client that saw event 1 missed nothing on "old"...
-        let (events, _) = parsed(&hub.subscribe(subscribe(&["old"], Some("1"))).unwrap());
+        let (events, _) = parsed(&mut hub.subscribe(subscribe(&["old"], Some("1"))).unwrap());
         assert!(events.is_empty(), "{events:?}");
         // ...one from before it is told it may have.
-        let (events, _) = parsed(&hub.subscribe(subscribe(&["old"], Some("0"))).unwrap());
+        let (events, _) = parsed(&mut hub.subscribe(subscribe(&["old"], Some("0"))).unwrap());
         assert_eq!(events[0].0, "reset");
         // The hub no longer knows which forgotten topic held what, so it errs
         // on the side of a reset for any topic it does not know.
         hub.publish(publish(&["other"], "2")).await.unwrap();
         hub.sweep(SystemTime::now() + Duration::from_secs(240));
-        let (events, _) = parsed(&hub.subscribe(subscribe(&["old"], Some("1"))).unwrap());
+        let (events, _) = parsed(&mut hub.subscribe(subscribe(&["old"], Some("1"))).unwrap());
         assert_eq!(events[0].0, "reset");
     }
 }
@@ -876,6 +991,7 @@ mod properties {
                 max_lifetime: None,
                 retry: Duration::from_secs(3),
                 drain_timeout: Duration::from_secs(10),
+                max_replay: 1_000_000,
             },
             Arc::new(MemoryStore),
         )
@@ -959,11 +1075,7 @@ mod properties {
             for (reader, mut subscription, joined_at) in subscriptions {
                 let selectors = pick(&SELECTORS, reader.selectors);
                 let grants = pick(&SELECTORS, reader.grants);
-                let mut bytes = subscription.initial.to_vec();
-                let mut queue = subscription.events.take().unwrap();
-                while let Ok(more) = queue.try_recv() {
-                    bytes.extend_from_slice(&more);
-                }
+                let bytes = subscription.read_now();
                 let received: Vec<String> = sse_codec::Parser::new()
                     .feed(&bytes)
                     .into_iter()

@@ -239,6 +239,12 @@ impl Receiver {
         Poll::Pending
     }
 
+    /// Closes the connection at once, as a kill from the hub does: for a
+    /// writer that cannot go on (its replay left history before it was read).
+    pub fn kill(&self) {
+        self.shared.kill();
+    }
+
     /// Whether the hub asked for the connection to be closed.
     pub fn is_killed(&self) -> bool {
         self.shared.killed.load(Ordering::Acquire)

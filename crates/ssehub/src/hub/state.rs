@@ -50,6 +50,10 @@ pub(super) struct State {
     pub ending: Vec<(std::time::Instant, super::queue::Watch)>,
     /// How long an ending stream may take (`--shutdown-timeout`).
     pub drain_timeout: std::time::Duration,
+    /// Streams still sending their replay, by subscriber id.
+    pub replays: HashMap<SubId, super::replay::Replaying>,
+    /// Events waiting to be replayed, across those streams.
+    pub replay_backlog: usize,
 }
 
 /// Store changes waiting for the next commit.
@@ -268,11 +272,18 @@ impl State {
         }
     }
 
+    /// A stream the hub has let go of gets `drain_timeout` to deliver its
+    /// last bytes before its connection is reset.
+    pub fn watch_ending(&mut self, stream: super::queue::Watch) {
+        let deadline = std::time::Instant::now() + self.drain_timeout;
+        self.ending.push((deadline, stream));
+    }
+
     pub fn remove_subscriber(&mut self, id: SubId) -> Option<Subscriber> {
         let sub = self.subscribers.remove(&id)?;
-        if !sub.queue.is_closed() {
-            let deadline = std::time::Instant::now() + self.drain_timeout;
-            self.ending.push((deadline, sub.queue.watch()));
+        // (A stream still replaying is watched once its replay is sent.)
+        if !sub.queue.is_closed() && !self.replays.contains_key(&id) {
+            self.watch_ending(sub.queue.watch());
         }
         for name in sub.selectors.iter().filter_map(Selector::exact) {
             let idle = self.topics.get_mut(name).is_some_and(|topic| {

@@ -4,19 +4,23 @@
 //!
 //! 1. [`Resume::resolve`]: where the client's `Last-Event-ID` sits in the
 //!    hub's order of events.
-//! 2. [`Topics::select`] and [`Replay::collect`]: the topics it covers now,
+//! 2. [`Topics::select`] and [`Backlog::collect`]: the topics it covers now,
 //!    and what it must be sent before live events (history or retained
 //!    states), in id order, with the topics whose history no longer covers
 //!    its position.
-//! 3. [`Opening::build`]: the stream's opening bytes, from [`crate::frames`].
+//! 3. [`Opening::build`]: the bytes around that backlog, from
+//!    [`crate::frames`].
 //! 4. [`Hub::register`]: the subscriber joins its topics, replacing an older
-//!    connection with the same client id.
+//!    connection with the same client id; its backlog becomes its
+//!    [`Replay`], sent in pieces as its socket drains.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 
+use super::replay::Replay;
 use super::state::{State, Subscriber, Topic, may_see};
 use super::{Event, Hub, Registration, Selector, Subscribe, SubscribeError, Subscription};
 use crate::frames::{self, StreamEnd};
@@ -30,35 +34,53 @@ impl Hub {
         let mut st = self.state();
         let resume = Resume::resolve(&st, request.last_event_id.as_deref(), &request.private);
         let topics = Topics::select(&st, &request.selectors);
-        let replay = Replay::collect(&st, &topics, resume, &request.private);
-        let opening = Opening::build(self, &st, &request, resume, &replay, &topics);
-        Ok(self.register(&mut st, request, topics, opening))
+        let backlog = Backlog::collect(&st, &topics, resume, &request.private);
+        // One replay alone may exceed the bound; no stream with nothing to
+        // replay is refused.
+        let (waiting, adds) = (st.replay_backlog, backlog.events.len());
+        if waiting > 0 && adds > 0 && waiting + adds > self.config.max_replay {
+            return Err(SubscribeError::ReplayBusy {
+                limit: self.config.max_replay,
+            });
+        }
+        let opening = Opening::build(self, &st, &request, resume, &backlog, &topics);
+        let seqs = backlog.events.iter().map(|e| e.seq).collect();
+        Ok(self.register(&mut st, request, topics, opening, seqs))
     }
 
     /// Step 4: adds the subscriber to its topics (unless everything it asked
-    /// for is finished) and hands back its side of the stream.
+    /// for is finished) and hands back its side of the stream: the replay of
+    /// `seqs` between the opening's head and tail, then the live queue.
     fn register(
         self: &Arc<Self>,
         st: &mut State,
         mut request: Subscribe,
         topics: Topics,
         opening: Opening,
+        seqs: VecDeque<u64>,
     ) -> Subscription {
         let now = SystemTime::now();
         let (queue, live) = super::queue::queue(self.config.queue_size);
+        let id = st.next_sub;
+        st.next_sub += 1;
+        let has_history = !seqs.is_empty();
+        let around = (opening.head, opening.tail);
+        let replay = Replay::start(self, st, id, around, seqs, queue.watch());
         if st.shutting_down {
             queue.end(frames::last_words(
                 StreamEnd::ShuttingDown,
                 self.config.retry,
             ));
         }
-        let id = st.next_sub;
-        st.next_sub += 1;
         if opening.open_topics.is_empty() && !topics.wildcard {
             // Everything it asked for is finished: nothing live will come.
+            // (With history to send, its replay watches its end.)
+            if !has_history {
+                st.watch_ending(queue.watch());
+            }
             return Subscription {
-                initial: opening.bytes,
-                events: None,
+                replay: Some(Box::new(replay)),
+                events: live,
                 registration: Registration::new(self, id),
             };
         }
@@ -93,8 +115,8 @@ impl Hub {
             },
         );
         Subscription {
-            initial: opening.bytes,
-            events: Some(live),
+            replay: Some(Box::new(replay)),
+            events: live,
             registration: Registration::new(self, id),
         }
     }
@@ -215,24 +237,24 @@ impl Topics {
 }
 
 /// What a stream is sent before live events.
-pub(super) struct Replay {
+pub(super) struct Backlog<'a> {
     /// In seq order, each once, only what the subscriber may see.
-    pub(super) events: Vec<Arc<Event>>,
+    pub(super) events: Vec<&'a Arc<Event>>,
     /// Topics whose history no longer covers the client's position.
     gapped: Vec<String>,
 }
 
-impl Replay {
+impl<'a> Backlog<'a> {
     /// Step 2: for a fresh subscriber the retained states of its topics; for
     /// a resuming one every later event in their histories, and where history
     /// was trimmed past its position, the current state and what followed it.
     pub(super) fn collect(
-        st: &State,
+        st: &'a State,
         topics: &Topics,
         resume: Resume,
         private: &[Selector],
-    ) -> Replay {
-        let mut events: Vec<Arc<Event>> = Vec::new();
+    ) -> Backlog<'a> {
+        let mut events: Vec<&'a Arc<Event>> = Vec::new();
         let mut gapped = Vec::new();
         for name in &topics.matched {
             let topic = st.topics.get(name);
@@ -242,7 +264,7 @@ impl Replay {
             // that position (an unknown id is before everything).
             let (gap, position) = match resume {
                 Resume::Fresh => {
-                    events.extend(retained.cloned());
+                    events.extend(retained);
                     continue;
                 }
                 Resume::Unknown => (true, 0),
@@ -261,19 +283,19 @@ impl Replay {
                 }
                 if let Some(state) = retained {
                     if state.seq > position {
-                        events.push(state.clone());
+                        events.push(state);
                     }
                     from = from.max(state.seq);
                 }
             }
-            events.extend(history.filter(|e| e.seq > from).cloned());
+            events.extend(history.filter(|e| e.seq > from));
         }
         // Private events (the hub's own control events among them) go only
         // to subscribers granted one of their topics.
         events.retain(|e| may_see(e, private));
         events.sort_unstable_by_key(|e| e.seq);
         events.dedup_by_key(|e| e.seq);
-        Replay { events, gapped }
+        Backlog { events, gapped }
     }
 }
 
@@ -290,9 +312,12 @@ fn names_visibly(topics: &Topics, st: &State, name: &str, private: &[Selector]) 
             .is_some_and(|t| t.history.iter().chain(&t.retained).any(|e| !e.private))
 }
 
-/// The first bytes of a stream, and the topics still open for it.
+/// The bytes around a stream's backlog, and the topics still open for it.
 struct Opening {
-    bytes: Bytes,
+    /// Before the backlog.
+    head: Bytes,
+    /// After it, before live events; often empty.
+    tail: Bytes,
     /// Its exact topics that are not finished, each once.
     open_topics: Vec<String>,
 }
@@ -300,56 +325,55 @@ struct Opening {
 impl Opening {
     /// Step 3, in this order: the retry hint; when resuming, the client's own
     /// id (so the control events that follow keep its position); `reset` if
-    /// history does not cover it; the replay; a position marker if the
-    /// replay did not end at the hub's newest event; `complete` for each
+    /// history does not cover it; (the backlog); a position marker if the
+    /// backlog did not end at the hub's newest event; `complete` for each
     /// exact topic already finished.
     fn build(
         hub: &Hub,
         st: &State,
         request: &Subscribe,
         resume: Resume,
-        replay: &Replay,
+        backlog: &Backlog,
         topics: &Topics,
     ) -> Opening {
-        let mut bytes = BytesMut::from(&hub.retry_hint[..]);
+        let mut head = BytesMut::from(&hub.retry_hint[..]);
         if resume != Resume::Fresh
             && let Some(line) = request
                 .last_event_id
                 .as_deref()
                 .and_then(frames::resume_position)
         {
-            bytes.extend_from_slice(&line);
+            head.extend_from_slice(&line);
         }
-        if !replay.gapped.is_empty() || resume == Resume::Unknown {
+        if !backlog.gapped.is_empty() || resume == Resume::Unknown {
             let reason = if resume == Resume::Unknown {
                 "unknown_last_event_id"
             } else {
                 "history_trimmed"
             };
-            let gapped: Vec<&str> = replay.gapped.iter().map(String::as_str).collect();
-            bytes.extend_from_slice(&frames::reset(reason, &gapped));
+            let gapped: Vec<&str> = backlog.gapped.iter().map(String::as_str).collect();
+            head.extend_from_slice(&frames::reset(reason, &gapped));
         }
-        for event in &replay.events {
-            bytes.extend_from_slice(&event.wire);
-        }
-        let position = match (resume, replay.events.last()) {
+        let mut tail = BytesMut::new();
+        let position = match (resume, backlog.events.last()) {
             (_, Some(last)) => Some(last.seq),
             (Resume::After { seq, .. }, None) => Some(seq),
             _ => None,
         };
         if position != Some(st.applied_seq) {
-            bytes.extend_from_slice(&frames::position(st.applied_seq));
+            tail.extend_from_slice(&frames::position(st.applied_seq));
         }
         let mut open_topics: Vec<String> = Vec::new();
         for name in &topics.exact {
             if st.topics.get(name).is_some_and(|t| t.finished) {
-                bytes.extend_from_slice(&frames::complete(name));
+                tail.extend_from_slice(&frames::complete(name));
             } else if !open_topics.contains(name) {
                 open_topics.push(name.clone());
             }
         }
         Opening {
-            bytes: bytes.freeze(),
+            head: head.freeze(),
+            tail: tail.freeze(),
             open_topics,
         }
     }

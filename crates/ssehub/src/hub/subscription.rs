@@ -4,8 +4,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use bytes::Bytes;
-
 use super::{CLIENT_TOPIC_PREFIX, Hub, Selector, TopicLimits, client_topic};
 
 /// What a subscriber asks for.
@@ -49,6 +47,14 @@ pub enum SubscribeError {
         "topics starting with {CLIENT_TOPIC_PREFIX:?} are client channels: subscribe with client_id instead"
     )]
     ReservedTopic,
+    /// Other streams are replaying as much history as the hub allows.
+    #[error(
+        "the hub is replaying as much history as it allows ({limit} events); retry in a moment"
+    )]
+    ReplayBusy {
+        /// The limit (`--max-replay`).
+        limit: usize,
+    },
     /// The client id is empty, too long or has characters outside the allowed set.
     #[error(
         "invalid client_id {0:?}: use 1 to 128 characters among letters, digits and - _ . ~ : @"
@@ -91,22 +97,42 @@ impl Subscribe {
 
 /// A registered subscriber's side of the hub.
 pub struct Subscription {
-    /// Bytes to write before anything else: the resume position, a `reset`,
-    /// history or retained states, `complete` for finished topics.
-    pub initial: Bytes,
-    /// Live events, already encoded. `None` when every topic asked for is
-    /// finished; the stream ends after `initial`. The queue closes when the
-    /// hub ends the stream (replaced, disconnected, finished, too slow).
-    pub events: Option<super::queue::Receiver>,
+    /// What it is sent first, in pieces: the resume position, a `reset`,
+    /// history or retained states, a position marker, `complete` for
+    /// finished topics. (An `Option` so a writer can drop it once sent.)
+    pub replay: Option<Box<super::Replay>>,
+    /// Then live events, already encoded. The queue closes when the hub
+    /// ends the stream (replaced, disconnected, finished, too slow), at once
+    /// when every topic asked for was already finished.
+    pub events: super::queue::Receiver,
     /// Unregisters the subscriber when dropped; a stream keeps it as long
     /// as it is open.
     pub registration: Registration,
 }
 
+impl Subscription {
+    /// Everything that can be read now, without waiting: the replay whole,
+    /// then what is queued. (For tests and embedders that poll; a stream's
+    /// writer takes the replay piece by piece.)
+    pub fn read_now(&mut self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        while let Some(replay) = &mut self.replay {
+            match replay.next_piece() {
+                super::Piece::Bytes(piece) => bytes.extend_from_slice(&piece),
+                super::Piece::Done | super::Piece::Dropped => self.replay = None,
+            }
+        }
+        while let Ok(more) = self.events.try_recv() {
+            bytes.extend_from_slice(&more);
+        }
+        bytes
+    }
+}
+
 impl std::fmt::Debug for Subscription {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Subscription")
-            .field("initial", &self.initial)
+            .field("replay", &self.replay)
             .field("id", &self.registration.id)
             .finish_non_exhaustive()
     }

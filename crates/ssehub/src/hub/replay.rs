@@ -1,0 +1,223 @@
+//! A stream's replay: the events of history it is sent before live ones,
+//! fetched in bounded pieces as its socket drains.
+//!
+//! Registration notes which events the replay holds (their seqs, 8 bytes
+//! each), not their bytes: a connection that replays all of history holds no
+//! copy of it, and one that stops reading keeps nothing alive that retention
+//! would free. Each piece is looked up under the hub's lock, at most
+//! [`PIECE_BYTES`] at a time, when the writer has written the last one.
+//!
+//! A reader too slow for its replay is dropped like any slow subscriber (its
+//! connection reset; the client resumes from what it got, with a `reset` if
+//! history has moved on):
+//! * when an event it must still be sent has left history (retention
+//!   trimmed it meanwhile): sending the rest would leave a silent gap;
+//! * when it has taken no piece for `drain_timeout` (the hub's clock checks).
+//!
+//! Across the hub at most `max_replay` events wait to be replayed, so
+//! streams that never read cannot hold memory without bound.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use super::Hub;
+use super::queue::Watch;
+use super::state::{State, SubId};
+
+/// At most this much history is handed to the writer at once (one event
+/// more, if a single event is larger).
+pub const PIECE_BYTES: usize = 64 * 1024;
+
+/// The hub's record of a stream that is replaying.
+pub(super) struct Replaying {
+    /// When it last took a piece (or registered).
+    pub last_progress: Instant,
+    /// Events it must still be sent.
+    pub left: usize,
+    /// Its connection, to reset.
+    pub stream: Watch,
+}
+
+/// What the writer gets next from a replay.
+#[derive(Debug)]
+pub enum Piece {
+    /// Bytes to write.
+    Bytes(Bytes),
+    /// The replay is over: live events follow.
+    Done,
+    /// The reader was too slow (see the module's text): close the connection.
+    Dropped,
+}
+
+/// The writer's side of a replay: the stream's first bytes, around what it
+/// is sent from history. Dropped once sent, so an idle stream keeps nothing
+/// of it.
+pub struct Replay {
+    hub: Arc<Hub>,
+    key: SubId,
+    /// Before history: the retry hint, resume position, `reset`. Empty once
+    /// sent.
+    head: Bytes,
+    /// Events still to send, in id order.
+    left: VecDeque<u64>,
+    /// After history: a position marker, `complete` of finished topics.
+    tail: Bytes,
+}
+
+impl std::fmt::Debug for Replay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replay")
+            .field("left", &self.left.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Replay {
+    /// A replay of `seqs` for the stream `key`, between `head` and `tail`,
+    /// registered with the hub; or, with no history to send, the two as one
+    /// write.
+    pub(super) fn start(
+        hub: &Arc<Hub>,
+        st: &mut State,
+        key: SubId,
+        (head, tail): (Bytes, Bytes),
+        seqs: VecDeque<u64>,
+        stream: Watch,
+    ) -> Replay {
+        if seqs.is_empty() {
+            // Nothing between them: one write, as most streams open.
+            let mut first = BytesMut::from(&head[..]);
+            first.extend_from_slice(&tail);
+            return Replay {
+                hub: hub.clone(),
+                key,
+                head: first.freeze(),
+                left: seqs,
+                tail: Bytes::new(),
+            };
+        }
+        st.replay_backlog += seqs.len();
+        st.replays.insert(
+            key,
+            Replaying {
+                last_progress: Instant::now(),
+                left: seqs.len(),
+                stream,
+            },
+        );
+        Replay {
+            hub: hub.clone(),
+            key,
+            head,
+            left: seqs,
+            tail,
+        }
+    }
+
+    /// The next piece to write.
+    pub fn next_piece(&mut self) -> Piece {
+        if !self.head.is_empty() {
+            return Piece::Bytes(std::mem::take(&mut self.head));
+        }
+        if self.left.is_empty() {
+            return match std::mem::take(&mut self.tail) {
+                tail if tail.is_empty() => Piece::Done,
+                tail => Piece::Bytes(tail),
+            };
+        }
+        let mut st = self.hub.state();
+        if !st.replays.contains_key(&self.key) {
+            // The clock dropped it as stalled (and reset its connection).
+            self.left.clear();
+            return Piece::Dropped;
+        }
+        let mut parts: Vec<Bytes> = Vec::new();
+        let mut size = 0;
+        while size < PIECE_BYTES
+            && let Some(seq) = self.left.front()
+        {
+            let Some(event) = st.kept.get(seq) else {
+                // Gone from history before this reader got to it.
+                self.left.clear();
+                self.hub.drop_replay(&mut st, self.key);
+                return Piece::Dropped;
+            };
+            size += event.wire.len();
+            parts.push(event.wire.clone());
+            self.left.pop_front();
+        }
+        st.replay_backlog -= parts.len();
+        if self.left.is_empty() {
+            let replaying = st.replays.remove(&self.key).expect("checked above");
+            if !st.subscribers.contains_key(&self.key) {
+                // Not (or no longer) a subscriber: its tail is its end.
+                st.watch_ending(replaying.stream);
+            }
+        } else {
+            let entry = st.replays.get_mut(&self.key).expect("checked above");
+            entry.last_progress = Instant::now();
+            entry.left = self.left.len();
+        }
+        drop(st);
+        Piece::Bytes(concat(parts, size))
+    }
+}
+
+impl Drop for Replay {
+    fn drop(&mut self) {
+        if self.left.is_empty() {
+            return;
+        }
+        let mut st = self.hub.state();
+        if let Some(replaying) = st.replays.remove(&self.key) {
+            st.replay_backlog -= replaying.left;
+        }
+    }
+}
+
+impl Hub {
+    /// Drops a replaying stream whose reader is too slow: resets its
+    /// connection and unregisters it, counted with the slow subscribers.
+    pub(super) fn drop_replay(&self, st: &mut State, key: SubId) {
+        if let Some(replaying) = st.replays.remove(&key) {
+            st.replay_backlog -= replaying.left;
+            replaying.stream.kill();
+        }
+        st.remove_subscriber(key);
+        self.dropped_slow.fetch_add(1, Relaxed);
+        tracing::debug!(
+            subscriber = key,
+            "dropping a subscriber too slow for its replay"
+        );
+    }
+
+    /// The clock's part: drops replays that have taken nothing for
+    /// `drain_timeout`.
+    pub(super) fn drop_stalled_replays(&self, st: &mut State, now: Instant) {
+        let timeout = self.config.drain_timeout;
+        let stalled: Vec<SubId> = st
+            .replays
+            .iter()
+            .filter(|(_, r)| r.last_progress + timeout <= now)
+            .map(|(key, _)| *key)
+            .collect();
+        for key in stalled {
+            self.drop_replay(st, key);
+        }
+    }
+}
+
+fn concat(mut parts: Vec<Bytes>, size: usize) -> Bytes {
+    if parts.len() == 1 {
+        return parts.pop().expect("one part");
+    }
+    let mut bytes = BytesMut::with_capacity(size);
+    for part in parts {
+        bytes.extend_from_slice(&part);
+    }
+    bytes.freeze()
+}
