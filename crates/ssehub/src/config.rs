@@ -155,8 +155,12 @@ settings! {
     cors_origins: Vec<String> = "", origins, flag = "cors-origin";
     /// Open streams in all; 0 for no limit.
     max_connections: usize = "100000", count;
-    /// Open streams per client address; 0 for no limit.
-    max_connections_per_address: usize = "0", count;
+    /// Open connections per client address (counted from accept; behind a trusted proxy, the
+    /// streams of each address it forwards); 0 for no limit.
+    max_connections_per_address: usize = "1000", count;
+    /// Proxies whose Forwarded / X-Forwarded-For headers name the client, as addresses or
+    /// networks (e.g. 10.0.0.0/8; repeat, or separate with commas); none by default.
+    trusted_proxies: Vec<ipnet::IpNet> = "", proxies;
     /// Open streams per token subject; 0 for no limit.
     max_connections_per_subject: usize = "100", count;
     /// Publishes per second per publisher; 0 for no limit.
@@ -612,13 +616,15 @@ impl Config {
         }
     }
 
-    /// The abuse limits.
+    /// The abuse limits (the open-files limit is the process's, read at
+    /// startup).
     pub fn limit_settings(&self) -> LimitSettings {
         LimitSettings {
             max_connections: self.max_connections,
             max_per_address: self.max_connections_per_address,
             max_per_subject: self.max_connections_per_subject,
             publish_rate: self.publish_rate,
+            open_files: 0,
         }
     }
 

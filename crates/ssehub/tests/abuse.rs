@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ChildHub, PATIENCE, next_event, spawn_hub};
+use common::{ChildHub, PATIENCE, next_event, raw_subscribe, spawn_hub_with};
 use ssehub_client::{Publish, Subscribe};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -21,7 +21,12 @@ struct Target {
 
 impl Target {
     async fn start(args: &[&str]) -> Target {
-        let hub = spawn_hub(args).await;
+        Target::start_with(args, None).await
+    }
+
+    /// With the hub's open-files limit set to `open_files`.
+    async fn start_with(args: &[&str], open_files: Option<u64>) -> Target {
+        let hub = spawn_hub_with(args, open_files).await;
         Target {
             client: ssehub_client::Hub::new(&hub.url),
             http: reqwest::Client::new(),
@@ -423,6 +428,171 @@ async fn replays_beyond_the_hub_wide_bound_are_refused() {
     let json: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(json["error"], "replay_busy");
     target.assert_responsive(0).await;
+}
+
+/// A connection from `from` to the hub that has sent part of a request
+/// head and nothing more.
+async fn half_open(target: &Target, from: &str) -> tokio::net::TcpStream {
+    let mut stream = connect_from(target, from).await;
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
+    stream
+}
+
+/// A connection to the hub from the local address `from`.
+async fn connect_from(target: &Target, from: &str) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    socket.connect(target.hub.addr).await.unwrap()
+}
+
+/// Everything the hub sends on `stream` until it closes it.
+async fn answer(stream: &mut tokio::net::TcpStream) -> String {
+    let mut bytes = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut bytes))
+        .await
+        .expect("an answer in time")
+        .expect("read");
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Asserts a raw answer has `status` and the JSON error `code`.
+fn assert_refused(answer: &str, status: &str, code: &str) {
+    assert!(
+        answer.starts_with(&format!("HTTP/1.1 {status}")),
+        "{answer}"
+    );
+    let body = &answer[answer.find("\r\n\r\n").expect("a head") + 4..];
+    let json: serde_json::Value = serde_json::from_str(body).expect("a JSON body");
+    assert_eq!(json["error"], code, "{answer}");
+}
+
+/// Half-open connections from one address count against the per-address
+/// limit from accept: past it, each new one is answered `429` at once
+/// (before anything is read) while other addresses are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_connections_from_one_address_stop_at_its_limit() {
+    let target = Target::start(&["--max-connections-per-address", "50"]).await;
+    let mut held = Vec::new();
+    for _ in 0..50 {
+        held.push(half_open(&target, "127.0.0.2").await);
+    }
+    for _ in 0..5 {
+        // Answered on accept, before it sends a byte.
+        let mut refused = connect_from(&target, "127.0.0.2").await;
+        let answer = answer(&mut refused).await;
+        assert_refused(&answer, "429", "too_many_connections_from_address");
+    }
+    target.assert_responsive(0).await;
+    drop(held);
+    // Their places are free again.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let mut again = connect_from(&target, "127.0.0.2").await;
+        let request =
+            again.write_all(b"GET /healthz HTTP/1.1\r\nHost: hub\r\nConnection: close\r\n\r\n");
+        let answer = match request.await {
+            Ok(()) => answer(&mut again).await,
+            Err(_) => String::new(),
+        };
+        if answer.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{answer}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Behind a trusted proxy, streams count by the address it forwards, and
+/// the admin API shows that address; from any other peer the forwarding
+/// headers are ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_behind_a_trusted_proxy_are_counted_by_forwarded_address() {
+    let target = Target::start(&[
+        "--max-connections-per-address",
+        "2",
+        "--trusted-proxies",
+        "127.0.0.1",
+    ])
+    .await;
+    let via = |from: &str, forwarded: &str, query: &str| {
+        let http = reqwest::Client::builder()
+            .local_address(Some(from.parse().unwrap()))
+            .build()
+            .unwrap();
+        http.get(format!("{}/.well-known/mercure?{query}", target.hub.url))
+            .header("x-forwarded-for", forwarded)
+            .send()
+    };
+    // The proxy, 127.0.0.1, is not limited itself: five streams through it.
+    let mut open = Vec::new();
+    for (client, query) in [
+        ("6.6.6.6, 198.51.100.1", "match=a&client_id=first"),
+        ("198.51.100.1", "match=a"),
+        ("198.51.100.2", "match=a"),
+        ("198.51.100.2", "match=a"),
+        ("198.51.100.3", "match=a"),
+    ] {
+        let response = via("127.0.0.1", client, query).await.unwrap();
+        assert_eq!(response.status(), 200, "{client}");
+        open.push(response);
+    }
+    let refused = via("127.0.0.1", "198.51.100.1", "match=a").await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let json: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(json["error"], "too_many_connections_from_address");
+    let (_, clients) = target.get("/v1/clients").await;
+    assert_eq!(
+        clients["clients"][0]["remote_addr"], "198.51.100.1",
+        "{clients}"
+    );
+    // From a peer that is not trusted, its own address counts.
+    for _ in 0..2 {
+        open.push(via("127.0.0.2", "198.51.100.9", "match=a").await.unwrap());
+    }
+    let refused = via("127.0.0.2", "198.51.100.10", "match=a").await.unwrap();
+    assert_eq!(refused.status(), 429);
+    target.assert_responsive(0).await;
+}
+
+/// Near the open-files limit, streams stop a reserve short of it, so a
+/// health check and a publish still get in; connections past the limit
+/// itself get `503 at_capacity` at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_cannot_take_the_last_connections() {
+    // 256 files: 192 connections, of which streams may take 160.
+    let target = Target::start_with(&["--max-lifetime", "0"], Some(256)).await;
+    let mut streams = Vec::new();
+    for _ in 0..160 {
+        streams.push(raw_subscribe(target.hub.addr, "match=full", None).await);
+    }
+    target.wait_for_connections(160).await;
+    let (status, json) = target.get("/.well-known/mercure?match=full").await;
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (429, Some("too_many_connections"))
+    );
+    assert_eq!(target.get("/healthz").await.0, 200);
+    target.publish("full", "still publishing").await;
+    // Past the limit itself, even a health check is answered at once.
+    let mut held = Vec::new();
+    let refused = loop {
+        // A refused one is answered as soon as its request begins.
+        let mut stream = half_open(&target, "127.0.0.3").await;
+        let mut first = [0u8; 12];
+        match tokio::time::timeout(Duration::from_millis(300), stream.read(&mut first)).await {
+            Ok(Ok(n)) if n > 0 => {
+                break [&first[..n], &answer(&mut stream).await.into_bytes()].concat();
+            }
+            _ => held.push(stream),
+        }
+        assert!(held.len() <= 40, "no refusal after 40 more connections");
+    };
+    assert_refused(&String::from_utf8_lossy(&refused), "503", "at_capacity");
+    drop(held);
+    assert_eq!(target.get("/healthz").await.0, 200);
 }
 
 fn urlencode(text: &str) -> String {

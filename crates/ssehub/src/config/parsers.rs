@@ -161,6 +161,20 @@ pub const fn jwt_algorithm() -> Parser<String> {
     })
 }
 
+/// Trusted proxies: addresses or networks, as a list.
+pub const fn proxies() -> Parser<Vec<ipnet::IpNet>> {
+    Parser {
+        parse: |text| {
+            (list().parse)(text)?
+                .iter()
+                .map(|item| crate::http::peers::parse_network(item))
+                .collect()
+        },
+        kind: Kind::List,
+        value_name: "ADDRESS",
+    }
+}
+
 /// CORS origins: `*`, or origins such as `https://app.example.com:8443`
 /// (scheme, host and port; no path), separated by commas.
 pub const fn origins() -> Parser<Vec<String>> {

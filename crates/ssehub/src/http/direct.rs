@@ -55,6 +55,16 @@ pub struct Streaming {
     /// The stream has ended: once `chunk` (the last, empty one) is written,
     /// close.
     ending: bool,
+    /// The connection's place in the limits.
+    place: Option<super::limits::Connection>,
+}
+
+impl Streaming {
+    /// Keeps the connection's place in the limits for as long as it streams.
+    pub(super) fn holding(mut self, place: super::limits::Connection) -> Streaming {
+        self.place = Some(place);
+        self
+    }
 }
 
 /// Reads the first request head and serves it if it is a subscription.
@@ -110,17 +120,18 @@ pub async fn serve(mut socket: TcpStream, app: &AppState, conn: &ConnectionInfo)
         stream,
         chunk: None,
         ending: false,
+        place: None,
     })
 }
 
 /// The parts of a request head this path needs.
-struct Head {
-    method: Method,
-    path: String,
-    query: String,
-    headers: HeaderMap,
+pub(super) struct Head {
+    pub(super) method: Method,
+    pub(super) path: String,
+    pub(super) query: String,
+    pub(super) headers: HeaderMap,
     /// HTTP/1.1 (a 1.0 client gets hyper, which answers it in 1.0 terms).
-    http11: bool,
+    pub(super) http11: bool,
     /// Bytes came after the head (a body, or a pipelined request): hyper
     /// reads them.
     more: bool,
@@ -222,7 +233,7 @@ fn too_large() -> ApiError {
     )
 }
 
-enum Parsed {
+pub(super) enum Parsed {
     Head(Head),
     Partial,
     TooLarge,
@@ -232,7 +243,7 @@ enum Parsed {
 /// Parsing is kept out of the async function on purpose: httparse's header
 /// array (2 KiB) would otherwise be held across an `.await`, and so live in
 /// every connection's task for as long as its stream lasts.
-fn parse_head(buf: &[u8]) -> Parsed {
+pub(super) fn parse_head(buf: &[u8]) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     match request.parse(buf) {
@@ -267,12 +278,8 @@ fn head_of(request: &httparse::Request<'_, '_>, more: bool) -> Option<Head> {
     })
 }
 
-async fn write_head(
-    socket: &mut TcpStream,
-    status: u16,
-    reason: &str,
-    headers: &HeaderMap,
-) -> std::io::Result<()> {
+/// A response head with these headers.
+fn head_bytes(status: u16, reason: &str, headers: &HeaderMap) -> Vec<u8> {
     let mut head = format!("HTTP/1.1 {status} {reason}\r\n").into_bytes();
     for (name, value) in headers {
         head.extend_from_slice(name.as_str().as_bytes());
@@ -281,24 +288,81 @@ async fn write_head(
         head.extend_from_slice(b"\r\n");
     }
     head.extend_from_slice(b"\r\n");
-    socket.write_all(&head).await
+    head
 }
 
-async fn write_error(
+async fn write_head(
     socket: &mut TcpStream,
-    error: ApiError,
-    mut headers: HeaderMap,
+    status: u16,
+    reason: &str,
+    headers: &HeaderMap,
 ) -> std::io::Result<()> {
+    socket.write_all(&head_bytes(status, reason, headers)).await
+}
+
+/// The whole answer to a refused request: head and JSON body, then the
+/// connection closes.
+pub(super) fn error_answer(error: &ApiError, mut headers: HeaderMap) -> Vec<u8> {
     let body = error.body();
-    for (name, value) in error.headers {
-        headers.append(name, value);
+    for (name, value) in &error.headers {
+        headers.append(name, value.clone());
     }
     headers.insert("content-type", HeaderValue::from_static("application/json"));
     headers.insert("content-length", HeaderValue::from(body.len()));
     headers.insert("connection", HeaderValue::from_static("close"));
     let reason = error.status.canonical_reason().unwrap_or("");
-    write_head(socket, error.status.as_u16(), reason, &headers).await?;
-    socket.write_all(body.as_bytes()).await?;
+    let mut answer = head_bytes(error.status.as_u16(), reason, &headers);
+    answer.extend_from_slice(body.as_bytes());
+    answer
+}
+
+/// Connections refused at accept that may wait for their request at once.
+pub(super) const REFUSING_AT_ONCE: usize = 64;
+
+/// Answers a connection refused at accept (over a limit) and closes it,
+/// without reading its request: cheap, whatever the flood. A client that
+/// sends its request only after connecting (as HTTP libraries do) would
+/// take an answer that came first for a broken exchange, so, while few are
+/// waiting, the answer waits up to a second for the request to arrive; the
+/// bytes the client sent are then dropped unread, so that the close is not
+/// a reset that destroys the answer. Past [`REFUSING_AT_ONCE`] the answer
+/// goes out at once.
+pub(super) fn refuse(
+    socket: TcpStream,
+    error: &ApiError,
+    waiting: &std::sync::Arc<tokio::sync::Semaphore>,
+) {
+    let answer = error_answer(error, HeaderMap::new());
+    let drain = |socket: &TcpStream| {
+        let mut sink = [0u8; 4096];
+        for _ in 0..16 {
+            if !matches!(socket.try_read(&mut sink), Ok(n) if n > 0) {
+                break;
+            }
+        }
+    };
+    let Ok(permit) = waiting.clone().try_acquire_owned() else {
+        let _ = socket.try_write(&answer);
+        drain(&socket);
+        return;
+    };
+    tokio::spawn(async move {
+        let mut socket = socket;
+        // (A new socket may report itself readable before any byte has
+        // come: wait for one.)
+        let _ = tokio::time::timeout(LINGER_TIME, socket.peek(&mut [0u8; 1])).await;
+        drain(&socket);
+        let _ = tokio::time::timeout(LINGER_TIME, socket.write_all(&answer)).await;
+        drop(permit);
+    });
+}
+
+async fn write_error(
+    socket: &mut TcpStream,
+    error: ApiError,
+    headers: HeaderMap,
+) -> std::io::Result<()> {
+    socket.write_all(&error_answer(&error, headers)).await?;
     socket.shutdown().await?;
     linger(socket).await;
     Ok(())

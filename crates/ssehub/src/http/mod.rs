@@ -10,8 +10,11 @@ mod demo;
 mod direct;
 mod error;
 mod form;
+#[cfg(fuzzing)]
+pub mod fuzzing;
 pub mod limits;
 mod pages;
+pub mod peers;
 mod publish;
 mod stream;
 mod subscribe;
@@ -22,7 +25,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::Request;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{delete, get, post};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -42,6 +45,7 @@ pub struct AppState {
     config: Arc<Config>,
     auth: Arc<auth::Auth>,
     limits: Arc<limits::Limits>,
+    proxies: Arc<peers::TrustedProxies>,
     cors: Arc<cors::CorsSettings>,
     /// The demo backend's settings; `None` when the demos are off.
     demo: Option<Arc<crate::demo::DemoSettings>>,
@@ -51,8 +55,14 @@ pub struct AppState {
 
 impl AppState {
     /// The admin API's credential check.
-    fn require_admin(&self, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    fn require_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         self.auth.admin(headers, self.config.dev)
+    }
+
+    /// The client of a request on `conn`: its peer, or the client a trusted
+    /// proxy forwards for.
+    fn client(&self, conn: &ConnectionInfo, headers: &HeaderMap) -> peers::Client {
+        self.proxies.client(conn.remote.ip(), headers)
     }
 }
 
@@ -173,7 +183,11 @@ impl Server {
         let shutdown = CancellationToken::new();
         let state = AppState {
             auth: Arc::new(auth),
-            limits: limits::Limits::new(config.limit_settings()),
+            limits: limits::Limits::new(limits::LimitSettings {
+                open_files: open_files_limit(),
+                ..config.limit_settings()
+            }),
+            proxies: Arc::new(peers::TrustedProxies::new(config.trusted_proxies.clone())),
             cors: Arc::new(cors::CorsSettings {
                 origins: config.cors_origins.clone(),
             }),
@@ -213,19 +227,35 @@ impl Server {
     }
 }
 
-/// Failed accepts, logged at most once per interval with how many there
-/// were: at the open-files limit every attempt fails, and a line per attempt
-/// flooded the log.
-#[derive(Default)]
-struct AcceptFailures {
+/// The process's open-files limit, 0 when there is none.
+fn open_files_limit() -> usize {
+    match rlimit::getrlimit(rlimit::Resource::NOFILE) {
+        Ok((soft, _)) if soft != rlimit::INFINITY => usize::try_from(soft).unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Something that can happen at every accept (a failure, a refusal), logged
+/// at most once per interval with how often it happened: at the open-files
+/// limit every attempt fails, and a line per attempt flooded the log.
+struct EveryInterval {
+    what: &'static str,
     since_logged: u64,
     last_logged: Option<std::time::Instant>,
 }
 
-impl AcceptFailures {
+impl EveryInterval {
     const INTERVAL: Duration = Duration::from_secs(10);
 
-    fn note(&mut self, err: &std::io::Error) {
+    fn new(what: &'static str) -> EveryInterval {
+        EveryInterval {
+            what,
+            since_logged: 0,
+            last_logged: None,
+        }
+    }
+
+    fn note(&mut self, detail: &dyn std::fmt::Display) {
         self.since_logged += 1;
         let now = std::time::Instant::now();
         if self
@@ -233,9 +263,10 @@ impl AcceptFailures {
             .is_none_or(|at| now.duration_since(at) >= Self::INTERVAL)
         {
             tracing::warn!(
-                %err,
-                failures = self.since_logged,
-                "accepting connections fails (logged at most every 10 s)"
+                %detail,
+                times = self.since_logged,
+                "{} (logged at most every 10 s)",
+                self.what
             );
             self.since_logged = 0;
             self.last_logged = Some(now);
@@ -253,7 +284,9 @@ async fn accept_loop(listener: TcpListener, state: AppState, shutdown: Cancellat
         // Small buffers: an idle subscriber should cost little memory. Events
         // are already coalesced into one buffer per write.
         .max_buf_size(16 * 1024);
-    let mut accept_failures = AcceptFailures::default();
+    let mut accept_failures = EveryInterval::new("accepting connections fails");
+    let mut refusals = EveryInterval::new("connections refused at accept");
+    let refusing = Arc::new(tokio::sync::Semaphore::new(direct::REFUSING_AT_ONCE));
     loop {
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -267,6 +300,15 @@ async fn accept_loop(listener: TcpListener, state: AppState, shutdown: Cancellat
                 }
             },
             _ = shutdown.cancelled() => break,
+        };
+        let peer = remote.ip();
+        let place = match state.limits.connect(peer, state.proxies.contains(peer)) {
+            Ok(place) => place,
+            Err(refusal) => {
+                refusals.note(&format_args!("{peer}: {}", refusal.code));
+                direct::refuse(stream, &refusal, &refusing);
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
@@ -284,7 +326,7 @@ async fn accept_loop(listener: TcpListener, state: AppState, shutdown: Cancellat
             let socket = match direct::serve(stream, &state, &direct).await {
                 direct::Route::Done => return,
                 direct::Route::Stream(streaming) => {
-                    tracker.spawn(streaming);
+                    tracker.spawn(streaming.holding(place));
                     return;
                 }
                 direct::Route::Hyper(socket) => socket,

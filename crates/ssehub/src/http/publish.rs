@@ -27,7 +27,7 @@ pub async fn publish(
     // The rate is per publisher: the token's subject, else the address.
     let publisher = match grants.as_ref().and_then(|g| g.subject.as_deref()) {
         Some(subject) => format!("sub:{subject}"),
-        None => format!("addr:{}", conn.remote.ip()),
+        None => format!("addr:{}", app.client(&conn, &headers).ip),
     };
     app.limits.publish(&publisher)?;
     let publish = read_publish(&headers, body, app.config.max_body).await?;
@@ -132,7 +132,7 @@ fn body_kind(headers: &HeaderMap) -> Result<BodyKind, ApiError> {
     }
 }
 
-fn from_form(body: &[u8]) -> Result<Publish, ApiError> {
+pub(super) fn from_form(body: &[u8]) -> Result<Publish, ApiError> {
     let fields =
         form::parse(body).map_err(|e| ApiError::bad_request("invalid_utf8", e.to_string()))?;
     let mut publish = Publish::default();
@@ -221,7 +221,7 @@ enum Topics {
     Many(Vec<String>),
 }
 
-fn from_json(body: &[u8]) -> Result<Publish, ApiError> {
+pub(super) fn from_json(body: &[u8]) -> Result<Publish, ApiError> {
     let parsed: JsonPublish = serde_json::from_slice(body).map_err(|e| {
         let message = e.to_string();
         let code = if message.starts_with("unknown field") {

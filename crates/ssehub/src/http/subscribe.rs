@@ -46,8 +46,14 @@ pub(super) fn open(
         .auth
         .subscriber(&credentials, app.config.anonymous_subscribers)?
         .unwrap_or_default();
+    let client = app.client(conn, headers);
     let mut request = Subscribe {
-        remote: Some(conn.remote),
+        // What the admin API shows: the client's address (and, when it
+        // connects directly, its port).
+        remote: Some(match client.forwarded {
+            true => std::net::SocketAddr::new(client.ip, 0),
+            false => conn.remote,
+        }),
         private: grants.subscribe.clone(),
         expires_at: grants.expires_at,
         ..Subscribe::default()
@@ -85,9 +91,7 @@ pub(super) fn open(
             ));
         }
     }
-    let admission = app
-        .limits
-        .admit(conn.remote.ip(), grants.subject.as_deref())?;
+    let admission = app.limits.admit(client, grants.subject.as_deref())?;
     let subscription = app.hub.subscribe(request)?;
     Ok(EventStream::new(subscription, admission))
 }

@@ -527,7 +527,12 @@ impl Hub {
                         .filter(|t| *t != own)
                         .collect(),
                     connected_at: humantime::format_rfc3339_seconds(sub.connected_at).to_string(),
-                    remote_addr: sub.remote.map(|a| a.to_string()),
+                    // Port 0: an address a trusted proxy forwarded, whose
+                    // port the hub does not know.
+                    remote_addr: sub.remote.map(|a| match a.port() {
+                        0 => a.ip().to_string(),
+                        _ => a.to_string(),
+                    }),
                 }
             })
             .collect();

@@ -306,20 +306,34 @@ pub struct ChildHub {
 /// Starts `ssehub serve --dev --listen 127.0.0.1:0 ARGS...` (with the memory
 /// store unless ARGS choose one) and waits for it to print its address.
 pub async fn spawn_hub(args: &[&str]) -> ChildHub {
+    spawn_hub_with(args, None).await
+}
+
+/// Like [`spawn_hub`], with the hub's open-files limit (soft and hard) set
+/// to `open_files` when given.
+pub async fn spawn_hub_with(args: &[&str], open_files: Option<u64>) -> ChildHub {
     use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
     let store: &[&str] = if args.contains(&"--store") {
         &[]
     } else {
         &["--store", "memory"]
     };
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ssehub"))
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ssehub"));
+    command
         .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
         .args(store)
         .args(args)
         .env("RUST_LOG", "error")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("start ssehub");
+        .stdout(std::process::Stdio::piped());
+    if let Some(limit) = open_files {
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs between
+        // fork and exec.
+        unsafe {
+            command.pre_exec(move || rlimit::setrlimit(rlimit::Resource::NOFILE, limit, limit));
+        }
+    }
+    let mut child = command.spawn().expect("start ssehub");
     let stdout = child.stdout.take().unwrap();
     let line = tokio::task::spawn_blocking(move || {
         let mut line = String::new();
