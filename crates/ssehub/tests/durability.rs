@@ -205,6 +205,109 @@ fn dir_size(path: &std::path::Path) -> u64 {
         .sum()
 }
 
+/// Many distinct topics through a small budget: a topic the budget has
+/// emptied is forgotten, so the file stops growing with the topic count;
+/// and a retained state is never what the budget evicts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_budget_bounds_the_file_whatever_the_topic_count_and_keeps_states() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = durable_hub(dir.path(), &["--history-max-bytes", "64KiB"]).await;
+    let client = Hub::new(&hub.url);
+    let mut state = Publish::new("task/1", "state: step 3 of 5");
+    state.retain = true;
+    client.publish(&state).await.unwrap();
+    let mut sizes = Vec::new();
+    for round in 0..4 {
+        let publishers = (0..8).map(|p| {
+            let client = client.clone();
+            async move {
+                for i in 0..250 {
+                    let topic = format!("t/{round}/{p}/{i}");
+                    client
+                        .publish(&Publish::new(topic, "x".repeat(20)))
+                        .await
+                        .unwrap();
+                }
+            }
+        });
+        futures_util::future::join_all(publishers).await;
+        sizes.push(dir_size(dir.path()));
+    }
+    let stats: serde_json::Value = reqwest::get(format!("{}/v1/stats", hub.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    eprintln!("data file after each 2,000 topics: {sizes:?}; {stats}");
+    assert!(
+        stats["stored_bytes"].as_u64().unwrap() <= 64 * 1024,
+        "{stats}"
+    );
+    // Known topics are those with something stored (one event each here).
+    assert!(
+        stats["topics"].as_u64() <= stats["stored_events"].as_u64(),
+        "{stats}"
+    );
+    let (first, last) = (sizes[0], *sizes.last().unwrap());
+    assert!(
+        last <= first + first / 4,
+        "the data file kept growing: {sizes:?}"
+    );
+    // The state published first is still there for a page that loads now.
+    let mut page = client
+        .connect(&Subscribe::topics(["task/1"]))
+        .await
+        .unwrap();
+    let event = common::next_event(&mut page).await;
+    assert_eq!(event.data, "state: step 3 of 5");
+}
+
+/// An event larger than the whole budget, or a state the other states
+/// leave no room for, is refused with a JSON error; nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_history_cannot_hold_is_refused_not_evicted() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = durable_hub(dir.path(), &["--history-max-bytes", "64KiB"]).await;
+    let http = reqwest::Client::new();
+    let publish = |topic: &str, data: String, retain: bool| {
+        http.post(format!("{}/.well-known/mercure", hub.url))
+            .json(&serde_json::json!({"topic": topic, "data": data, "retain": retain}))
+            .send()
+    };
+    let refused = publish("big", "b".repeat(70 * 1024), false).await.unwrap();
+    assert_eq!(refused.status(), 413);
+    let json: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(json["error"], "larger_than_history");
+    // Six states of 10 KB fit in 64 KiB; a seventh does not.
+    for i in 0..6 {
+        let ok = publish(&format!("s/{i}"), "s".repeat(10_000), true)
+            .await
+            .unwrap();
+        assert_eq!(ok.status(), 200);
+    }
+    let refused = publish("s/6", "s".repeat(10_000), true).await.unwrap();
+    assert_eq!(refused.status(), 507);
+    let json: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(json["error"], "history_full");
+    // A topic's new state replaces its old one: that still fits.
+    let ok = publish("s/0", "n".repeat(10_000), true).await.unwrap();
+    assert_eq!(ok.status(), 200);
+    // And an event that is not a state is still delivered and kept while
+    // it fits.
+    let ok = publish("plain", "p".repeat(100), false).await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let stats: serde_json::Value = http
+        .get(format!("{}/v1/stats", hub.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["published"], 8, "{stats}");
+}
+
 /// Sustained publishing with retention: the data file stops growing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_data_directory_stays_bounded_under_sustained_publishing() {

@@ -97,6 +97,10 @@ impl From<PublishError> for ApiError {
             PublishError::InvalidType(_) => (StatusCode::BAD_REQUEST, "invalid_type"),
             PublishError::DuplicateId(_) => (StatusCode::CONFLICT, "duplicate_id"),
             PublishError::TopicFinished(_) => (StatusCode::CONFLICT, "topic_finished"),
+            PublishError::LargerThanHistory { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "larger_than_history")
+            }
+            PublishError::HistoryFull { .. } => (StatusCode::INSUFFICIENT_STORAGE, "history_full"),
             PublishError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
         };
         ApiError::new(status, code, err.to_string())

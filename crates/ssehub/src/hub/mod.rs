@@ -294,6 +294,7 @@ impl Hub {
                 published_at: now,
                 wire,
             });
+            self.check_room(&st, &event)?;
             st.last_seq = seq;
             let Some(commits) = &self.commits else {
                 self.apply(&mut st, &event);
@@ -321,6 +322,21 @@ impl Hub {
             Ok(Err(err)) => Err(PublishError::Unavailable(err.to_string())),
             Err(_) => Err(PublishError::Unavailable("the hub is shutting down".into())),
         }
+    }
+
+    /// Whether history has room for `event`: no event larger than the whole
+    /// size limit is taken, nor a state for which the current states leave
+    /// no room (the limit never evicts a state).
+    fn check_room(&self, st: &State, event: &Event) -> Result<(), PublishError> {
+        let limit = self.config.history_max_bytes;
+        let size = state::footprint(event);
+        if size > limit {
+            return Err(PublishError::LargerThanHistory { size, limit });
+        }
+        if event.retain && st.state_bytes - st.states_replaced_by(event) + size > limit {
+            return Err(PublishError::HistoryFull { limit });
+        }
+        Ok(())
     }
 
     /// Adds a committed event to history and delivers it.
@@ -1100,6 +1116,73 @@ mod properties {
                     .map(|e| e.data.clone())
                     .collect();
                 prop_assert_eq!(received, expected, "reader {:?}", reader);
+            }
+        }
+
+        /// Whatever is published under a small size limit, the hub's
+        /// accounts stay true: every history event is kept, the counted
+        /// sizes are the sizes of what is kept and of the current states,
+        /// what may be evicted is exactly what is no state, the limit holds
+        /// unless states alone exceed it (which publishes refuse), and no
+        /// state is ever evicted.
+        #[test]
+        fn the_size_limit_keeps_true_accounts_and_never_evicts_a_state(
+            publishes in prop::collection::vec((1u8..32, any::<bool>(), 0usize..3000), 1..60),
+        ) {
+            let mut config = hub().config;
+            config.history_size = 4;
+            config.history_max_bytes = 8 * 1024;
+            let hub = Hub::unclocked(config, Arc::new(MemoryStore)).unwrap();
+            let runtime = runtime();
+            let mut states: std::collections::HashMap<String, u64> = Default::default();
+            for (topics, retain, size) in publishes {
+                let topics: Vec<String> = TOPICS
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| topics & (1 << i) != 0)
+                    .map(|(_, t)| t.to_string())
+                    .collect();
+                let published = runtime.block_on(hub.publish(Publish {
+                    topics: topics.clone(),
+                    data: "x".repeat(size),
+                    retain,
+                    ..Publish::default()
+                }));
+                match published {
+                    Ok(event) if retain => {
+                        for topic in &topics {
+                            states.insert(topic.clone(), event.seq);
+                        }
+                    }
+                    Ok(_) | Err(PublishError::HistoryFull { .. }) => {}
+                    Err(err) => panic!("{err}"),
+                }
+                let st = hub.state();
+                for topic in st.topics.values() {
+                    for event in &topic.history {
+                        prop_assert!(st.kept.contains_key(&event.seq));
+                    }
+                }
+                let kept: usize = st.kept.values().map(|e| state::footprint(e)).sum();
+                prop_assert_eq!(kept, st.kept_bytes);
+                let mut current: Vec<&Arc<Event>> =
+                    st.topics.values().filter_map(|t| t.retained.as_ref()).collect();
+                current.sort_unstable_by_key(|e| e.seq);
+                current.dedup_by_key(|e| e.seq);
+                let state_bytes: usize = current.iter().map(|e| state::footprint(e)).sum();
+                prop_assert_eq!(state_bytes, st.state_bytes);
+                let evictable: Vec<u64> = st
+                    .kept
+                    .keys()
+                    .copied()
+                    .filter(|seq| current.iter().all(|e| e.seq != *seq))
+                    .collect();
+                prop_assert_eq!(evictable, st.evictable.iter().copied().collect::<Vec<_>>());
+                prop_assert!(st.kept_bytes <= 8 * 1024 || st.evictable.is_empty());
+                for (topic, seq) in &states {
+                    let state = st.topics.get(topic).and_then(|t| t.retained.as_ref());
+                    prop_assert_eq!(state.map(|e| e.seq), Some(*seq), "state of {}", topic);
+                }
             }
         }
 

@@ -54,6 +54,26 @@ pub enum PublishError {
     /// The topic was closed by a final event.
     #[error("the topic {0:?} is finished: a final event was already published")]
     TopicFinished(String),
+    /// The event alone is larger than all of history may be.
+    #[error(
+        "the event counts {size} bytes against history, more than --history-max-bytes ({limit})"
+    )]
+    LargerThanHistory {
+        /// What it counts.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Retained and final states fill history: a new one has no room (they
+    /// are never evicted to make some).
+    #[error(
+        "retained and final states fill --history-max-bytes ({limit}): no room for another until \
+         idle topics leave with --history-ttl, or the limit is raised"
+    )]
+    HistoryFull {
+        /// The limit.
+        limit: usize,
+    },
     /// The event could not be stored; it was not published.
     #[error("the event could not be stored: {0}")]
     Unavailable(String),

@@ -3,7 +3,7 @@
 //! bounded. Everything the store must learn about (deletions, trims) is
 //! collected in [`Pending`] for the next durable write.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -34,6 +34,12 @@ pub(super) struct State {
     /// oldest first, for the total size limit.
     pub kept: BTreeMap<u64, Arc<Event>>,
     pub kept_bytes: usize,
+    /// Of those, the ones that are no topic's current state: what the size
+    /// limit may evict, oldest first. States leave only when replaced, or
+    /// with their idle topic (`--history-ttl`).
+    pub evictable: BTreeSet<u64>,
+    /// The size of the current states.
+    pub state_bytes: usize,
     /// What the next durable write must also record. Only collected when the
     /// store is durable.
     pub pending: Option<Pending>,
@@ -153,10 +159,16 @@ impl Subscriber {
     }
 }
 
-/// Bytes an event counts for against the total size limit.
-fn footprint(event: &Event) -> usize {
-    // The strings, plus a rough fixed cost for the record and its indexes.
-    event.data.len() + event.id.len() + event.topics.iter().map(String::len).sum::<usize>() + 128
+/// Bytes an event counts for against the total size limit: its strings as
+/// the store writes them, plus a fixed cost for the rest of its record (the
+/// field names and numbers of its JSON, about 100 bytes) and the indexes
+/// that lead to it, in the store and in memory.
+pub(super) fn footprint(event: &Event) -> usize {
+    event.data.len()
+        + event.id.len()
+        + event.event_type.as_ref().map_or(0, String::len)
+        + event.topics.iter().map(|t| t.len() + 3).sum::<usize>()
+        + 160
 }
 
 impl State {
@@ -167,6 +179,12 @@ impl State {
         self.applied_seq = self.applied_seq.max(event.seq);
         self.kept.insert(event.seq, event.clone());
         self.kept_bytes += footprint(event);
+        if event.retain {
+            // The state of each of its topics from now on (counted once).
+            self.state_bytes += footprint(event);
+        } else {
+            self.evictable.insert(event.seq);
+        }
         if event.id != event.seq.to_string() {
             self.ids.insert(event.id.clone(), event.seq);
         }
@@ -187,15 +205,55 @@ impl State {
                 self.pending_final.remove(name);
             }
             if let Some(old) = replaced {
-                self.release(&old);
+                self.state_replaced(&old);
             }
             while self.topics[name].history.len() > history_size {
                 self.trim_oldest(name);
             }
         }
-        while self.kept_bytes > max_bytes && self.kept.len() > 1 {
-            self.evict_oldest();
+        while self.kept_bytes > max_bytes
+            && let Some(&oldest) = self.evictable.first()
+        {
+            self.evict(oldest);
         }
+    }
+
+    /// Whether `event` is the current state of one of its topics.
+    fn is_state(&self, event: &Event) -> bool {
+        event.topics.iter().any(|name| {
+            self.topics
+                .get(name)
+                .and_then(|t| t.retained.as_ref())
+                .is_some_and(|r| r.seq == event.seq)
+        })
+    }
+
+    /// `old` is no longer the state of one of its topics: if it is no
+    /// other's either, it may be released, or evicted from the histories
+    /// that still hold it.
+    fn state_replaced(&mut self, old: &Arc<Event>) {
+        if self.is_state(old) {
+            return;
+        }
+        self.state_bytes -= footprint(old);
+        if self.kept.contains_key(&old.seq) {
+            self.evictable.insert(old.seq);
+        }
+        self.release(old);
+    }
+
+    /// What the current states would free if `event` replaced them: those
+    /// it replaces on every topic they belong to.
+    pub fn states_replaced_by(&self, event: &Event) -> usize {
+        let mut replaced: Vec<&Arc<Event>> = event
+            .topics
+            .iter()
+            .filter_map(|name| self.topics.get(name)?.retained.as_ref())
+            .filter(|state| state.topics.iter().all(|t| event.topics.contains(t)))
+            .collect();
+        replaced.sort_unstable_by_key(|state| state.seq);
+        replaced.dedup_by_key(|state| state.seq);
+        replaced.iter().map(|state| footprint(state)).sum()
     }
 
     /// Removes the oldest event of a topic's history.
@@ -223,6 +281,7 @@ impl State {
         if needed || self.kept.remove(&event.seq).is_none() {
             return;
         }
+        self.evictable.remove(&event.seq);
         self.kept_bytes -= footprint(event);
         if self.ids.get(&event.id) == Some(&event.seq) {
             self.ids.remove(&event.id);
@@ -232,27 +291,38 @@ impl State {
         }
     }
 
-    /// The total size limit: drops the oldest stored event from wherever it
-    /// is — the front of its topics' histories, or a retained state.
-    fn evict_oldest(&mut self) {
-        let Some((&seq, event)) = self.kept.first_key_value() else {
+    /// The total size limit: drops an event that is no topic's state from
+    /// the front of the histories that hold it. A topic left with nothing
+    /// (no history, state or subscriber) is forgotten, so that what the
+    /// store keeps per topic stays within the limit too.
+    fn evict(&mut self, seq: u64) {
+        let Some(event) = self.kept.get(&seq).cloned() else {
+            self.evictable.remove(&seq);
             return;
         };
-        let event = event.clone();
         for name in &event.topics {
-            let Some(topic) = self.topics.get_mut(name) else {
+            let Some(topic) = self.topics.get(name) else {
                 continue;
             };
-            if topic.retained.as_ref().is_some_and(|r| r.seq == seq) {
-                topic.retained = None;
+            // The oldest evictable event: what is before it in a history is
+            // a current state, which leaves the history with it (and stays
+            // the topic's state).
+            if topic.history.front().is_some_and(|e| e.seq <= seq) {
+                while self.topics[name]
+                    .history
+                    .front()
+                    .is_some_and(|e| e.seq <= seq)
+                {
+                    self.trim_oldest(name);
+                }
             }
-            if topic.history.front().is_some_and(|e| e.seq == seq) {
-                self.trim_oldest(name);
+            if self.topics.get(name).is_some_and(Topic::is_idle) {
+                self.forget(name);
             }
         }
-        self.release(&event);
-        debug_assert!(!self.kept.contains_key(&seq), "eviction made progress");
+        // (Released by the last trim, unless its topics were all gone.)
         if self.kept.remove(&seq).is_some() {
+            self.evictable.remove(&seq);
             self.kept_bytes -= footprint(&event);
         }
     }
@@ -268,7 +338,7 @@ impl State {
             pending.forgotten_topics.push(name.to_owned());
         }
         if let Some(state) = topic.retained {
-            self.release(&state);
+            self.state_replaced(&state);
         }
     }
 
