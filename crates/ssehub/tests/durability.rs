@@ -197,6 +197,16 @@ async fn retained_state_and_finished_topics_survive_a_restart() {
     assert!(refused.to_string().contains("topic_finished"), "{refused}");
 }
 
+/// `GET /v1/stats`.
+async fn stats(url: &str) -> serde_json::Value {
+    reqwest::get(format!("{url}/v1/stats"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 fn dir_size(path: &std::path::Path) -> u64 {
     std::fs::read_dir(path)
         .unwrap()
@@ -233,12 +243,7 @@ async fn the_budget_bounds_the_file_whatever_the_topic_count_and_keeps_states() 
         futures_util::future::join_all(publishers).await;
         sizes.push(dir_size(dir.path()));
     }
-    let stats: serde_json::Value = reqwest::get(format!("{}/v1/stats", hub.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = stats(&hub.url).await;
     eprintln!("data file after each 2,000 topics: {sizes:?}; {stats}");
     assert!(
         stats["stored_bytes"].as_u64().unwrap() <= 64 * 1024,
@@ -338,12 +343,7 @@ async fn the_data_directory_stays_bounded_under_sustained_publishing() {
         futures_util::future::join_all(publishers).await;
         sizes.push(dir_size(dir.path()));
     }
-    let stats: serde_json::Value = reqwest::get(format!("{}/v1/stats", hub.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = stats(&hub.url).await;
     assert!(
         stats["stored_bytes"].as_u64().unwrap() <= 256 * 1024,
         "{stats}"

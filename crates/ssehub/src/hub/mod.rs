@@ -1019,6 +1019,16 @@ mod properties {
         .unwrap()
     }
 
+    /// The topics of [`TOPICS`] a bit mask picks.
+    fn topics_of(mask: u8) -> Vec<String> {
+        TOPICS
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| mask & (1 << i) != 0)
+            .map(|(_, t)| t.to_string())
+            .collect()
+    }
+
     fn pick(pool: &'static [&'static str], mask: u8) -> Vec<Selector> {
         pool.iter()
             .enumerate()
@@ -1078,12 +1088,7 @@ mod properties {
                     subscriptions.push((reader.clone(), subscription, published.len()));
                 }
                 if let Some((topics, private)) = events.get(step) {
-                    let topics: Vec<String> = TOPICS
-                        .iter()
-                        .enumerate()
-                        .filter(|(i, _)| topics & (1 << i) != 0)
-                        .map(|(_, t)| t.to_string())
-                        .collect();
+                    let topics = topics_of(*topics);
                     let event = runtime.block_on(hub.publish(Publish {
                         topics,
                         data: format!("event {step}"),
@@ -1136,12 +1141,7 @@ mod properties {
             let runtime = runtime();
             let mut states: std::collections::HashMap<String, u64> = Default::default();
             for (topics, retain, size) in publishes {
-                let topics: Vec<String> = TOPICS
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| topics & (1 << i) != 0)
-                    .map(|(_, t)| t.to_string())
-                    .collect();
+                let topics = topics_of(topics);
                 let published = runtime.block_on(hub.publish(Publish {
                     topics: topics.clone(),
                     data: "x".repeat(size),
