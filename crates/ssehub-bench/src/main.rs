@@ -8,7 +8,10 @@
 //! * `publish`: closed-loop publishers, durable store against memory store.
 //! * `fanout`, `topics`, `resume`: many subscribers and an open-loop
 //!   publisher; see [`load`].
+//! * `abuse`: the threat model's attacks at full size, with what a
+//!   legitimate user gets meanwhile.
 
+mod abuse;
 mod idle;
 mod load;
 mod null_server;
@@ -47,6 +50,8 @@ enum Scenario {
     Topics(LoadScenario),
     /// Like fanout; 10% of subscribers drop mid-run and resume with Last-Event-ID.
     Resume(LoadScenario),
+    /// Attacks at full size; health-check and round-trip latency, memory.
+    Abuse(abuse::AbuseArgs),
     /// (internal) Holds a share of the subscribers for the scenarios above.
     #[command(hide = true)]
     Worker {
@@ -106,6 +111,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Scenario::Fanout(args) => runtime.block_on(run_load(servers, load::Shape::Fanout, args)),
         Scenario::Topics(args) => runtime.block_on(run_load(servers, load::Shape::Topics, args)),
         Scenario::Resume(args) => runtime.block_on(run_load(servers, load::Shape::Resume, args)),
+        Scenario::Abuse(args) => runtime.block_on(abuse::run(servers, args)),
         Scenario::Worker { spec } => runtime.block_on(worker::run(serde_json::from_str(&spec)?)),
         Scenario::NullServer { listen } => runtime.block_on(null_server::run(listen)),
     }

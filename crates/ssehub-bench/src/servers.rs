@@ -61,10 +61,17 @@ impl ServerProcess {
     /// chooses one), with no per-address limit: the load comes from a few
     /// loopback addresses, thousands of connections each.
     pub fn hub(servers: &ServerArgs, extra: &[&str]) -> std::io::Result<ServerProcess> {
+        let mut args = vec!["--max-connections-per-address", "0"];
+        args.extend_from_slice(extra);
+        ServerProcess::hub_as_deployed(servers, &args)
+    }
+
+    /// `ssehub serve --dev` on a free port (memory store unless `extra`
+    /// chooses one), with its default limits.
+    pub fn hub_as_deployed(servers: &ServerArgs, extra: &[&str]) -> std::io::Result<ServerProcess> {
         let mut command = Command::new(servers.hub_binary()?);
         command
             .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
-            .args(["--max-connections-per-address", "0"])
             .args(if extra.contains(&"--store") {
                 &[][..]
             } else {

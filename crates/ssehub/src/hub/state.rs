@@ -108,6 +108,15 @@ impl Topic {
         }
     }
 
+    /// Whether the store holds anything of it: history, a state, the mark
+    /// of a trim, or its end.
+    pub fn has_stored(&self) -> bool {
+        !self.history.is_empty()
+            || self.retained.is_some()
+            || self.trimmed_up_to > 0
+            || self.finished
+    }
+
     fn is_idle(&self) -> bool {
         self.subscribers.is_empty()
             && self.history.is_empty()

@@ -45,7 +45,8 @@ impl Hub {
         }
         let opening = Opening::build(self, &st, &request, resume, &backlog, &topics);
         let seqs = backlog.events.iter().map(|e| e.seq).collect();
-        Ok(self.register(&mut st, request, topics, opening, seqs))
+        let wildcard = topics.wildcard;
+        Ok(self.register(&mut st, request, wildcard, opening, seqs))
     }
 
     /// Step 4: adds the subscriber to its topics (unless everything it asked
@@ -55,7 +56,7 @@ impl Hub {
         self: &Arc<Self>,
         st: &mut State,
         mut request: Subscribe,
-        topics: Topics,
+        wildcard: bool,
         opening: Opening,
         seqs: VecDeque<u64>,
     ) -> Subscription {
@@ -72,7 +73,7 @@ impl Hub {
                 self.config.retry,
             ));
         }
-        if opening.open_topics.is_empty() && !topics.wildcard {
+        if opening.open_topics.is_empty() && !wildcard {
             // Everything it asked for is finished: nothing live will come.
             // (With history to send, its replay watches its end.)
             if !has_history {
@@ -91,7 +92,7 @@ impl Hub {
                 .subscribers
                 .push(id);
         }
-        if topics.wildcard {
+        if wildcard {
             st.wildcard.insert(id);
         }
         if let Some(client_id) = &request.client_id
@@ -106,7 +107,7 @@ impl Hub {
                 selectors: std::mem::take(&mut request.selectors).into_boxed_slice(),
                 private: std::mem::take(&mut request.private).into_boxed_slice(),
                 open_topics: opening.open_topics.len() as u32,
-                wildcard: topics.wildcard,
+                wildcard,
                 client_id: request.client_id.take(),
                 queue,
                 connected_at: now,
@@ -201,31 +202,33 @@ impl Resume {
 }
 
 /// The topics a subscription covers at the moment it registers.
-pub(super) struct Topics {
+pub(super) struct Topics<'a> {
     /// The topics it names exactly, as given.
     exact: Vec<String>,
     /// Whether it has a template or `*` selector.
-    wildcard: bool,
-    /// Every topic whose history or state it may be sent: the exact ones,
-    /// then the known ones its other selectors match.
-    matched: Vec<String>,
+    pub(super) wildcard: bool,
+    /// The other known topics its selectors match, among those with
+    /// something stored (history, a state, a trim): what it may be sent or
+    /// told it missed. Borrowed, not copied: with `*` it is every topic.
+    matched: Vec<&'a str>,
 }
 
-impl Topics {
-    pub(super) fn select(st: &State, selectors: &[Selector]) -> Topics {
+impl<'a> Topics<'a> {
+    pub(super) fn select(st: &'a State, selectors: &[Selector]) -> Topics<'a> {
         let exact: Vec<String> = selectors
             .iter()
             .filter_map(|s| s.exact().map(str::to_owned))
             .collect();
         let wildcard = exact.len() < selectors.len();
-        let mut matched = exact.clone();
+        let mut matched = Vec::new();
         if wildcard {
             matched.extend(
                 st.topics
-                    .keys()
-                    .filter(|t| !exact.contains(t))
-                    .filter(|t| selectors.iter().any(|s| s.matches(t)))
-                    .cloned(),
+                    .iter()
+                    .filter(|(_, t)| t.has_stored())
+                    .map(|(name, _)| name.as_str())
+                    .filter(|t| !exact.iter().any(|e| e == t))
+                    .filter(|t| selectors.iter().any(|s| s.matches(t))),
             );
         }
         Topics {
@@ -233,6 +236,14 @@ impl Topics {
             wildcard,
             matched,
         }
+    }
+
+    /// Every topic it covers: the exact ones, then the matched ones.
+    fn all(&self) -> impl Iterator<Item = &str> {
+        self.exact
+            .iter()
+            .map(String::as_str)
+            .chain(self.matched.iter().copied())
     }
 }
 
@@ -256,7 +267,7 @@ impl<'a> Backlog<'a> {
     ) -> Backlog<'a> {
         let mut events: Vec<&'a Arc<Event>> = Vec::new();
         let mut gapped = Vec::new();
-        for name in &topics.matched {
+        for name in topics.all() {
             let topic = st.topics.get(name);
             let history = topic.into_iter().flat_map(|t| t.history.iter());
             let retained = topic.and_then(|t| t.retained.as_ref());
@@ -279,7 +290,7 @@ impl<'a> Backlog<'a> {
                 // position alike: the current state, then what history
                 // holds after it.
                 if names_visibly(topics, st, name, private) {
-                    gapped.push(name.clone());
+                    gapped.push(name.to_owned());
                 }
                 if let Some(state) = retained {
                     if state.seq > position {
