@@ -117,8 +117,9 @@ settings! {
     max_topic_length: usize = "1024", positive_count;
     /// Events queued per connection before it is dropped as slow.
     queue_size: usize = "512", positive_count;
-    /// Events waiting to be replayed across all streams (8 bytes each); a subscription that
-    /// would exceed it while others replay is refused with 503 replay_busy.
+    /// Events waiting to be replayed across all streams (8 bytes each), an eighth of it per
+    /// client address; a subscription that would exceed either while others replay is refused
+    /// with 503 replay_busy.
     max_replay: usize = "4000000", positive_count;
     /// How long shutdown waits for connections; how long a stream the hub ends may take to
     /// deliver its last bytes, and a replaying stream may go without taking any, before its
@@ -155,12 +156,15 @@ settings! {
     cors_origins: Vec<String> = "", origins, flag = "cors-origin";
     /// Open streams in all; 0 for no limit.
     max_connections: usize = "100000", count;
-    /// Open connections per client address (counted from accept; behind a trusted proxy, the
-    /// streams of each address it forwards); 0 for no limit.
+    /// Open connections per client address, per /64 for IPv6 (counted from accept; behind a
+    /// trusted proxy, the streams of each address it forwards); 0 for no limit.
     max_connections_per_address: usize = "1000", count;
-    /// Proxies whose Forwarded / X-Forwarded-For headers name the client, as addresses or
-    /// networks (e.g. 10.0.0.0/8; repeat, or separate with commas); none by default.
+    /// Proxies whose forwarding header names the client, as addresses or networks (e.g.
+    /// 10.0.0.0/8; repeat, or separate with commas); none by default.
     trusted_proxies: Vec<ipnet::IpNet> = "", proxies;
+    /// The header the trusted proxies set: x-forwarded-for or forwarded (the other is ignored:
+    /// a proxy passes it through as the client wrote it).
+    trusted_proxy_header: crate::http::peers::ForwardingHeader = "x-forwarded-for", forwarding_header;
     /// Open streams per token subject; 0 for no limit.
     max_connections_per_subject: usize = "100", count;
     /// Publishes per second per publisher; 0 for no limit.

@@ -405,6 +405,46 @@ async fn stalled_replays_of_all_history_hold_no_copy_of_it() {
     target.assert_responsive(1).await;
 }
 
+/// A reader that takes its replay slowly but steadily (64 KB/s, a slow
+/// mobile link) is not mistaken for a stalled one, however large the send
+/// buffer the kernel grew for it: it is still reading well past
+/// `--shutdown-timeout`. (Before the hub limited unsent data per socket, it
+/// took a piece only once megabytes had drained, and dropped such a reader.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_but_steady_replay_reader_is_not_dropped() {
+    let target = Target::start(&["--history-size", "2000", "--shutdown-timeout", "3s"]).await;
+    // 8 MB of 4 KiB events: far more than it reads.
+    let payload = "s".repeat(4096);
+    for i in 0..2000 {
+        target.publish("big", &format!("{i}:{payload}")).await;
+    }
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    let mut stream = socket.connect(target.hub.addr).await.unwrap();
+    stream
+        .write_all(b"GET /.well-known/mercure?match=big&lastEventID=earliest HTTP/1.1\r\nHost: hub\r\n\r\n")
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let mut read = 0;
+    // 8 KiB every 125 ms. (On loopback, whose segments are 64 KiB, the
+    // reader's window reopens only once it has read that much: every
+    // second here.)
+    let mut buf = [0u8; 8192];
+    while started.elapsed() < Duration::from_secs(8) {
+        let n = tokio::time::timeout(PATIENCE, stream.read(&mut buf))
+            .await
+            .expect("bytes in time")
+            .expect("the connection is not reset");
+        assert!(n > 0, "the hub closed the stream after {read} bytes");
+        read += n;
+        tokio::time::sleep(Duration::from_millis(125)).await;
+    }
+    let (_, stats) = target.get("/v1/stats").await;
+    assert_eq!(stats["dropped_slow"], 0, "{stats}");
+    assert_eq!(stats["connections"], 1, "{stats}");
+}
+
 /// Replays waiting across the hub are bounded: beyond `--max-replay`, a
 /// subscription that would add to them is refused with a JSON 503 and a
 /// `Retry-After`, while one with nothing to replay still gets in.
@@ -543,6 +583,17 @@ async fn clients_behind_a_trusted_proxy_are_counted_by_forwarded_address() {
     assert_eq!(refused.status(), 429);
     let json: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(json["error"], "too_many_connections_from_address");
+    // A Forwarded header the client wrote (which the proxy passed through)
+    // does not replace the X-Forwarded-For the proxy set.
+    let http = reqwest::Client::new();
+    let spoofed = http
+        .get(format!("{}/.well-known/mercure?match=a", target.hub.url))
+        .header("forwarded", "for=10.9.9.9")
+        .header("x-forwarded-for", "198.51.100.1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spoofed.status(), 429);
     let (_, clients) = target.get("/v1/clients").await;
     assert_eq!(
         clients["clients"][0]["remote_addr"], "198.51.100.1",
@@ -555,6 +606,16 @@ async fn clients_behind_a_trusted_proxy_are_counted_by_forwarded_address() {
     let refused = via("127.0.0.2", "198.51.100.10", "match=a").await.unwrap();
     assert_eq!(refused.status(), 429);
     target.assert_responsive(0).await;
+    // Entries that cannot be read (and requests with none) share the
+    // proxy's own place.
+    for junk in ["zzz", "unknown"] {
+        open.push(via("127.0.0.1", junk, "match=a").await.unwrap());
+    }
+    let refused = via("127.0.0.1", "6.6.6.6, _hidden", "match=a")
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 429);
+    assert_eq!(target.get("/healthz").await.0, 200);
 }
 
 /// Near the open-files limit, streams stop a reserve short of it, so a

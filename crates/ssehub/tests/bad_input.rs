@@ -256,6 +256,11 @@ async fn malformed_requests_get_json_errors() {
             400,
             "bad_request",
         ),
+        (
+            "POST /.well-known/mercure HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n".to_owned(),
+            400,
+            "bad_request",
+        ),
     ];
     for (request, status, code) in cases {
         let mut socket = tokio::net::TcpStream::connect(hub.server.addr)

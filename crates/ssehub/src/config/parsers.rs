@@ -161,6 +161,11 @@ pub const fn jwt_algorithm() -> Parser<String> {
     })
 }
 
+/// The forwarding header of trusted proxies.
+pub const fn forwarding_header() -> Parser<crate::http::peers::ForwardingHeader> {
+    value("HEADER", |text| text.parse())
+}
+
 /// Trusted proxies: addresses or networks, as a list.
 pub const fn proxies() -> Parser<Vec<ipnet::IpNet>> {
     Parser {

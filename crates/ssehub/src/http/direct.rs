@@ -160,9 +160,12 @@ impl Head {
             .iter()
             .map(HeaderValue::as_bytes)
             .collect();
+        // (A number too large for 64 bits would be refused by hyper with no
+        // body: refuse it here, in JSON.)
+        let number = |l: &[u8]| std::str::from_utf8(l).is_ok_and(|l| l.parse::<u64>().is_ok());
         if lengths
             .iter()
-            .any(|l| l.is_empty() || !l.iter().all(u8::is_ascii_digit))
+            .any(|l| !l.iter().all(u8::is_ascii_digit) || !number(l))
             || lengths.windows(2).any(|w| w[0] != w[1])
         {
             return Err(bad("Content-Length must be one whole number"));

@@ -25,7 +25,7 @@ use super::peers::Client;
 pub struct LimitSettings {
     /// Open streams in all.
     pub max_connections: usize,
-    /// Open connections per client IP address.
+    /// Open connections per client IP address (per /64 for IPv6).
     pub max_per_address: usize,
     /// The process's open-files limit (0: unknown): connections are kept
     /// below it, streams below it minus a reserve.
@@ -116,6 +116,7 @@ impl Limits {
             )
             .with_header(header::RETRY_AFTER, "1"));
         }
+        let peer = super::peers::counted_as(peer);
         let counted = !trusted && self.settings.max_per_address > 0;
         if counted && over(self.settings.max_per_address, count(&counts.by_peer, &peer)) {
             return Err(self.too_many_from_address());
@@ -169,7 +170,8 @@ impl Limits {
                 ),
             ));
         }
-        let address = (client.forwarded && s.max_per_address > 0).then_some(client.ip);
+        let address = (client.forwarded && s.max_per_address > 0)
+            .then(|| super::peers::counted_as(client.ip));
         if let Some(address) = address
             && over(s.max_per_address, count(&counts.by_address, &address))
         {

@@ -187,7 +187,10 @@ impl Server {
                 open_files: open_files_limit(),
                 ..config.limit_settings()
             }),
-            proxies: Arc::new(peers::TrustedProxies::new(config.trusted_proxies.clone())),
+            proxies: Arc::new(peers::TrustedProxies::new(
+                config.trusted_proxies.clone(),
+                config.trusted_proxy_header,
+            )),
             cors: Arc::new(cors::CorsSettings {
                 origins: config.cors_origins.clone(),
             }),
@@ -226,6 +229,9 @@ impl Server {
         let _ = self.done.await;
     }
 }
+
+/// Unsent bytes a connection's socket holds at most (`TCP_NOTSENT_LOWAT`).
+const UNSENT_LIMIT: u32 = 128 * 1024;
 
 /// The process's open-files limit, 0 when there is none.
 fn open_files_limit() -> usize {
@@ -311,6 +317,12 @@ async fn accept_loop(listener: TcpListener, state: AppState, shutdown: Cancellat
             }
         };
         let _ = stream.set_nodelay(true);
+        // At most this much unsent data waits in the kernel for a reader:
+        // its writer is woken as soon as the reader has taken some of it
+        // (not when a third of a send buffer grown to megabytes has
+        // drained), which keeps a slow reader's replay moving and what a
+        // stalled one costs the kernel small.
+        let _ = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(UNSENT_LIMIT);
         let app = app.clone();
         let shutdown = shutdown.clone();
         let grace = state.config.shutdown_timeout;

@@ -34,9 +34,8 @@ use super::limits::Admission;
 use crate::hub::queue::{KillSignal, Receiver};
 use crate::hub::{Piece, Registration, Replay, Subscription};
 
-/// At most this much is coalesced into one write: as much as a piece of
-/// replay.
-const MAX_WRITE: usize = crate::hub::PIECE_BYTES;
+/// At most this much is coalesced into one write.
+const MAX_WRITE: usize = 64 * 1024;
 
 /// The headers of a stream's answer, added to `headers` (which may already
 /// hold the CORS headers): an event stream, never cached, never buffered by

@@ -43,7 +43,7 @@ pub use crate::event::Event;
 pub use publish::{Publish, PublishError, TopicLimits, validate_topic};
 pub use replay::{PIECE_BYTES, Piece, Replay};
 pub use selector::{Part, Selector, SelectorError};
-pub use subscription::{Registration, Subscribe, SubscribeError, Subscription};
+pub use subscription::{Registration, Subscribe, SubscribeError, Subscription, address_group};
 
 use crate::frames;
 use crate::store::{MemoryStore, Recovered, Store, StoreError};
@@ -926,6 +926,33 @@ mod tests {
         drop(first.read_now());
         assert!(hub.subscribe(subscribe(&["r"], Some("earliest"))).is_ok());
         assert_eq!(hub.stats().replay_backlog, 0);
+    }
+
+    #[tokio::test]
+    async fn one_address_may_hold_only_a_share_of_the_replay_bound() {
+        let hub = unclocked(HubConfig {
+            max_replay: 80,
+            ..config(100)
+        });
+        publish_many(&hub, "r", 8, 10).await;
+        let from = |address: &str| Subscribe {
+            remote: Some(format!("{address}:1000").parse().unwrap()),
+            ..subscribe(&["r"], Some("earliest"))
+        };
+        // An eighth of 80 is 10: one replay of 8 from an address, not two.
+        let _first = hub.subscribe(from("192.0.2.1")).unwrap();
+        assert_eq!(
+            hub.subscribe(from("192.0.2.1")).unwrap_err(),
+            SubscribeError::ReplayBusy { limit: 80 }
+        );
+        // Another address gets in; another IPv6 address of the same /64 does not.
+        let _other = hub.subscribe(from("192.0.2.2")).unwrap();
+        let _v6 = hub.subscribe(from("[2001:db8::1]")).unwrap();
+        assert!(hub.subscribe(from("[2001:db8::2]")).is_err());
+        assert_eq!(hub.stats().replay_backlog, 24);
+        drop((_first, _other, _v6));
+        assert_eq!(hub.stats().replay_backlog, 0);
+        assert!(hub.state().replay_by_address.is_empty());
     }
 
     #[tokio::test]

@@ -15,9 +15,12 @@
 //! * when it has taken no piece for `drain_timeout` (the hub's clock checks).
 //!
 //! Across the hub at most `max_replay` events wait to be replayed, so
-//! streams that never read cannot hold memory without bound.
+//! streams that never read cannot hold memory without bound, and at most an
+//! eighth of that for one client address group, so that they cannot keep
+//! everyone else's replays out either.
 
 use std::collections::VecDeque;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
@@ -29,8 +32,10 @@ use super::queue::Watch;
 use super::state::{State, SubId};
 
 /// At most this much history is handed to the writer at once (one event
-/// more, if a single event is larger).
-pub const PIECE_BYTES: usize = 64 * 1024;
+/// more, if a single event is larger): small, so that a slow reader takes
+/// a piece often (it is dropped only if it takes none for
+/// `drain_timeout`: a reader slower than a piece per that time).
+pub const PIECE_BYTES: usize = 16 * 1024;
 
 /// The hub's record of a stream that is replaying.
 pub(super) struct Replaying {
@@ -38,8 +43,35 @@ pub(super) struct Replaying {
     pub last_progress: Instant,
     /// Events it must still be sent.
     pub left: usize,
+    /// Its client's address group, whose share of the bound it counts in.
+    pub address: Option<IpAddr>,
     /// Its connection, to reset.
     pub stream: Watch,
+}
+
+/// Of `--max-replay`, the share one client address may hold: streams that
+/// never read from one address cannot keep everyone else's replays out.
+pub(super) const SHARE_PER_ADDRESS: usize = 8;
+
+impl State {
+    /// Counts `events` more (or fewer) waiting for `address`.
+    fn count_replay(&mut self, address: Option<IpAddr>, added: usize, removed: usize) {
+        self.replay_backlog = self.replay_backlog + added - removed;
+        if let Some(address) = address {
+            let count = self.replay_by_address.entry(address).or_default();
+            *count = *count + added - removed;
+            if *count == 0 {
+                self.replay_by_address.remove(&address);
+            }
+        }
+    }
+
+    /// Stops counting a replay that ends or is dropped.
+    fn end_replay(&mut self, key: SubId) -> Option<Replaying> {
+        let replaying = self.replays.remove(&key)?;
+        self.count_replay(replaying.address, 0, replaying.left);
+        Some(replaying)
+    }
 }
 
 /// What the writer gets next from a replay.
@@ -85,7 +117,7 @@ impl Replay {
         st: &mut State,
         key: SubId,
         (head, tail): (Bytes, Bytes),
-        seqs: VecDeque<u64>,
+        (seqs, address): (VecDeque<u64>, Option<IpAddr>),
         stream: Watch,
     ) -> Replay {
         if seqs.is_empty() {
@@ -100,12 +132,13 @@ impl Replay {
                 tail: Bytes::new(),
             };
         }
-        st.replay_backlog += seqs.len();
+        st.count_replay(address, seqs.len(), 0);
         st.replays.insert(
             key,
             Replaying {
                 last_progress: Instant::now(),
                 left: seqs.len(),
+                address,
                 stream,
             },
         );
@@ -150,7 +183,8 @@ impl Replay {
             parts.push(event.wire.clone());
             self.left.pop_front();
         }
-        st.replay_backlog -= parts.len();
+        let address = st.replays[&self.key].address;
+        st.count_replay(address, 0, parts.len());
         if self.left.is_empty() {
             let replaying = st.replays.remove(&self.key).expect("checked above");
             if !st.subscribers.contains_key(&self.key) {
@@ -172,10 +206,7 @@ impl Drop for Replay {
         if self.left.is_empty() {
             return;
         }
-        let mut st = self.hub.state();
-        if let Some(replaying) = st.replays.remove(&self.key) {
-            st.replay_backlog -= replaying.left;
-        }
+        self.hub.state().end_replay(self.key);
     }
 }
 
@@ -183,8 +214,7 @@ impl Hub {
     /// Drops a replaying stream whose reader is too slow: resets its
     /// connection and unregisters it, counted with the slow subscribers.
     pub(super) fn drop_replay(&self, st: &mut State, key: SubId) {
-        if let Some(replaying) = st.replays.remove(&key) {
-            st.replay_backlog -= replaying.left;
+        if let Some(replaying) = st.end_replay(key) {
             replaying.stream.kill();
         }
         st.remove_subscriber(key);

@@ -58,8 +58,10 @@ pub(super) struct State {
     pub drain_timeout: std::time::Duration,
     /// Streams still sending their replay, by subscriber id.
     pub replays: HashMap<SubId, super::replay::Replaying>,
-    /// Events waiting to be replayed, across those streams.
+    /// Events waiting to be replayed, across those streams, and per client
+    /// address group (see [`super::address_group`]).
     pub replay_backlog: usize,
+    pub replay_by_address: HashMap<std::net::IpAddr, usize>,
 }
 
 /// Store changes waiting for the next commit.

@@ -35,10 +35,14 @@ impl Hub {
         let resume = Resume::resolve(&st, request.last_event_id.as_deref(), &request.private);
         let topics = Topics::select(&st, &request.selectors);
         let backlog = Backlog::collect(&st, &topics, resume, &request.private);
-        // One replay alone may exceed the bound; no stream with nothing to
+        // One replay alone may exceed the bounds; no stream with nothing to
         // replay is refused.
-        let (waiting, adds) = (st.replay_backlog, backlog.events.len());
-        if waiting > 0 && adds > 0 && waiting + adds > self.config.max_replay {
+        let address = request.remote.map(|r| super::address_group(r.ip()));
+        let adds = backlog.events.len();
+        let share = self.config.max_replay / super::replay::SHARE_PER_ADDRESS;
+        let mine = address.map_or(0, |a| st.replay_by_address.get(&a).copied().unwrap_or(0));
+        let over = |waiting: usize, limit: usize| waiting > 0 && waiting + adds > limit;
+        if adds > 0 && (over(st.replay_backlog, self.config.max_replay) || over(mine, share)) {
             return Err(SubscribeError::ReplayBusy {
                 limit: self.config.max_replay,
             });
@@ -46,7 +50,7 @@ impl Hub {
         let opening = Opening::build(self, &st, &request, resume, &backlog, &topics);
         let seqs = backlog.events.iter().map(|e| e.seq).collect();
         let wildcard = topics.wildcard;
-        Ok(self.register(&mut st, request, wildcard, opening, seqs))
+        Ok(self.register(&mut st, request, wildcard, opening, (seqs, address)))
     }
 
     /// Step 4: adds the subscriber to its topics (unless everything it asked
@@ -58,7 +62,7 @@ impl Hub {
         mut request: Subscribe,
         wildcard: bool,
         opening: Opening,
-        seqs: VecDeque<u64>,
+        (seqs, address): (VecDeque<u64>, Option<std::net::IpAddr>),
     ) -> Subscription {
         let now = SystemTime::now();
         let (queue, live) = super::queue::queue(self.config.queue_size);
@@ -66,7 +70,7 @@ impl Hub {
         st.next_sub += 1;
         let has_history = !seqs.is_empty();
         let around = (opening.head, opening.tail);
-        let replay = Replay::start(self, st, id, around, seqs, queue.watch());
+        let replay = Replay::start(self, st, id, around, (seqs, address), queue.watch());
         if st.shutting_down {
             queue.end(frames::last_words(
                 StreamEnd::ShuttingDown,

@@ -1,10 +1,23 @@
 //! A subscriber's request, and the subscription the hub hands back.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::{CLIENT_TOPIC_PREFIX, Hub, Selector, TopicLimits, client_topic};
+
+/// The group an address is counted in by per-address limits: itself, or
+/// for IPv6 its /64 (one site's allocation, whose addresses cost an
+/// attacker nothing); an IPv4 address mapped into IPv6 is that IPv4 address.
+pub fn address_group(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+        v4 => v4,
+    }
+}
 
 /// What a subscriber asks for.
 #[derive(Debug, Default)]
