@@ -55,7 +55,8 @@ impl Attack {
     fn describe(self, args: &AbuseArgs) -> String {
         match self {
             Attack::Redos => {
-                "200 x `{+v0}x...{+v13}xQ` selectors, topics of up to 4,000 `x` published".into()
+                "200 x `{+v0}x...{+v13}xQ` selectors, topics `x...xQ` of up to 4,000 bytes published"
+                    .into()
             }
             Attack::Replay => format!(
                 "20 x `match=*` from `earliest` never read, {} MB of history",
@@ -230,7 +231,9 @@ async fn attack_for(
             let mut round = 0;
             while attacking.load(Ordering::Relaxed) {
                 for len in [60, 1500, 4000] {
-                    let topic = "x".repeat(len - round % 10);
+                    // Ending in Q, the topic gets the whole matcher (and
+                    // matches: 200 deliveries).
+                    let topic = format!("{}Q", "x".repeat(len - 1 - round % 10));
                     let _ = client
                         .publish(&ssehub_client::Publish::new(topic, "longer"))
                         .await;

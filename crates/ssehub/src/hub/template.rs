@@ -124,24 +124,23 @@ impl Template {
     /// Whether `topic` matches the whole template.
     pub fn matches(&self, topic: &str) -> bool {
         let topic = topic.as_bytes();
-        if !topic.starts_with(&self.head) {
+        let (last, middle) = self.steps.split_last().expect("a template has a variable");
+        // The head starts the topic and the last literal ends it: checked
+        // first, as most topics fail here, before any pass over them.
+        if !topic.starts_with(&self.head) || !topic.ends_with(&last.literal.text) {
             return false;
         }
+        let Some(end) = topic.len().checked_sub(last.literal.text.len()) else {
+            return false;
+        };
         let mut reach: Reach = SmallVec::from_slice(&[self.head.len()]);
-        let (last, middle) = self.steps.split_last().expect("a template has a variable");
         for step in middle {
             reach = step.advance(topic, &reach);
             if reach.is_empty() {
                 return false;
             }
         }
-        // The last literal ends the topic; its variable must reach it.
-        let Some(end) = topic.len().checked_sub(last.literal.text.len()) else {
-            return false;
-        };
-        if !topic.ends_with(&last.literal.text) {
-            return false;
-        }
+        // The last variable must reach the last literal.
         // The nearest position before `end` is the best one for a segment,
         // and any one will do for `{+name}`.
         match reach.iter().rev().find(|&&r| r < end) {
