@@ -261,6 +261,16 @@ async fn malformed_requests_get_json_errors() {
             400,
             "bad_request",
         ),
+        (
+            "POST /.well-known/mercure HTTP/1.1\r\nContent-Length: 18446744073709551615\r\n\r\n".to_owned(),
+            400,
+            "bad_request",
+        ),
+        (
+            "GET /healthz HTTP/1.1\r\nContent-Length: 18446744073709551614\r\n\r\n".to_owned(),
+            400,
+            "bad_request",
+        ),
     ];
     for (request, status, code) in cases {
         let mut socket = tokio::net::TcpStream::connect(hub.server.addr)

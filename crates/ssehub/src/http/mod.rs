@@ -231,7 +231,7 @@ impl Server {
 }
 
 /// Unsent bytes a connection's socket holds at most (`TCP_NOTSENT_LOWAT`).
-const UNSENT_LIMIT: u32 = 128 * 1024;
+const UNSENT_LIMIT: u32 = 16 * 1024;
 
 /// The process's open-files limit, 0 when there is none.
 fn open_files_limit() -> usize {
@@ -317,11 +317,12 @@ async fn accept_loop(listener: TcpListener, state: AppState, shutdown: Cancellat
             }
         };
         let _ = stream.set_nodelay(true);
-        // At most this much unsent data waits in the kernel for a reader:
-        // its writer is woken as soon as the reader has taken some of it
-        // (not when a third of a send buffer grown to megabytes has
-        // drained), which keeps a slow reader's replay moving and what a
-        // stalled one costs the kernel small.
+        // At most this much unsent data waits in the kernel for a reader
+        // (data in flight is not limited, so throughput is not): its writer
+        // is woken as soon as the reader has taken some of it (not when a
+        // third of a send buffer grown to megabytes has drained), which
+        // keeps a slow reader's replay moving and what a stalled one costs
+        // the kernel small.
         let _ = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(UNSENT_LIMIT);
         let app = app.clone();
         let shutdown = shutdown.clone();

@@ -116,6 +116,14 @@ impl TrustedProxies {
                 .flat_map(|line| line.split(','))
                 .map(|hop| address(hop.trim()))
                 .collect(),
+            // A line whose quotes do not pair up cannot be split safely (a
+            // client's open quote would swallow the proxy's entry): it is
+            // one hop that is not an address.
+            ForwardingHeader::Forwarded
+                if lines.iter().any(|l| l.matches('"').count() % 2 == 1) =>
+            {
+                vec![None]
+            }
             ForwardingHeader::Forwarded => lines
                 .iter()
                 .flat_map(|line| split_outside_quotes(line, ','))
@@ -297,6 +305,8 @@ mod tests {
             // A quoted comma is one (unreadable) value, not two hops.
             ("for=\"198.51.100.10, 1.2.3.4\"", "::1"),
             ("proto=https", "::1"),
+            // A client's open quote must not swallow the proxy's entry.
+            ("for=9.9.9.1;x=\", for=198.51.100.11", "::1"),
         ] {
             let got = client(&trusted, "::1", &[("forwarded", value)]);
             assert_eq!(got, through(expected), "{value}");

@@ -199,6 +199,7 @@ impl Hub {
     fn restore(&self, recovered: Recovered) {
         let mut st = self.state();
         st.drain_timeout = self.config.drain_timeout;
+        st.replay_share = (self.config.max_replay / replay::SHARE_PER_ADDRESS).max(1);
         if self.store.is_durable() {
             st.pending = Some(Pending::default());
         }
@@ -910,22 +911,28 @@ mod tests {
     #[tokio::test]
     async fn replays_beyond_the_hub_wide_bound_are_refused_until_others_finish() {
         let hub = unclocked(HubConfig {
-            max_replay: 15,
+            max_replay: 16,
             ..config(100)
         });
         publish_many(&hub, "r", 20, 10).await;
-        // One replay alone may exceed the bound; a second may not join it.
-        let mut first = hub.subscribe(subscribe(&["r"], Some("earliest"))).unwrap();
+        // Each replay of all 20 counts for an eighth of 16: eight fit, and
+        // each is longer than the whole bound.
+        let mut replays: Vec<Subscription> = (0..8)
+            .map(|_| hub.subscribe(subscribe(&["r"], Some("earliest"))).unwrap())
+            .collect();
+        assert_eq!(hub.stats().replay_backlog, 160);
         let refused = hub.subscribe(subscribe(&["r"], Some("earliest")));
         assert_eq!(
             refused.unwrap_err(),
-            SubscribeError::ReplayBusy { limit: 15 }
+            SubscribeError::ReplayBusy { limit: 16 }
         );
         // A subscription with nothing to replay is not refused.
         assert!(hub.subscribe(subscribe(&["r"], None)).is_ok());
-        drop(first.read_now());
+        drop(replays[0].read_now());
         assert!(hub.subscribe(subscribe(&["r"], Some("earliest"))).is_ok());
+        drop(replays);
         assert_eq!(hub.stats().replay_backlog, 0);
+        assert_eq!(hub.state().replay_counted, 0);
     }
 
     #[tokio::test]

@@ -14,10 +14,11 @@
 //!   trimmed it meanwhile): sending the rest would leave a silent gap;
 //! * when it has taken no piece for `drain_timeout` (the hub's clock checks).
 //!
-//! Across the hub at most `max_replay` events wait to be replayed, so
-//! streams that never read cannot hold memory without bound, and at most an
-//! eighth of that for one client address group, so that they cannot keep
-//! everyone else's replays out either.
+//! Across the hub at most `max_replay` events wait to be replayed (each
+//! replay counting for at most an eighth of it), so streams that never read
+//! cannot hold memory without bound, and at most an eighth of it for one
+//! client address group, so that they cannot keep everyone else's replays
+//! out either.
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -49,17 +50,26 @@ pub(super) struct Replaying {
     pub stream: Watch,
 }
 
-/// Of `--max-replay`, the share one client address may hold: streams that
-/// never read from one address cannot keep everyone else's replays out.
+/// Of `--max-replay`, the share one client address may hold, and the most
+/// one replay counts for, however long: streams from one address cannot
+/// keep everyone else's replays out, and a replay of all history still
+/// gets in (the most memory it can pin is its own list).
 pub(super) const SHARE_PER_ADDRESS: usize = 8;
 
 impl State {
-    /// Counts `events` more (or fewer) waiting for `address`.
-    fn count_replay(&mut self, address: Option<IpAddr>, added: usize, removed: usize) {
-        self.replay_backlog = self.replay_backlog + added - removed;
+    /// What a replay with `left` events counts for against the bounds.
+    pub(super) fn replay_weight(&self, left: usize) -> usize {
+        left.min(self.replay_share)
+    }
+
+    /// A replay for `address` went from `before` to `after` events left.
+    fn replay_changed(&mut self, address: Option<IpAddr>, before: usize, after: usize) {
+        self.replay_backlog = self.replay_backlog + after - before;
+        let (was, is) = (self.replay_weight(before), self.replay_weight(after));
+        self.replay_counted = self.replay_counted + is - was;
         if let Some(address) = address {
             let count = self.replay_by_address.entry(address).or_default();
-            *count = *count + added - removed;
+            *count = *count + is - was;
             if *count == 0 {
                 self.replay_by_address.remove(&address);
             }
@@ -69,7 +79,7 @@ impl State {
     /// Stops counting a replay that ends or is dropped.
     fn end_replay(&mut self, key: SubId) -> Option<Replaying> {
         let replaying = self.replays.remove(&key)?;
-        self.count_replay(replaying.address, 0, replaying.left);
+        self.replay_changed(replaying.address, replaying.left, 0);
         Some(replaying)
     }
 }
@@ -132,7 +142,7 @@ impl Replay {
                 tail: Bytes::new(),
             };
         }
-        st.count_replay(address, seqs.len(), 0);
+        st.replay_changed(address, 0, seqs.len());
         st.replays.insert(
             key,
             Replaying {
@@ -183,8 +193,11 @@ impl Replay {
             parts.push(event.wire.clone());
             self.left.pop_front();
         }
-        let address = st.replays[&self.key].address;
-        st.count_replay(address, 0, parts.len());
+        let (address, before) = {
+            let replaying = &st.replays[&self.key];
+            (replaying.address, replaying.left)
+        };
+        st.replay_changed(address, before, self.left.len());
         if self.left.is_empty() {
             let replaying = st.replays.remove(&self.key).expect("checked above");
             if !st.subscribers.contains_key(&self.key) {

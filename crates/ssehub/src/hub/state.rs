@@ -58,10 +58,13 @@ pub(super) struct State {
     pub drain_timeout: std::time::Duration,
     /// Streams still sending their replay, by subscriber id.
     pub replays: HashMap<SubId, super::replay::Replaying>,
-    /// Events waiting to be replayed, across those streams, and per client
-    /// address group (see [`super::address_group`]).
+    /// Events waiting to be replayed, across those streams.
     pub replay_backlog: usize,
+    /// The same as counted against `--max-replay` (each replay for at most
+    /// `replay_share`), in all and per client address group.
+    pub replay_counted: usize,
     pub replay_by_address: HashMap<std::net::IpAddr, usize>,
+    pub replay_share: usize,
 }
 
 /// Store changes waiting for the next commit.

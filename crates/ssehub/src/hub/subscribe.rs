@@ -35,14 +35,14 @@ impl Hub {
         let resume = Resume::resolve(&st, request.last_event_id.as_deref(), &request.private);
         let topics = Topics::select(&st, &request.selectors);
         let backlog = Backlog::collect(&st, &topics, resume, &request.private);
-        // One replay alone may exceed the bounds; no stream with nothing to
-        // replay is refused.
+        // A replay counts for at most a share of the bound, so one of all
+        // history gets in; no stream with nothing to replay is refused.
         let address = request.remote.map(|r| super::address_group(r.ip()));
-        let adds = backlog.events.len();
-        let share = self.config.max_replay / super::replay::SHARE_PER_ADDRESS;
+        let adds = st.replay_weight(backlog.events.len());
         let mine = address.map_or(0, |a| st.replay_by_address.get(&a).copied().unwrap_or(0));
-        let over = |waiting: usize, limit: usize| waiting > 0 && waiting + adds > limit;
-        if adds > 0 && (over(st.replay_backlog, self.config.max_replay) || over(mine, share)) {
+        if adds > 0
+            && (st.replay_counted + adds > self.config.max_replay || mine + adds > st.replay_share)
+        {
             return Err(SubscribeError::ReplayBusy {
                 limit: self.config.max_replay,
             });
