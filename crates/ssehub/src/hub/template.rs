@@ -130,9 +130,8 @@ impl Template {
         if !topic.starts_with(&self.head) || !topic.ends_with(&last.literal.text) {
             return false;
         }
-        let Some(end) = topic.len().checked_sub(last.literal.text.len()) else {
-            return false;
-        };
+        // (It ends with the last literal, so it is at least that long.)
+        let end = topic.len() - last.literal.text.len();
         let mut reach: Reach = SmallVec::from_slice(&[self.head.len()]);
         for step in middle {
             reach = step.advance(topic, &reach);
