@@ -70,12 +70,19 @@ impl Attack {
         }
     }
 
-    fn hub_args(self) -> Vec<&'static str> {
+    /// The hub's settings for the attack; the replay attack runs on the
+    /// durable store (the default), in `data_dir`, whose history is in the
+    /// file and not in memory.
+    fn hub_args(self, data_dir: &std::path::Path) -> Vec<String> {
         let mut args = vec!["--demos", "false"];
         match self {
             Attack::Redos => args.extend(["--max-topic-length", "4096"]),
-            Attack::Replay => args.extend(["--history-size", "100000"]),
+            Attack::Replay => args.extend(["--history-size", "100000", "--store", "durable"]),
             Attack::Bodies | Attack::Readers => {}
+        }
+        let mut args: Vec<String> = args.into_iter().map(String::from).collect();
+        if self == Attack::Replay {
+            args.extend(["--data-dir".into(), data_dir.display().to_string()]);
         }
         args
     }
@@ -97,7 +104,10 @@ struct Observed {
 pub async fn run(servers: &ServerArgs, args: AbuseArgs) -> Result<(), Box<dyn std::error::Error>> {
     let mut rows = String::new();
     for &attack in &args.attacks {
-        let hub = ServerProcess::hub_as_deployed(servers, &attack.hub_args())?;
+        let data_dir = tempfile::tempdir()?;
+        let hub_args = attack.hub_args(data_dir.path());
+        let hub_args: Vec<&str> = hub_args.iter().map(String::as_str).collect();
+        let hub = ServerProcess::hub_as_deployed(servers, &hub_args)?;
         let seen = under_attack(&hub, attack, &args).await?;
         let ms = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
         let row = format!(
@@ -121,7 +131,7 @@ pub async fn run(servers: &ServerArgs, args: AbuseArgs) -> Result<(), Box<dyn st
     }
     if let Some(path) = &args.write {
         let table = format!(
-            "Each attack against a fresh `ssehub serve --dev --demos false` (memory store, default limits otherwise), held for {:?} once in place. \
+            "Each attack against a fresh `ssehub serve --dev --demos false` (memory store, except the replay attack: the durable store, the default; default limits otherwise), held for {:?} once in place. \
              A prober on another address opens a new connection for `GET /healthz` every 100 ms and publishes to a topic it subscribes to every 250 ms; \
              a check fails after 5 s.\n\n\
              | attack | health p50 ms | health p99 ms | health max ms | health failed | round trip p50 ms | round trip p99 ms | round trips failed | hub RSS before | hub RSS peak | kernel TCP memory peak (added) |\n\

@@ -97,6 +97,9 @@ settings! {
     data_dir: PathBuf = "ssehub-data", path;
     /// Total size of stored events, e.g. 512MiB; the oldest go first.
     history_max_bytes: usize = "1GiB", size;
+    /// Memory for the newest events of history, replayed without reading the data file (the
+    /// durable store; with the memory store all history is in memory).
+    history_cache: usize = "32MiB", size;
     /// Allow anonymous publishing and admin access. Never in production.
     dev: bool = "false", switch;
     /// Heartbeat interval on idle streams.
@@ -639,6 +642,7 @@ impl Config {
             history_ttl: self.history_ttl,
             queue_size: self.queue_size,
             history_max_bytes: self.history_max_bytes,
+            history_cache: self.history_cache,
             limits: TopicLimits {
                 max_topics: self.max_topics,
                 max_topic_length: self.max_topic_length,

@@ -89,7 +89,11 @@ pub fn resume_unfinished(
 ) {
     let every_chat = Selector::parse("chat/{id}").expect("a valid template");
     let mut answers: BTreeMap<String, Vec<Arc<Event>>> = BTreeMap::new();
-    for event in hub.history(&[every_chat]) {
+    let history = hub.history(&[every_chat]).unwrap_or_else(|err| {
+        tracing::warn!(%err, "cannot read the chats' history: none is continued");
+        Vec::new()
+    });
+    for event in history {
         for topic in event.topics.iter().filter(|t| t.starts_with("chat/")) {
             answers
                 .entry(topic.clone())

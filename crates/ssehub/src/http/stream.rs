@@ -96,7 +96,10 @@ impl Stream for EventStream {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         if let Some(replay) = &mut this.replay {
-            match replay.next_piece() {
+            let Poll::Ready(piece) = replay.poll_piece(cx) else {
+                return Poll::Pending;
+            };
+            match piece {
                 Piece::Bytes(piece) => return Poll::Ready(Some(Ok(piece))),
                 Piece::Done => this.replay = None,
                 Piece::Dropped => {

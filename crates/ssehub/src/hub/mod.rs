@@ -17,10 +17,12 @@
 //! The rooms: [`publish`](Publish) (what a publisher sends), `subscribe`
 //! (the subscribe path, step by step), `clock` (heartbeats, lifetimes,
 //! retention by age), `commit` (group commit), `state` (what the lock
-//! guards), `queue` (a subscriber's queue), `selector` (topic selectors).
+//! guards), `kept` (what memory holds of history), `replay` (history sent
+//! in pieces), `queue` (a subscriber's queue), `selector` (topic selectors).
 
 mod clock;
 mod commit;
+mod kept;
 mod publish;
 pub mod queue;
 mod replay;
@@ -46,7 +48,7 @@ pub use selector::{Part, Selector, SelectorError};
 pub use subscription::{Registration, Subscribe, SubscribeError, Subscription, address_group};
 
 use crate::frames;
-use crate::store::{MemoryStore, Recovered, Store, StoreError};
+use crate::store::{MemoryStore, Store, StoreError};
 use state::{Pending, State, SubId, Subscriber};
 
 /// Topics of per-client channels start with this; `client_id=X` on subscribe
@@ -71,6 +73,10 @@ pub struct HubConfig {
     /// Total bytes of stored events (payloads, ids, topics); the oldest go
     /// first when it is exceeded.
     pub history_max_bytes: usize,
+    /// Bytes of the newest events kept whole in memory, so that replays of
+    /// recent history need not read the store. (With a store that is not
+    /// durable, memory is where history is: all of it is kept.)
+    pub history_cache: usize,
     /// Topic count and length limits.
     pub limits: TopicLimits,
     /// A heartbeat comment goes to a stream that has been quiet this long.
@@ -113,6 +119,8 @@ pub struct Stats {
     pub stored_events: u64,
     /// Their size as counted against `--history-max-bytes`.
     pub stored_bytes: u64,
+    /// Bytes of the newest events held whole in memory (`--history-cache`).
+    pub cached_bytes: u64,
     /// Events waiting to be replayed to streams that are catching up.
     pub replay_backlog: u64,
 }
@@ -168,7 +176,6 @@ impl Hub {
     /// A hub whose clock is not running (the committer is), for tests that
     /// drive the clock by hand.
     fn unclocked(config: HubConfig, store: Arc<dyn Store>) -> Result<Arc<Hub>, StoreError> {
-        let recovered = store.load()?;
         let durable = store.is_durable();
         let (commits, queue) = if durable {
             let (tx, rx) = mpsc::unbounded_channel();
@@ -189,29 +196,34 @@ impl Hub {
             connections: AtomicU64::new(0),
             opened: AtomicU64::new(0),
         });
-        hub.restore(recovered);
+        hub.restore()?;
         if let Some(queue) = queue {
             tokio::spawn(commit::run(Arc::downgrade(&hub), queue, hub.flush.clone()));
         }
         Ok(hub)
     }
 
-    fn restore(&self, recovered: Recovered) {
+    /// Loads what the store holds, one event at a time: memory keeps their
+    /// records and the newest whole, never the whole history at once.
+    fn restore(&self) -> Result<(), StoreError> {
         let mut st = self.state();
         st.drain_timeout = self.config.drain_timeout;
         st.replay_share = (self.config.max_replay / replay::SHARE_PER_ADDRESS).max(1);
         if self.store.is_durable() {
             st.pending = Some(Pending::default());
+            st.cache = kept::Cache::with_budget(self.config.history_cache);
+        } else {
+            st.cache = kept::Cache::with_budget(usize::MAX);
         }
-        let events = recovered.events.len();
-        for stored in recovered.events {
+        let recovered = self.store.load(&mut |stored| {
             let event = Arc::new(Event::from_stored(stored));
             st.add_to_history(
                 &event,
                 self.config.history_size,
                 self.config.history_max_bytes,
             );
-        }
+        })?;
+        let events = recovered.events;
         for (name, up_to) in recovered.trimmed {
             if st.topics.contains_key(&name) {
                 while st.topics[&name]
@@ -240,6 +252,7 @@ impl Hub {
         }
         drop(st);
         self.sweep(SystemTime::now());
+        Ok(())
     }
 
     /// The configuration in force.
@@ -330,7 +343,7 @@ impl Hub {
     /// no room (the limit never evicts a state).
     fn check_room(&self, st: &State, event: &Event) -> Result<(), PublishError> {
         let limit = self.config.history_max_bytes;
-        let size = state::footprint(event);
+        let size = kept::footprint(event);
         if size > limit {
             return Err(PublishError::LargerThanHistory { size, limit });
         }
@@ -480,6 +493,7 @@ impl Hub {
             history_events: st.topics.values().map(|t| t.history.len() as u64).sum(),
             stored_events: st.kept.len() as u64,
             stored_bytes: st.kept_bytes as u64,
+            cached_bytes: st.cache.bytes() as u64,
             replay_backlog: st.replay_backlog as u64,
         }
     }
@@ -488,17 +502,22 @@ impl Hub {
     /// order: what a subscriber resuming from `earliest` is replayed, private
     /// events included (the caller is the backend, not a subscriber). For
     /// a backend that embeds the hub; over HTTP, subscribe with
-    /// `Last-Event-ID: earliest`. Copies pointers only, as many as history
-    /// holds for those topics.
-    pub fn history(&self, selectors: &[Selector]) -> Vec<Arc<Event>> {
-        let st = self.state();
-        let topics = subscribe::Topics::select(&st, selectors);
-        let everything = [Selector::All];
-        subscribe::Backlog::collect(&st, &topics, subscribe::Resume::EARLIEST, &everything)
-            .events
-            .into_iter()
-            .cloned()
-            .collect()
+    /// `Last-Event-ID: earliest`. Events no longer in the hub's cache are
+    /// read from the store, so this blocks: call it at startup or off the
+    /// async threads. (An event that left history meanwhile is left out.)
+    pub fn history(&self, selectors: &[Selector]) -> Result<Vec<Arc<Event>>, StoreError> {
+        let mut found: kept::Found = {
+            let st = self.state();
+            let topics = subscribe::Topics::select(&st, selectors);
+            let everything = [Selector::All];
+            subscribe::Backlog::collect(&st, &topics, subscribe::Resume::EARLIEST, &everything)
+                .events
+                .into_iter()
+                .map(|kept| (kept.seq, st.cache.get(kept.seq).cloned()))
+                .collect()
+        };
+        kept::read_missing(&*self.store, &mut found)?;
+        Ok(found.into_iter().filter_map(|(_, event)| event).collect())
     }
 
     /// How many open streams a public event published to `topic` now would
@@ -604,6 +623,7 @@ mod tests {
             history_ttl: Duration::from_secs(60),
             queue_size: 8,
             history_max_bytes: 1 << 20,
+            history_cache: 1 << 20,
             limits: TopicLimits {
                 max_topics: 8,
                 max_topic_length: 64,
@@ -868,6 +888,75 @@ mod tests {
         assert!(hub.state().replays.is_empty());
     }
 
+    /// A durable hub in a fresh directory, whose cache holds `cache` bytes.
+    fn durable(name: &str, cache: usize) -> (Arc<Hub>, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("ssehub-hub-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = crate::store::DurableStore::open(&dir).unwrap();
+        let config = HubConfig {
+            history_cache: cache,
+            ..config(1000)
+        };
+        (Hub::unclocked(config, Arc::new(store)).unwrap(), dir)
+    }
+
+    fn data_of(bytes: &[u8]) -> Vec<String> {
+        sse_codec::Parser::new()
+            .feed(bytes)
+            .into_iter()
+            .filter_map(|item| match item {
+                sse_codec::Item::Event(e) => Some(e.data),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn history_beyond_the_cache_is_replayed_from_the_store_exactly() {
+        let (hub, dir) = durable("beyond-cache", 8 * 1024);
+        for i in 0..200 {
+            let mut event = publish(&["r"], &format!("{i}:{}", "x".repeat(1000)));
+            // A private one among them, and states, read back like the rest.
+            event.private = i == 7;
+            event.retain = i % 50 == 0;
+            hub.publish(event).await.unwrap();
+        }
+        let stats = hub.stats();
+        assert!(stats.cached_bytes <= 8 * 1024, "{stats:?}");
+        assert!(stats.cached_bytes > 0, "the newest are cached");
+        let expected = |from: usize| -> Vec<String> {
+            (from..200)
+                .filter(|i| *i != 7)
+                .map(|i| format!("{i}:{}", "x".repeat(1000)))
+                .collect()
+        };
+        // By hand, and through the writer's poll (reads off the async
+        // threads), from the start and from the middle.
+        let mut sub = hub.subscribe(subscribe(&["r"], Some("earliest"))).unwrap();
+        assert_eq!(data_of(&sub.read_now()), expected(0));
+        let mut sub = hub.subscribe(subscribe(&["r"], Some("100"))).unwrap();
+        let mut replay = sub.replay.take().unwrap();
+        let mut bytes = Vec::new();
+        loop {
+            match std::future::poll_fn(|cx| replay.poll_piece(cx)).await {
+                Piece::Bytes(piece) => bytes.extend_from_slice(&piece),
+                Piece::Done => break,
+                Piece::Dropped => panic!("dropped"),
+            }
+        }
+        assert_eq!(data_of(&bytes), expected(100));
+        // A fresh subscriber gets the state, read from the store too.
+        let mut fresh = hub.subscribe(subscribe(&["r"], None)).unwrap();
+        assert_eq!(data_of(&fresh.read_now()), expected(150)[..1]);
+        assert_eq!(
+            hub.history(&[Selector::parse("r").unwrap()]).unwrap().len(),
+            200
+        );
+        assert_eq!(hub.stats().replay_backlog, 0);
+        drop((sub, fresh, hub));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     #[tokio::test]
     async fn a_replay_overtaken_by_retention_is_dropped_not_sent_with_a_gap() {
         let hub = hub(10);
@@ -982,11 +1071,16 @@ mod tests {
         let chats = Selector::parse("chat/{id}").unwrap();
         let data: Vec<String> = hub
             .history(std::slice::from_ref(&chats))
+            .unwrap()
             .iter()
             .map(|e| e.data.clone())
             .collect();
         assert_eq!(data, ["b", "d", "private", "e"]);
-        assert!(hub.history(&[Selector::parse("none").unwrap()]).is_empty());
+        assert!(
+            hub.history(&[Selector::parse("none").unwrap()])
+                .unwrap()
+                .is_empty()
+        );
 
         assert_eq!(hub.subscriber_count("chat/1"), 0);
         let _exact = hub.subscribe(subscribe(&["chat/1"], None)).unwrap();
@@ -1038,6 +1132,7 @@ mod properties {
                 history_ttl: Duration::from_secs(3600),
                 queue_size: 4096,
                 history_max_bytes: 1 << 30,
+                history_cache: 1 << 30,
                 limits: TopicLimits {
                     max_topics: 8,
                     max_topic_length: 1024,
@@ -1171,7 +1266,11 @@ mod properties {
             let mut config = hub().config;
             config.history_size = 4;
             config.history_max_bytes = 8 * 1024;
+            config.history_cache = 4 * 1024;
+            // (A durable store's cache is bounded; this one's is the same
+            // code with a budget.)
             let hub = Hub::unclocked(config, Arc::new(MemoryStore)).unwrap();
+            hub.state().cache = kept::Cache::with_budget(config.history_cache);
             let runtime = runtime();
             let mut states: std::collections::HashMap<String, u64> = Default::default();
             for (topics, retain, size) in publishes {
@@ -1197,13 +1296,17 @@ mod properties {
                         prop_assert!(st.kept.contains_key(&event.seq));
                     }
                 }
-                let kept: usize = st.kept.values().map(|e| state::footprint(e)).sum();
+                let kept: usize = st.kept.values().map(|e| e.size).sum();
                 prop_assert_eq!(kept, st.kept_bytes);
-                let mut current: Vec<&Arc<Event>> =
+                prop_assert!(st.cache.bytes() <= 4 * 1024);
+                for seq in st.cache.seqs() {
+                    prop_assert!(st.kept.contains_key(&seq), "cached {} is not kept", seq);
+                }
+                let mut current: Vec<&Arc<kept::Kept>> =
                     st.topics.values().filter_map(|t| t.retained.as_ref()).collect();
                 current.sort_unstable_by_key(|e| e.seq);
                 current.dedup_by_key(|e| e.seq);
-                let state_bytes: usize = current.iter().map(|e| state::footprint(e)).sum();
+                let state_bytes: usize = current.iter().map(|e| e.size).sum();
                 prop_assert_eq!(state_bytes, st.state_bytes);
                 let evictable: Vec<u64> = st
                     .kept

@@ -5,7 +5,9 @@
 //! each), not their bytes: a connection that replays all of history holds no
 //! copy of it, and one that stops reading keeps nothing alive that retention
 //! would free. Each piece is looked up under the hub's lock, at most
-//! [`PIECE_BYTES`] at a time, when the writer has written the last one.
+//! [`PIECE_BYTES`] at a time, when the writer has written the last one:
+//! the events the hub's cache holds are taken from it, the others are read
+//! from the store after the lock is released, on a blocking thread.
 //!
 //! A reader too slow for its replay is dropped like any slow subscriber (its
 //! connection reset; the client resumes from what it got, with a `reset` if
@@ -21,16 +23,22 @@
 //! out either.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use tokio::task::JoinHandle;
 
-use super::Hub;
+use super::kept::{self, Found};
 use super::queue::Watch;
 use super::state::{State, SubId};
+use super::{Event, Hub};
+use crate::store::StoreError;
 
 /// At most this much history is handed to the writer at once (one event
 /// more, if a single event is larger): small, so that a slow reader takes
@@ -108,6 +116,8 @@ pub struct Replay {
     left: VecDeque<u64>,
     /// After history: a position marker, `complete` of finished topics.
     tail: Bytes,
+    /// A piece being read from the store.
+    reading: Option<JoinHandle<Result<Found, StoreError>>>,
 }
 
 impl std::fmt::Debug for Replay {
@@ -140,6 +150,7 @@ impl Replay {
                 head: first.freeze(),
                 left: seqs,
                 tail: Bytes::new(),
+                reading: None,
             };
         }
         st.replay_changed(address, 0, seqs.len());
@@ -158,65 +169,145 @@ impl Replay {
             head,
             left: seqs,
             tail,
+            reading: None,
         }
     }
 
-    /// The next piece to write.
+    /// The next piece to write, for a writer that polls: a piece the cache
+    /// does not hold whole is read from the store off the async threads.
+    pub fn poll_piece(&mut self, cx: &mut Context<'_>) -> Poll<Piece> {
+        if let Some(reading) = &mut self.reading {
+            let read = std::task::ready!(Pin::new(reading).poll(cx));
+            self.reading = None;
+            let read = read.unwrap_or_else(|panic| {
+                Err(StoreError::Read(format!("the store panicked: {panic}")))
+            });
+            return Poll::Ready(self.finish(read));
+        }
+        match self.take() {
+            Taken::Whole(piece) => Poll::Ready(piece),
+            Taken::Partly(mut found) => {
+                let store = self.hub.store.clone();
+                self.reading = Some(tokio::task::spawn_blocking(move || {
+                    kept::read_missing(&*store, &mut found).map(|()| found)
+                }));
+                self.poll_piece(cx)
+            }
+        }
+    }
+
+    /// The next piece to write, reading the store on this thread if need be
+    /// (for tests and embedders that poll by hand).
     pub fn next_piece(&mut self) -> Piece {
+        match self.take() {
+            Taken::Whole(piece) => piece,
+            Taken::Partly(mut found) => {
+                let read = kept::read_missing(&*self.hub.store, &mut found).map(|()| found);
+                self.finish(read)
+            }
+        }
+    }
+
+    /// Takes the next events under the lock: from the cache, and which
+    /// must be read from the store.
+    fn take(&mut self) -> Taken {
         if !self.head.is_empty() {
-            return Piece::Bytes(std::mem::take(&mut self.head));
+            return Taken::Whole(Piece::Bytes(std::mem::take(&mut self.head)));
         }
         if self.left.is_empty() {
-            return match std::mem::take(&mut self.tail) {
+            return Taken::Whole(match std::mem::take(&mut self.tail) {
                 tail if tail.is_empty() => Piece::Done,
                 tail => Piece::Bytes(tail),
-            };
+            });
         }
         let mut st = self.hub.state();
         if !st.replays.contains_key(&self.key) {
             // The clock dropped it as stalled (and reset its connection).
             self.left.clear();
-            return Piece::Dropped;
+            return Taken::Whole(Piece::Dropped);
         }
-        let mut parts: Vec<Bytes> = Vec::new();
+        let mut found: Found = Vec::new();
         let mut size = 0;
         while size < PIECE_BYTES
-            && let Some(seq) = self.left.front()
+            && let Some(&seq) = self.left.front()
         {
-            let Some(event) = st.kept.get(seq) else {
+            let Some(kept) = st.kept.get(&seq) else {
                 // Gone from history before this reader got to it.
                 self.left.clear();
                 self.hub.drop_replay(&mut st, self.key);
-                return Piece::Dropped;
+                return Taken::Whole(Piece::Dropped);
             };
-            size += event.wire.len();
-            parts.push(event.wire.clone());
+            let cached = st.cache.get(seq).cloned();
+            size += cached.as_ref().map_or(kept.size, |e| e.wire.len());
+            found.push((seq, cached));
             self.left.pop_front();
         }
-        let (address, before) = {
-            let replaying = &st.replays[&self.key];
-            (replaying.address, replaying.left)
-        };
-        st.replay_changed(address, before, self.left.len());
-        if self.left.is_empty() {
-            let replaying = st.replays.remove(&self.key).expect("checked above");
-            if !st.subscribers.contains_key(&self.key) {
-                // Not (or no longer) a subscriber: its tail is its end.
-                st.watch_ending(replaying.stream);
-            }
-        } else {
-            let entry = st.replays.get_mut(&self.key).expect("checked above");
-            entry.last_progress = Instant::now();
-            entry.left = self.left.len();
+        if found.iter().any(|(_, event)| event.is_none()) {
+            return Taken::Partly(found);
         }
+        progressed(&mut st, self.key, self.left.len());
         drop(st);
-        Piece::Bytes(concat(parts, size))
+        Taken::Whole(Piece::Bytes(concat(found)))
     }
+
+    /// A piece partly read from the store: sent whole, or the replay is
+    /// dropped (an event left the store meanwhile, or the store failed).
+    fn finish(&mut self, read: Result<Found, StoreError>) -> Piece {
+        let mut st = self.hub.state();
+        if !st.replays.contains_key(&self.key) {
+            self.left.clear();
+            return Piece::Dropped;
+        }
+        match read {
+            Ok(found) if found.iter().all(|(_, event)| event.is_some()) => {
+                progressed(&mut st, self.key, self.left.len());
+                drop(st);
+                Piece::Bytes(concat(found))
+            }
+            failed => {
+                if let Err(err) = failed {
+                    tracing::warn!(%err, "cannot read history for a replay");
+                }
+                self.left.clear();
+                self.hub.drop_replay(&mut st, self.key);
+                Piece::Dropped
+            }
+        }
+    }
+}
+
+/// Counts what a replay took, `left` events remaining; one with nothing
+/// left stops counting.
+fn progressed(st: &mut State, key: SubId, left: usize) {
+    let (address, before) = {
+        let replaying = &st.replays[&key];
+        (replaying.address, replaying.left)
+    };
+    st.replay_changed(address, before, left);
+    if left == 0 {
+        let replaying = st.replays.remove(&key).expect("checked by the caller");
+        if !st.subscribers.contains_key(&key) {
+            // Not (or no longer) a subscriber: its tail is its end.
+            st.watch_ending(replaying.stream);
+        }
+    } else {
+        let entry = st.replays.get_mut(&key).expect("checked by the caller");
+        entry.last_progress = Instant::now();
+        entry.left = left;
+    }
+}
+
+/// A piece as taken under the lock.
+enum Taken {
+    Whole(Piece),
+    /// These events, some still to be read from the store.
+    Partly(Found),
 }
 
 impl Drop for Replay {
     fn drop(&mut self) {
-        if self.left.is_empty() {
+        // (With a piece still being read, its events are counted still.)
+        if self.left.is_empty() && self.reading.is_none() {
             return;
         }
         self.hub.state().end_replay(self.key);
@@ -254,13 +345,15 @@ impl Hub {
     }
 }
 
-fn concat(mut parts: Vec<Bytes>, size: usize) -> Bytes {
-    if parts.len() == 1 {
-        return parts.pop().expect("one part");
+/// The encoded events of a piece, all present, as one write.
+fn concat(found: Found) -> Bytes {
+    let events: Vec<Arc<Event>> = found.into_iter().filter_map(|(_, e)| e).collect();
+    if let [one] = &events[..] {
+        return one.wire.clone();
     }
-    let mut bytes = BytesMut::with_capacity(size);
-    for part in parts {
-        bytes.extend_from_slice(&part);
+    let mut bytes = BytesMut::with_capacity(events.iter().map(|e| e.wire.len()).sum());
+    for event in &events {
+        bytes.extend_from_slice(&event.wire);
     }
     bytes.freeze()
 }

@@ -10,6 +10,7 @@ use std::time::SystemTime;
 
 use smallvec::SmallVec;
 
+use super::kept::{Cache, Kept};
 use super::{Event, Selector};
 use crate::store::Batch;
 
@@ -32,8 +33,10 @@ pub(super) struct State {
     pub forgotten_up_to: u64,
     /// Every event the store holds (in some history, or a retained state),
     /// oldest first, for the total size limit.
-    pub kept: BTreeMap<u64, Arc<Event>>,
+    pub kept: BTreeMap<u64, Arc<Kept>>,
     pub kept_bytes: usize,
+    /// The newest of them whole; the rest are read from the store.
+    pub cache: Cache,
     /// Of those, the ones that are no topic's current state: what the size
     /// limit may evict, oldest first. States leave only when replaced, or
     /// with their idle topic (`--history-ttl`).
@@ -88,10 +91,10 @@ impl Pending {
 }
 
 pub(super) struct Topic {
-    pub history: VecDeque<Arc<Event>>,
+    pub history: VecDeque<Arc<Kept>>,
     /// Highest seq removed from `history`.
     pub trimmed_up_to: u64,
-    pub retained: Option<Arc<Event>>,
+    pub retained: Option<Arc<Kept>>,
     pub finished: bool,
     /// Subscribers that named this topic exactly. A list, not a set: one
     /// subscriber costs 8 bytes instead of a hash table, and the first is
@@ -150,19 +153,19 @@ pub(super) struct Subscriber {
     pub remote: Option<SocketAddr>,
 }
 
-/// Whether a subscriber with these grants (`private`) may receive `event`:
+/// Whether a subscriber with these grants may receive an event in history:
 /// a private event only where a grant covers one of its topics.
-pub(super) fn may_see(event: &Event, private: &[Selector]) -> bool {
-    !event.private
-        || event
-            .topics
-            .iter()
-            .any(|t| private.iter().any(|s| s.matches(t)))
+pub(super) fn may_see(event: &Kept, grants: &[Selector]) -> bool {
+    granted(event.private, &event.topics, grants)
+}
+
+fn granted(private: bool, topics: &[String], grants: &[Selector]) -> bool {
+    !private || topics.iter().any(|t| grants.iter().any(|s| s.matches(t)))
 }
 
 impl Subscriber {
     pub fn may_see(&self, event: &Event) -> bool {
-        may_see(event, &self.private)
+        granted(event.private, &event.topics, &self.private)
     }
 
     pub fn selects(&self, event: &Event) -> bool {
@@ -173,29 +176,19 @@ impl Subscriber {
     }
 }
 
-/// Bytes an event counts for against the total size limit: its strings as
-/// the store writes them, plus a fixed cost for the rest of its record (the
-/// field names and numbers of its JSON, about 100 bytes) and the indexes
-/// that lead to it, in the store and in memory.
-pub(super) fn footprint(event: &Event) -> usize {
-    event.data.len()
-        + event.id.len()
-        + event.event_type.as_ref().map_or(0, String::len)
-        + event.topics.iter().map(|t| t.len() + 3).sum::<usize>()
-        + 160
-}
-
 impl State {
     /// Adds an applied event to the history (and state) of its topics, then
     /// enforces the per-topic count limit and the total size limit.
     pub fn add_to_history(&mut self, event: &Arc<Event>, history_size: usize, max_bytes: usize) {
         let now = event.published_at;
         self.applied_seq = self.applied_seq.max(event.seq);
-        self.kept.insert(event.seq, event.clone());
-        self.kept_bytes += footprint(event);
+        let kept = Arc::new(Kept::of(event));
+        self.kept.insert(event.seq, kept.clone());
+        self.cache.insert(event);
+        self.kept_bytes += kept.size;
         if event.retain {
             // The state of each of its topics from now on (counted once).
-            self.state_bytes += footprint(event);
+            self.state_bytes += kept.size;
         } else {
             self.evictable.insert(event.seq);
         }
@@ -207,11 +200,11 @@ impl State {
                 .topics
                 .entry(name.clone())
                 .or_insert_with(|| Topic::new(now));
-            topic.history.push_back(event.clone());
+            topic.history.push_back(kept.clone());
             topic.last_publish = now;
             topic.finished |= event.is_final;
             let replaced = if event.retain {
-                topic.retained.replace(event.clone())
+                topic.retained.replace(kept.clone())
             } else {
                 None
             };
@@ -233,7 +226,7 @@ impl State {
     }
 
     /// Whether `event` is the current state of one of its topics.
-    fn is_state(&self, event: &Event) -> bool {
+    fn is_state(&self, event: &Kept) -> bool {
         event.topics.iter().any(|name| {
             self.topics
                 .get(name)
@@ -245,11 +238,11 @@ impl State {
     /// `old` is no longer the state of one of its topics: if it is no
     /// other's either, it may be released, or evicted from the histories
     /// that still hold it.
-    fn state_replaced(&mut self, old: &Arc<Event>) {
+    fn state_replaced(&mut self, old: &Arc<Kept>) {
         if self.is_state(old) {
             return;
         }
-        self.state_bytes -= footprint(old);
+        self.state_bytes -= old.size;
         if self.kept.contains_key(&old.seq) {
             self.evictable.insert(old.seq);
         }
@@ -259,7 +252,7 @@ impl State {
     /// What the current states would free if `event` replaced them: those
     /// it replaces on every topic they belong to.
     pub fn states_replaced_by(&self, event: &Event) -> usize {
-        let mut replaced: Vec<&Arc<Event>> = event
+        let mut replaced: Vec<&Arc<Kept>> = event
             .topics
             .iter()
             .filter_map(|name| self.topics.get(name)?.retained.as_ref())
@@ -267,7 +260,7 @@ impl State {
             .collect();
         replaced.sort_unstable_by_key(|state| state.seq);
         replaced.dedup_by_key(|state| state.seq);
-        replaced.iter().map(|state| footprint(state)).sum()
+        replaced.iter().map(|state| state.size).sum()
     }
 
     /// Removes the oldest event of a topic's history.
@@ -285,7 +278,7 @@ impl State {
 
     /// Drops an event from the store's keeping once nothing needs it: it is
     /// out of every topic's history and no topic's retained state.
-    fn release(&mut self, event: &Arc<Event>) {
+    fn release(&mut self, event: &Arc<Kept>) {
         let needed = event.topics.iter().any(|name| {
             self.topics.get(name).is_some_and(|t| {
                 t.trimmed_up_to < event.seq
@@ -296,7 +289,8 @@ impl State {
             return;
         }
         self.evictable.remove(&event.seq);
-        self.kept_bytes -= footprint(event);
+        self.cache.remove(event.seq);
+        self.kept_bytes -= event.size;
         if self.ids.get(&event.id) == Some(&event.seq) {
             self.ids.remove(&event.id);
         }
@@ -337,7 +331,8 @@ impl State {
         // (Released by the last trim, unless its topics were all gone.)
         if self.kept.remove(&seq).is_some() {
             self.evictable.remove(&seq);
-            self.kept_bytes -= footprint(&event);
+            self.cache.remove(seq);
+            self.kept_bytes -= event.size;
         }
     }
 

@@ -20,9 +20,10 @@ use std::time::{Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 
+use super::kept::Kept;
 use super::replay::Replay;
 use super::state::{State, Subscriber, Topic, may_see};
-use super::{Event, Hub, Registration, Selector, Subscribe, SubscribeError, Subscription};
+use super::{Hub, Registration, Selector, Subscribe, SubscribeError, Subscription};
 use crate::frames::{self, StreamEnd};
 
 impl Hub {
@@ -254,7 +255,7 @@ impl<'a> Topics<'a> {
 /// What a stream is sent before live events.
 pub(super) struct Backlog<'a> {
     /// In seq order, each once, only what the subscriber may see.
-    pub(super) events: Vec<&'a Arc<Event>>,
+    pub(super) events: Vec<&'a Arc<Kept>>,
     /// Topics whose history no longer covers the client's position.
     gapped: Vec<String>,
 }
@@ -269,7 +270,7 @@ impl<'a> Backlog<'a> {
         resume: Resume,
         private: &[Selector],
     ) -> Backlog<'a> {
-        let mut events: Vec<&'a Arc<Event>> = Vec::new();
+        let mut events: Vec<&'a Arc<Kept>> = Vec::new();
         let mut gapped = Vec::new();
         for name in topics.all() {
             let topic = st.topics.get(name);

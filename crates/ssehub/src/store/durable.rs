@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Builder, Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{Batch, Recovered, Store, StoreError};
 use crate::event::StoredEvent;
@@ -20,6 +20,12 @@ const TRIMMED: TableDefinition<&str, u64> = TableDefinition::new("trimmed");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 const FILE_NAME: &str = "history.redb";
+
+/// redb's own cache of the file's pages. Its default (1 GiB) would hold the
+/// whole history in memory; the hub caches the newest events itself, and
+/// the operating system's page cache serves the rest, so redb keeps what
+/// finding a record needs and what a commit writes.
+const PAGE_CACHE: usize = 4 << 20;
 
 const DAMAGED_ADVICE: &str = "Stop the hub, move the file aside (keep it for analysis) and start \
     again: the hub then starts with empty history. Or restore the file from a backup";
@@ -66,21 +72,25 @@ impl DurableStore {
                 advice: DAMAGED_ADVICE,
             });
         }
-        let db = Database::create(&path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => open_error(
-                "it is already open in another process".into(),
-                "Stop the other hub, or give this one its own --data-dir",
-            ),
-            redb::DatabaseError::Storage(redb::StorageError::Io(io))
-                if matches!(
-                    io.kind(),
-                    std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
-                ) =>
-            {
-                open_error(io.to_string(), "Check the file's permissions and the disk")
-            }
-            other => open_error(other.to_string(), DAMAGED_ADVICE),
-        })?;
+        let db = Builder::new()
+            .set_cache_size(PAGE_CACHE)
+            .create(&path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => open_error(
+                    "it is already open in another process".into(),
+                    "Stop the other hub, or give this one its own --data-dir",
+                ),
+                redb::DatabaseError::Storage(redb::StorageError::Io(io))
+                    if matches!(
+                        io.kind(),
+                        std::io::ErrorKind::PermissionDenied
+                            | std::io::ErrorKind::ReadOnlyFilesystem
+                    ) =>
+                {
+                    open_error(io.to_string(), "Check the file's permissions and the disk")
+                }
+                other => open_error(other.to_string(), DAMAGED_ADVICE),
+            })?;
         let store = DurableStore { db, path };
         // Create the tables so reads never meet a missing one.
         let txn = store.db.begin_write().map_err(|e| store.damaged(e))?;
@@ -98,6 +108,15 @@ impl DurableStore {
         &self.path
     }
 
+    fn decode(&self, seq: u64, value: &[u8]) -> Result<StoredEvent, StoreError> {
+        let event: StoredEvent =
+            serde_json::from_slice(value).map_err(|e| self.damaged(format!("event {seq}: {e}")))?;
+        if event.seq != seq {
+            return Err(self.damaged(format!("event stored under {seq} says it is {}", event.seq)));
+        }
+        Ok(event)
+    }
+
     fn damaged(&self, reason: impl std::fmt::Display) -> StoreError {
         StoreError::Damaged {
             path: self.path.clone(),
@@ -112,22 +131,16 @@ fn write_error(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl Store for DurableStore {
-    fn load(&self) -> Result<Recovered, StoreError> {
+    fn load(&self, each: &mut dyn FnMut(StoredEvent)) -> Result<Recovered, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.damaged(e))?;
         let mut recovered = Recovered::default();
+        let mut highest = 0;
         let events = txn.open_table(EVENTS).map_err(|e| self.damaged(e))?;
         for entry in events.iter().map_err(|e| self.damaged(e))? {
             let (seq, value) = entry.map_err(|e| self.damaged(e))?;
-            let event: StoredEvent = serde_json::from_slice(value.value())
-                .map_err(|e| self.damaged(format!("event {}: {e}", seq.value())))?;
-            if event.seq != seq.value() {
-                return Err(self.damaged(format!(
-                    "event stored under {} says it is {}",
-                    seq.value(),
-                    event.seq
-                )));
-            }
-            recovered.events.push(event);
+            each(self.decode(seq.value(), value.value())?);
+            recovered.events += 1;
+            highest = seq.value();
         }
         let trimmed = txn.open_table(TRIMMED).map_err(|e| self.damaged(e))?;
         for entry in trimmed.iter().map_err(|e| self.damaged(e))? {
@@ -143,10 +156,20 @@ impl Store for DurableStore {
                 .map_err(|e| self.damaged(e))?
                 .map_or(0, |v| v.value()))
         };
-        recovered.last_seq =
-            read_meta("last_seq")?.max(recovered.events.last().map_or(0, |e| e.seq));
+        recovered.last_seq = read_meta("last_seq")?.max(highest);
         recovered.forgotten_up_to = read_meta("forgotten_up_to")?;
         Ok(recovered)
+    }
+
+    fn read(&self, seqs: &[u64]) -> Result<Vec<Option<StoredEvent>>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.damaged(e))?;
+        let events = txn.open_table(EVENTS).map_err(|e| self.damaged(e))?;
+        seqs.iter()
+            .map(|&seq| match events.get(seq).map_err(|e| self.damaged(e))? {
+                Some(value) => self.decode(seq, value.value()).map(Some),
+                None => Ok(None),
+            })
+            .collect()
     }
 
     fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
@@ -237,10 +260,16 @@ mod tests {
                 .unwrap();
         }
         let store = DurableStore::open(&dir).unwrap();
-        let recovered = store.load().unwrap();
-        let seqs: Vec<u64> = recovered.events.iter().map(|e| e.seq).collect();
+        let mut loaded = Vec::new();
+        let recovered = store.load(&mut |e| loaded.push(e)).unwrap();
+        let seqs: Vec<u64> = loaded.iter().map(|e| e.seq).collect();
         assert_eq!(seqs, [2, 3]);
-        assert_eq!(recovered.events[0], event(2, "b").to_stored());
+        assert_eq!(recovered.events, 2);
+        assert_eq!(loaded[0], event(2, "b").to_stored());
+        let read = store.read(&[3, 1, 2]).unwrap();
+        assert_eq!(read[0], Some(event(3, "a").to_stored()));
+        assert_eq!(read[1], None, "deleted");
+        assert_eq!(read[2], Some(event(2, "b").to_stored()));
         assert_eq!(recovered.last_seq, 5);
         assert_eq!(recovered.forgotten_up_to, 1);
         assert_eq!(recovered.trimmed.get("a"), Some(&1));

@@ -1,11 +1,13 @@
 //! Where history lives between restarts.
 //!
-//! The hub keeps every event it serves in memory (that is the read path for
-//! replay); a store makes those events durable and hands them back at
-//! startup. The store never knows about connections or subscribers, and
-//! knows events only as [`crate::event`] defines them (below the hub).
+//! The hub keeps a small record of every event in memory, and the newest
+//! events whole; a store makes events durable, hands them back at startup,
+//! and reads the ones a replay needs that the hub's cache no longer holds.
+//! The store never knows about connections or subscribers, and knows events
+//! only as [`crate::event`] defines them (below the hub).
 //!
-//! * [`MemoryStore`]: nothing is written; history is lost on restart.
+//! * [`MemoryStore`]: nothing is written; history lives in the hub's memory
+//!   only and is lost on restart.
 //! * [`DurableStore`]: one redb file; a batch of events is on disk (fsync)
 //!   before any of them is acknowledged or delivered.
 
@@ -38,11 +40,11 @@ pub struct Batch {
     pub forgotten_up_to: u64,
 }
 
-/// What a store holds at startup.
+/// What a store holds at startup, besides its events.
 #[derive(Debug, Default)]
 pub struct Recovered {
-    /// Stored events, in id order.
-    pub events: Vec<StoredEvent>,
+    /// How many events were loaded.
+    pub events: usize,
     /// The highest seq ever assigned.
     pub last_seq: u64,
     /// Highest seq removed from each topic's history.
@@ -74,6 +76,9 @@ pub enum StoreError {
         /// What to do.
         advice: &'static str,
     },
+    /// A read failed.
+    #[error("reading from the store failed: {0}")]
+    Read(String),
     /// A write failed; nothing of the batch was stored.
     #[error("writing to the store failed: {0}")]
     Write(String),
@@ -82,8 +87,12 @@ pub enum StoreError {
 /// A place for history. Methods block; the hub calls them off the async
 /// threads.
 pub trait Store: Send + Sync + 'static {
-    /// Everything stored, for startup.
-    fn load(&self) -> Result<Recovered, StoreError>;
+    /// Everything stored, for startup: each event is handed to `each`, in
+    /// id order, one at a time (history can be larger than memory).
+    fn load(&self, each: &mut dyn FnMut(StoredEvent)) -> Result<Recovered, StoreError>;
+    /// The events stored under `seqs`, each `None` if it is not (or no
+    /// longer) stored.
+    fn read(&self, seqs: &[u64]) -> Result<Vec<Option<StoredEvent>>, StoreError>;
     /// Makes a batch durable, all or nothing.
     fn commit(&self, batch: &Batch) -> Result<(), StoreError>;
     /// Whether `commit` writes anything. A memory store's commits are

@@ -1,0 +1,180 @@
+//! What the hub holds in memory of its history: a small record per event
+//! ([`Kept`]), enough to select, authorize, retain and resume, and the
+//! newest events whole in a cache bounded in bytes ([`Cache`]). The rest of
+//! an event (its data and its encoded bytes) is in the store, read when a
+//! replay gets to it; with the memory store, which has nowhere else to keep
+//! them, the cache holds every event.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::Event;
+use crate::store::{Store, StoreError};
+
+/// An event in history or a retained state, without its data.
+#[derive(Debug)]
+pub(super) struct Kept {
+    pub seq: u64,
+    pub id: String,
+    pub topics: Box<[String]>,
+    pub private: bool,
+    pub published_at: SystemTime,
+    /// What it counts for against `--history-max-bytes`.
+    pub size: usize,
+}
+
+impl Kept {
+    pub fn of(event: &Event) -> Kept {
+        Kept {
+            seq: event.seq,
+            id: event.id.clone(),
+            topics: event.topics.clone().into_boxed_slice(),
+            private: event.private,
+            published_at: event.published_at,
+            size: footprint(event),
+        }
+    }
+}
+
+/// Bytes an event counts for against the total size limit: its strings as
+/// the store writes them, plus a fixed cost for the rest of its record (the
+/// field names and numbers of its JSON, about 100 bytes) and the indexes
+/// that lead to it, in the store and in memory.
+pub(super) fn footprint(event: &Event) -> usize {
+    event.data.len()
+        + event.id.len()
+        + event.event_type.as_ref().map_or(0, String::len)
+        + event.topics.iter().map(|t| t.len() + 3).sum::<usize>()
+        + 160
+}
+
+/// The newest events whole, up to a budget in bytes; the oldest leave first.
+/// Most replays are of what a client missed in the last seconds: those are
+/// sent from here without reading the store.
+#[derive(Debug, Default)]
+pub(super) struct Cache {
+    events: BTreeMap<u64, Arc<Event>>,
+    bytes: usize,
+    budget: usize,
+}
+
+/// What an event costs in the cache: its data, its encoded bytes, and the
+/// rest of the record.
+fn cost(event: &Event) -> usize {
+    event.data.len() + event.wire.len() + footprint(event)
+}
+
+impl Cache {
+    pub fn with_budget(budget: usize) -> Cache {
+        Cache {
+            budget,
+            ..Cache::default()
+        }
+    }
+
+    /// Adds a new event (the newest), evicting the oldest beyond the budget.
+    pub fn insert(&mut self, event: &Arc<Event>) {
+        if cost(event) > self.budget {
+            return;
+        }
+        self.bytes += cost(event);
+        if let Some(old) = self.events.insert(event.seq, event.clone()) {
+            self.bytes -= cost(&old);
+        }
+        while self.bytes > self.budget
+            && let Some((_, oldest)) = self.events.pop_first()
+        {
+            self.bytes -= cost(&oldest);
+        }
+    }
+
+    pub fn get(&self, seq: u64) -> Option<&Arc<Event>> {
+        self.events.get(&seq)
+    }
+
+    /// An event that left history and every retained state.
+    pub fn remove(&mut self, seq: u64) {
+        if let Some(event) = self.events.remove(&seq) {
+            self.bytes -= cost(&event);
+        }
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    #[cfg(test)]
+    pub fn seqs(&self) -> impl Iterator<Item = u64> + '_ {
+        self.events.keys().copied()
+    }
+}
+
+/// Events of a replay or a read of history, by seq: whole, or `None`
+/// while still to be read from the store.
+pub(super) type Found = Vec<(u64, Option<Arc<Event>>)>;
+
+/// Fills in, from the store, the events of `found` the cache did not have
+/// (each seq with what the cache gave). One left `None` is no longer
+/// stored. This blocks on the store's reads.
+pub(super) fn read_missing(
+    store: &dyn Store,
+    found: &mut [(u64, Option<Arc<Event>>)],
+) -> Result<(), StoreError> {
+    let missing: Vec<u64> = found
+        .iter()
+        .filter(|(_, event)| event.is_none())
+        .map(|(seq, _)| *seq)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut read = store.read(&missing)?.into_iter();
+    for (_, slot) in found.iter_mut().filter(|(_, event)| event.is_none()) {
+        *slot = read
+            .next()
+            .flatten()
+            .map(|stored| Arc::new(Event::from_stored(stored)));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(seq: u64, data: &str) -> Arc<Event> {
+        Arc::new(Event {
+            seq,
+            id: seq.to_string(),
+            topics: vec!["t".into()],
+            event_type: None,
+            data: data.into(),
+            retry: None,
+            private: false,
+            retain: false,
+            is_final: false,
+            published_at: SystemTime::UNIX_EPOCH,
+            wire: crate::frames::data_only(data),
+        })
+    }
+
+    #[test]
+    fn the_cache_keeps_the_newest_events_within_its_budget() {
+        let one = cost(&event(1, &"x".repeat(100)));
+        let mut cache = Cache::with_budget(3 * one);
+        for seq in 1..=5 {
+            cache.insert(&event(seq, &"x".repeat(100)));
+        }
+        let held: Vec<u64> = cache.events.keys().copied().collect();
+        assert_eq!(held, [3, 4, 5]);
+        assert_eq!(cache.bytes(), 3 * one);
+        cache.remove(4);
+        assert!(cache.get(4).is_none());
+        assert_eq!(cache.bytes(), 2 * one);
+        // An event larger than the whole budget is not cached at all.
+        cache.insert(&event(6, &"x".repeat(4 * one)));
+        assert!(cache.get(6).is_none());
+        assert_eq!(cache.bytes(), 2 * one);
+    }
+}
