@@ -22,6 +22,7 @@
 
 mod clock;
 mod commit;
+mod directory;
 mod kept;
 mod publish;
 pub mod queue;
@@ -507,8 +508,9 @@ impl Hub {
     /// async threads. (An event that left history meanwhile is left out.)
     pub fn history(&self, selectors: &[Selector]) -> Result<Vec<Arc<Event>>, StoreError> {
         let mut found: kept::Found = {
+            let prematch = self.prematch(selectors);
             let st = self.state();
-            let topics = subscribe::Topics::select(&st, selectors);
+            let topics = subscribe::Topics::select(&st, selectors, prematch);
             let everything = [Selector::All];
             subscribe::Backlog::collect(&st, &topics, subscribe::Resume::EARLIEST, &everything)
                 .events
@@ -955,6 +957,33 @@ mod tests {
         assert_eq!(hub.stats().replay_backlog, 0);
         drop((sub, fresh, hub));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_wildcard_subscription_matches_only_new_topics_under_the_lock() {
+        let hub = hub(10);
+        for i in 0..3000 {
+            hub.publish(publish(&[&format!("t/{i}")], "x"))
+                .await
+                .unwrap();
+        }
+        let selectors = [Selector::parse("t/{n}").unwrap()];
+        let prematch = hub.prematch(&selectors).unwrap();
+        // Meanwhile: a new topic, and an old one forgotten.
+        hub.publish(publish(&["t/new"], "x")).await.unwrap();
+        hub.state().forget("t/7");
+        let st = hub.state();
+        let topics = subscribe::Topics::select(&st, &selectors, Some(prematch));
+        assert_eq!(topics.matched_under_lock, 1, "only t/new");
+        let names: Vec<&str> = topics.all().collect();
+        assert_eq!(names.len(), 3000);
+        assert!(names.contains(&"t/new") && !names.contains(&"t/7"));
+        drop(st);
+        // Through the whole subscribe path: every topic's event, once.
+        let mut sub = hub
+            .subscribe(subscribe(&["t/{n}"], Some("earliest")))
+            .unwrap();
+        assert_eq!(data_of(&sub.read_now()).len(), 3000);
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@ use std::time::SystemTime;
 
 use smallvec::SmallVec;
 
+use super::directory::Directory;
 use super::kept::{Cache, Kept};
 use super::{Event, Selector};
 use crate::store::Batch;
@@ -23,6 +24,9 @@ pub(super) struct State {
     /// The seq of the newest event in history; what subscribers can see.
     pub applied_seq: u64,
     pub topics: HashMap<String, Topic>,
+    /// The names of topics with something stored, for wildcard
+    /// subscriptions to match outside the lock.
+    pub directory: Directory,
     /// Publisher-chosen ids of events still stored (or committing), for
     /// resume and uniqueness.
     pub ids: HashMap<String, u64>,
@@ -200,6 +204,9 @@ impl State {
                 .topics
                 .entry(name.clone())
                 .or_insert_with(|| Topic::new(now));
+            if !topic.has_stored() {
+                self.directory.add(name);
+            }
             topic.history.push_back(kept.clone());
             topic.last_publish = now;
             topic.finished |= event.is_final;
@@ -223,6 +230,9 @@ impl State {
         {
             self.evict(oldest);
         }
+        let stored = self.topics.iter().filter(|(_, t)| t.has_stored());
+        self.directory
+            .compact(self.topics.len(), stored.map(|(name, _)| name.as_str()));
     }
 
     /// Whether `event` is the current state of one of its topics.

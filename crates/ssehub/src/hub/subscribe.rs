@@ -1,6 +1,8 @@
 //! The subscribe path, as named steps. All of them run under the hub's
 //! lock, in one go with the registration, so no event can fall between what
-//! a subscriber is sent first and what it is sent live (I2):
+//! a subscriber is sent first and what it is sent live (I2). Only matching
+//! a template or `*` against every known topic is done before, with the lock
+//! released ([`Hub::prematch`]); step 2 matches the topics added since.
 //!
 //! 1. [`Resume::resolve`]: where the client's `Last-Event-ID` sits in the
 //!    hub's order of events.
@@ -20,6 +22,7 @@ use std::time::{Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 
+use super::directory::Snapshot;
 use super::kept::Kept;
 use super::replay::Replay;
 use super::state::{State, Subscriber, Topic, may_see};
@@ -32,9 +35,17 @@ impl Hub {
     /// events; dropping it unregisters the subscriber.
     pub fn subscribe(self: &Arc<Self>, request: Subscribe) -> Result<Subscription, SubscribeError> {
         let request = request.validated(self.config.limits)?;
+        let prematch = self.prematch(&request.selectors);
         let mut st = self.state();
         let resume = Resume::resolve(&st, request.last_event_id.as_deref(), &request.private);
-        let topics = Topics::select(&st, &request.selectors);
+        let topics = Topics::select(&st, &request.selectors, prematch);
+        if topics.matched_under_lock > 10_000 {
+            // Only if the directory was rebuilt between the two steps.
+            tracing::debug!(
+                topics = topics.matched_under_lock,
+                "a wildcard subscription was matched under the lock"
+            );
+        }
         let backlog = Backlog::collect(&st, &topics, resume, &request.private);
         // A replay counts for at most a share of the bound, so one of all
         // history gets in; no stream with nothing to replay is refused.
@@ -127,6 +138,22 @@ impl Hub {
         }
     }
 
+    /// For selectors with a template or `*`: the known topics they match,
+    /// matched against a snapshot of the directory with the lock released
+    /// (step 2 then matches only the topics added since).
+    pub(super) fn prematch(&self, selectors: &[Selector]) -> Option<Prematch> {
+        if selectors.iter().all(|s| s.exact().is_some()) {
+            return None;
+        }
+        let snapshot = self.state().directory.snapshot();
+        let matched = snapshot
+            .names()
+            .filter(|t| matches_wildcard(selectors, t))
+            .map(Arc::from)
+            .collect();
+        Some(Prematch { snapshot, matched })
+    }
+
     /// When a stream must end, and why: the earlier of its token's expiry
     /// and the maximum lifetime (expiry first on a tie: it is the reason the
     /// client must act on).
@@ -206,6 +233,20 @@ impl Resume {
     }
 }
 
+/// Topics matched before the lock was taken: `matched` of the names of
+/// `snapshot`.
+pub(super) struct Prematch {
+    snapshot: Snapshot,
+    matched: Vec<Arc<str>>,
+}
+
+/// Whether a template or `*` among `selectors` matches `topic`.
+fn matches_wildcard(selectors: &[Selector], topic: &str) -> bool {
+    selectors
+        .iter()
+        .any(|s| s.exact().is_none() && s.matches(topic))
+}
+
 /// The topics a subscription covers at the moment it registers.
 pub(super) struct Topics<'a> {
     /// The topics it names exactly, as given.
@@ -216,35 +257,73 @@ pub(super) struct Topics<'a> {
     /// something stored (history, a state, a trim): what it may be sent or
     /// told it missed. Borrowed, not copied: with `*` it is every topic.
     matched: Vec<&'a str>,
+    /// How many topic names were matched against its selectors under the
+    /// lock (those added since its prematch).
+    pub(super) matched_under_lock: usize,
 }
 
 impl<'a> Topics<'a> {
-    pub(super) fn select(st: &'a State, selectors: &[Selector]) -> Topics<'a> {
+    /// Under the lock: with a prematch, only the topics added since its
+    /// snapshot are matched here (all of them if the directory was rebuilt
+    /// meanwhile, or without one).
+    pub(super) fn select(
+        st: &'a State,
+        selectors: &[Selector],
+        prematch: Option<Prematch>,
+    ) -> Topics<'a> {
         let exact: Vec<String> = selectors
             .iter()
             .filter_map(|s| s.exact().map(str::to_owned))
             .collect();
         let wildcard = exact.len() < selectors.len();
         let mut matched = Vec::new();
+        let mut matched_under_lock = 0;
         if wildcard {
-            matched.extend(
-                st.topics
+            let added = prematch
+                .as_ref()
+                .and_then(|p| Some((p, st.directory.added_since(&p.snapshot)?)));
+            let candidates: Vec<&str> = match added {
+                Some((prematch, added)) => prematch
+                    .matched
                     .iter()
+                    .map(|name| &**name)
+                    .chain(
+                        added
+                            .inspect(|_| matched_under_lock += 1)
+                            .filter(|t| matches_wildcard(selectors, t)),
+                    )
+                    .collect(),
+                None => st
+                    .topics
+                    .keys()
+                    .map(String::as_str)
+                    .inspect(|_| matched_under_lock += 1)
+                    .filter(|t| matches_wildcard(selectors, t))
+                    .collect(),
+            };
+            // Still there with something stored (the directory keeps the
+            // names of forgotten topics, and may hold a name twice).
+            matched.extend(
+                candidates
+                    .into_iter()
+                    .filter_map(|name| st.topics.get_key_value(name))
                     .filter(|(_, t)| t.has_stored())
                     .map(|(name, _)| name.as_str())
-                    .filter(|t| !exact.iter().any(|e| e == t))
-                    .filter(|t| selectors.iter().any(|s| s.matches(t))),
+                    .filter(|t| !exact.iter().any(|e| e == t)),
             );
+            matched.sort_unstable();
+            matched.dedup();
         }
         Topics {
             exact,
             wildcard,
             matched,
+            matched_under_lock,
         }
     }
 
     /// Every topic it covers: the exact ones, then the matched ones.
-    fn all(&self) -> impl Iterator<Item = &str> {
+    pub(super) fn all(&self) -> impl Iterator<Item = &str> {
         self.exact
             .iter()
             .map(String::as_str)
