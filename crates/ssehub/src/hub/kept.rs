@@ -16,7 +16,9 @@ use crate::store::{Store, StoreError};
 #[derive(Debug)]
 pub(super) struct Kept {
     pub seq: u64,
-    pub id: String,
+    /// The publisher's id; `None` for the hub's own (the decimal seq), as
+    /// most are: no allocation for them.
+    pub id: Option<Box<str>>,
     pub topics: Box<[String]>,
     pub private: bool,
     pub published_at: SystemTime,
@@ -28,7 +30,7 @@ impl Kept {
     pub fn of(event: &Event) -> Kept {
         Kept {
             seq: event.seq,
-            id: event.id.clone(),
+            id: (event.id != event.seq.to_string()).then(|| event.id.as_str().into()),
             topics: event.topics.clone().into_boxed_slice(),
             private: event.private,
             published_at: event.published_at,

@@ -301,8 +301,10 @@ impl State {
         self.evictable.remove(&event.seq);
         self.cache.remove(event.seq);
         self.kept_bytes -= event.size;
-        if self.ids.get(&event.id) == Some(&event.seq) {
-            self.ids.remove(&event.id);
+        if let Some(id) = &event.id
+            && self.ids.get(&**id) == Some(&event.seq)
+        {
+            self.ids.remove(&**id);
         }
         if let Some(pending) = &mut self.pending {
             pending.delete.push(event.seq);
