@@ -493,3 +493,179 @@ async fn history_lives_in_the_file_not_in_memory() {
         );
     }
 }
+
+/// A disk that fills up, then gets room again (here the hub's file-size
+/// limit, lowered and raised from outside with prlimit: writes beyond it
+/// fail with EFBIG, as they would with ENOSPC): publishes are refused with
+/// a JSON 503 and `/healthz` says so while the store cannot be written; once
+/// it can, the hub writes again by itself, without a restart, and nothing
+/// acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_reported_and_recovered_from_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().display().to_string();
+    let hub = common::spawn_hub_prepared(&["--store", "durable", "--data-dir", &data_dir], || {
+        unsafe extern "C" {
+            fn signal(signal: i32, handler: usize) -> usize;
+        }
+        // SIGXFSZ (25) would kill the hub at the limit; ignored, the
+        // write fails with EFBIG instead. SAFETY: signal(2) is
+        // async-signal-safe and SIG_IGN (1) is a valid disposition.
+        unsafe { signal(25, 1) };
+        Ok(())
+    })
+    .await;
+    let client = Hub::new(&hub.url);
+    let http = reqwest::Client::new();
+    let health = || async {
+        let response = http
+            .get(format!("{}/healthz", hub.url))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json::<serde_json::Value>().await.unwrap())
+    };
+    let mut acknowledged = Vec::new();
+    let id = client
+        .publish(&Publish::new("disk", "before"))
+        .await
+        .unwrap();
+    acknowledged.push(id);
+    let pid = hub.child.id() as i32;
+    let size = std::fs::metadata(dir.path().join("history.redb"))
+        .unwrap()
+        .len();
+    // (The soft limit only: raising it again needs no privilege.)
+    rlimit::prlimit(
+        pid,
+        rlimit::Resource::FSIZE,
+        Some((size, rlimit::INFINITY)),
+        None,
+    )
+    .unwrap();
+    // Large events until the file must grow.
+    let mut refused = None;
+    for i in 0..100 {
+        match client
+            .publish(&Publish::new(
+                "disk",
+                format!("{i}:{}", "f".repeat(200_000)),
+            ))
+            .await
+        {
+            Ok(id) => acknowledged.push(id),
+            Err(err) => {
+                refused = Some(err.to_string());
+                break;
+            }
+        }
+    }
+    let refused = refused.expect("a publish is refused once the file cannot grow");
+    assert!(refused.contains("store_unavailable"), "{refused}");
+    let (status, body) = health().await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "store_unavailable", "{body}");
+    // Room again: the hub finds out by itself.
+    rlimit::prlimit(
+        pid,
+        rlimit::Resource::FSIZE,
+        Some((rlimit::INFINITY, rlimit::INFINITY)),
+        None,
+    )
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + common::PATIENCE;
+    while health().await.0 != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "still unhealthy");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    acknowledged.push(
+        client
+            .publish(&Publish::new("disk", "after"))
+            .await
+            .unwrap(),
+    );
+    // Everything acknowledged is there, once, in order.
+    let mut replay = client
+        .connect(&Subscribe {
+            last_event_id: Some("earliest".into()),
+            ..Subscribe::topics(["disk"])
+        })
+        .await
+        .unwrap();
+    for id in &acknowledged {
+        assert_eq!(&common::next_event(&mut replay).await.last_event_id, id);
+    }
+}
+
+/// Every place in `file` where `marker` is, overwritten with bytes that are
+/// not UTF-8 (copy-on-write may have left older copies too).
+fn damage(file: &std::path::Path, marker: &[u8]) -> usize {
+    let mut bytes = std::fs::read(file).unwrap();
+    let mut found = 0;
+    let mut at = 0;
+    while let Some(offset) = bytes[at..].windows(marker.len()).position(|w| w == marker) {
+        let start = at + offset;
+        bytes[start..start + marker.len()].fill(0xff);
+        found += 1;
+        at = start + marker.len();
+    }
+    std::fs::write(file, bytes).unwrap();
+    found
+}
+
+/// A record damaged in the data file while the hub runs: a replay that
+/// reaches it is cut there, and the event leaves history, so the client,
+/// resuming, is told with a `reset` that it missed it and gets the rest,
+/// instead of being cut at the same place on every reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_damaged_while_running_becomes_a_reset_not_a_reconnect_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = durable_hub(
+        dir.path(),
+        &["--history-size", "10000", "--history-cache", "64KiB"],
+    )
+    .await;
+    let client = Hub::new(&hub.url);
+    let mut ids = Vec::new();
+    // 8 MB: more than redb's page cache, so the record is read from disk.
+    for i in 0..800 {
+        let data = format!("marker-{i}-end:{}", "d".repeat(10_000));
+        ids.push(
+            client
+                .publish(&Publish::new("damaged", data))
+                .await
+                .unwrap(),
+        );
+    }
+    assert!(damage(&dir.path().join("history.redb"), b"marker-5-end") > 0);
+    let from_earliest = Subscribe {
+        last_event_id: Some("earliest".into()),
+        ..Subscribe::topics(["damaged"])
+    };
+    let mut first = client.connect(&from_earliest).await.unwrap();
+    let mut received = Vec::new();
+    while let Ok(Some(event)) = tokio::time::timeout(common::PATIENCE, first.next_event()).await {
+        match event {
+            Ok(event) => received.push(event.last_event_id),
+            Err(_) => break,
+        }
+        if received.len() == ids.len() {
+            break;
+        }
+    }
+    // Cut at the damaged record (or at the start of its piece).
+    assert!(ids[..5].starts_with(&received), "{received:?}");
+    assert!(received.len() >= 3, "{received:?}");
+    let mut resumed = client
+        .connect(&Subscribe {
+            last_event_id: Some(received.last().unwrap().clone()),
+            ..Subscribe::topics(["damaged"])
+        })
+        .await
+        .unwrap();
+    let reset = common::next_event(&mut resumed).await;
+    assert_eq!(reset.event_type, "reset", "{reset:?}");
+    let next = common::next_event(&mut resumed).await;
+    assert_eq!(next.last_event_id, ids[6]);
+}

@@ -109,8 +109,19 @@ fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn healthz() -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({ "status": "ok" }))
+/// Healthy unless the store cannot be written to: a hub that refuses every
+/// publish must be taken out of service, not reported as fine.
+async fn healthz(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    match state.hub.store_failure() {
+        None => Ok(axum::Json(serde_json::json!({ "status": "ok" }))),
+        Some(reason) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            format!("the store cannot be written to: {reason}"),
+        )),
+    }
 }
 
 async fn not_found() -> ApiError {

@@ -11,6 +11,10 @@ use crate::store::{Batch, StoreError};
 /// Most events written in one transaction; more wait for the next.
 const MAX_BATCH: usize = 4096;
 
+/// After a failed write, how soon the next is tried with no event to carry
+/// it: a disk that was full is found usable again, and the hub healthy.
+const RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A published event waiting to be made durable.
 pub(super) struct Commit {
     pub event: Arc<Event>,
@@ -26,6 +30,7 @@ pub(super) async fn run(
     mut queue: mpsc::UnboundedReceiver<Commit>,
     flush: Arc<Notify>,
 ) {
+    let mut failing = false;
     loop {
         let mut commits = Vec::new();
         tokio::select! {
@@ -35,6 +40,7 @@ pub(super) async fn run(
             },
             // Deletions and trims from retention, with no event to carry them.
             _ = flush.notified() => {}
+            _ = tokio::time::sleep(RETRY), if failing => {}
         }
         while commits.len() < MAX_BATCH {
             match queue.try_recv() {
@@ -80,6 +86,8 @@ pub(super) async fn run(
                 Err(StoreError::Write(format!("the store panicked: {panic}"))),
             ),
         };
+        failing = result.is_err();
+        hub.store_failed(result.as_ref().err());
         let mut st = hub.state();
         match result {
             Ok(()) => {

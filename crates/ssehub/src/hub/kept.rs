@@ -118,11 +118,10 @@ pub(super) type Found = Vec<(u64, Option<Arc<Event>>)>;
 
 /// Fills in, from the store, the events of `found` the cache did not have
 /// (each seq with what the cache gave). One left `None` is no longer
-/// stored. This blocks on the store's reads.
-pub(super) fn read_missing(
-    store: &dyn Store,
-    found: &mut [(u64, Option<Arc<Event>>)],
-) -> Result<(), StoreError> {
+/// stored, or, with an error, could not be read: when a read fails, each
+/// event is read alone, so that only those the store cannot give back are
+/// left out. This blocks on the store's reads.
+pub(super) fn read_missing(store: &dyn Store, found: &mut Found) -> Result<(), StoreError> {
     let missing: Vec<u64> = found
         .iter()
         .filter(|(_, event)| event.is_none())
@@ -131,14 +130,24 @@ pub(super) fn read_missing(
     if missing.is_empty() {
         return Ok(());
     }
-    let mut read = store.read(&missing)?.into_iter();
+    let (read, failure) = match store.read(&missing) {
+        Ok(read) => (read, None),
+        Err(failure) => {
+            let one_by_one = missing.iter().map(|seq| match store.read(&[*seq]) {
+                Ok(mut one) => one.pop().flatten(),
+                Err(_) => None,
+            });
+            (one_by_one.collect(), Some(failure))
+        }
+    };
+    let mut read = read.into_iter();
     for (_, slot) in found.iter_mut().filter(|(_, event)| event.is_none()) {
         *slot = read
             .next()
             .flatten()
             .map(|stored| Arc::new(Event::from_stored(stored)));
     }
-    Ok(())
+    failure.map_or(Ok(()), Err)
 }
 
 #[cfg(test)]

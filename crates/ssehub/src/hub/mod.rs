@@ -151,6 +151,8 @@ pub struct Hub {
     commits: Option<mpsc::UnboundedSender<commit::Commit>>,
     /// Wakes the committer to write pending deletions without new events.
     flush: Arc<Notify>,
+    /// Why the last write to the store failed, until one succeeds.
+    store_failure: Mutex<Option<String>>,
     published: AtomicU64,
     delivered: AtomicU64,
     dropped_slow: AtomicU64,
@@ -191,6 +193,7 @@ impl Hub {
             store,
             commits,
             flush: Arc::new(Notify::new()),
+            store_failure: Mutex::new(None),
             published: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             dropped_slow: AtomicU64::new(0),
@@ -254,6 +257,22 @@ impl Hub {
         drop(st);
         self.sweep(SystemTime::now());
         Ok(())
+    }
+
+    /// Why the store cannot be written to, if its last write failed (the
+    /// hub tries again every second): publishes are refused meanwhile.
+    pub fn store_failure(&self) -> Option<String> {
+        self.store_failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn store_failed(&self, error: Option<&StoreError>) {
+        *self
+            .store_failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = error.map(ToString::to_string);
     }
 
     /// The configuration in force.

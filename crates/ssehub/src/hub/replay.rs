@@ -117,7 +117,7 @@ pub struct Replay {
     /// After history: a position marker, `complete` of finished topics.
     tail: Bytes,
     /// A piece being read from the store.
-    reading: Option<JoinHandle<Result<Found, StoreError>>>,
+    reading: Option<JoinHandle<(Found, Result<(), StoreError>)>>,
 }
 
 impl std::fmt::Debug for Replay {
@@ -179,17 +179,19 @@ impl Replay {
         if let Some(reading) = &mut self.reading {
             let read = std::task::ready!(Pin::new(reading).poll(cx));
             self.reading = None;
-            let read = read.unwrap_or_else(|panic| {
-                Err(StoreError::Read(format!("the store panicked: {panic}")))
+            let (found, read) = read.unwrap_or_else(|panic| {
+                let panicked = StoreError::Read(format!("the store panicked: {panic}"));
+                (Vec::new(), Err(panicked))
             });
-            return Poll::Ready(self.finish(read));
+            return Poll::Ready(self.finish(found, read));
         }
         match self.take() {
             Taken::Whole(piece) => Poll::Ready(piece),
             Taken::Partly(mut found) => {
                 let store = self.hub.store.clone();
                 self.reading = Some(tokio::task::spawn_blocking(move || {
-                    kept::read_missing(&*store, &mut found).map(|()| found)
+                    let read = kept::read_missing(&*store, &mut found);
+                    (found, read)
                 }));
                 self.poll_piece(cx)
             }
@@ -202,8 +204,8 @@ impl Replay {
         match self.take() {
             Taken::Whole(piece) => piece,
             Taken::Partly(mut found) => {
-                let read = kept::read_missing(&*self.hub.store, &mut found).map(|()| found);
-                self.finish(read)
+                let read = kept::read_missing(&*self.hub.store, &mut found);
+                self.finish(found, read)
             }
         }
     }
@@ -252,24 +254,42 @@ impl Replay {
 
     /// A piece partly read from the store: sent whole, or the replay is
     /// dropped (an event left the store meanwhile, or the store failed).
-    fn finish(&mut self, read: Result<Found, StoreError>) -> Piece {
+    fn finish(&mut self, found: Found, read: Result<(), StoreError>) -> Piece {
         let mut st = self.hub.state();
         if !st.replays.contains_key(&self.key) {
             self.left.clear();
             return Piece::Dropped;
         }
         match read {
-            Ok(found) if found.iter().all(|(_, event)| event.is_some()) => {
+            Ok(()) if found.iter().all(|(_, event)| event.is_some()) => {
                 progressed(&mut st, self.key, self.left.len());
                 drop(st);
                 Piece::Bytes(concat(found))
             }
-            failed => {
-                if let Err(err) = failed {
-                    tracing::warn!(%err, "cannot read history for a replay");
-                }
+            Ok(()) => {
+                // Deleted between the lock and the read (retention): the
+                // client resumes and is told what it missed.
                 self.left.clear();
                 self.hub.drop_replay(&mut st, self.key);
+                Piece::Dropped
+            }
+            Err(err) => {
+                // What the store cannot give back leaves history, so that the
+                // client, resuming, gets a `reset` instead of this again.
+                let unreadable: Vec<u64> = found
+                    .iter()
+                    .filter(|(_, e)| e.is_none())
+                    .map(|(seq, _)| *seq)
+                    .collect();
+                tracing::error!(%err, events = ?unreadable, "history the store cannot read leaves it");
+                for seq in unreadable {
+                    st.drop_unreadable(seq);
+                }
+                self.left.clear();
+                if let Some(replaying) = st.end_replay(self.key) {
+                    replaying.stream.kill();
+                }
+                st.remove_subscriber(self.key);
                 Piece::Dropped
             }
         }

@@ -348,6 +348,39 @@ impl State {
         }
     }
 
+    /// An event the store can no longer read leaves history, with what is
+    /// older in its topics, and stops being a state: a client that needs it
+    /// is told with a `reset` that it missed it, instead of being dropped
+    /// each time its replay reaches it.
+    pub fn drop_unreadable(&mut self, seq: u64) {
+        let Some(event) = self.kept.get(&seq).cloned() else {
+            return;
+        };
+        let was_state = !self.evictable.contains(&seq);
+        for name in &event.topics {
+            while self
+                .topics
+                .get(name)
+                .is_some_and(|t| t.history.front().is_some_and(|e| e.seq <= seq))
+            {
+                self.trim_oldest(name);
+            }
+            if let Some(topic) = self.topics.get_mut(name)
+                && topic.retained.as_ref().is_some_and(|r| r.seq == seq)
+            {
+                topic.retained = None;
+            }
+        }
+        if !self.kept.contains_key(&seq) {
+            // Released by the trims: it was no state.
+            return;
+        }
+        if was_state {
+            self.state_bytes -= event.size;
+        }
+        self.release(&event);
+    }
+
     /// Forgets a topic that has nothing left: no history, no subscribers.
     pub fn forget(&mut self, name: &str) {
         let Some(topic) = self.topics.remove(name) else {

@@ -6,6 +6,8 @@
 //! compaction.
 
 use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use redb::{Builder, Database, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -30,10 +32,42 @@ const PAGE_CACHE: usize = 4 << 20;
 const DAMAGED_ADVICE: &str = "Stop the hub, move the file aside (keep it for analysis) and start \
     again: the hub then starts with empty history. Or restore the file from a backup";
 
+/// Opens (or creates) the redb file, with the errors an operator can act on.
+fn create(path: &Path) -> Result<Database, StoreError> {
+    let open_error = |reason: String, advice: &'static str| StoreError::Open {
+        path: path.to_owned(),
+        reason,
+        advice,
+    };
+    Builder::new()
+        .set_cache_size(PAGE_CACHE)
+        .create(path)
+        .map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => open_error(
+                "it is already open in another process".into(),
+                "Stop the other hub, or give this one its own --data-dir",
+            ),
+            redb::DatabaseError::Storage(redb::StorageError::Io(io))
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+                ) =>
+            {
+                open_error(io.to_string(), "Check the file's permissions and the disk")
+            }
+            other => open_error(other.to_string(), DAMAGED_ADVICE),
+        })
+}
+
 /// History in `DIR/history.redb`. Every commit is fsynced before it returns.
 pub struct DurableStore {
-    db: Database,
+    /// `None` only while it is reopened, or if reopening failed.
+    db: RwLock<Option<Database>>,
     path: PathBuf,
+    /// A write failed: redb refuses every later one ("previous I/O error")
+    /// until the database is opened again, which the next write does. A
+    /// full disk that is given room again is then written to again.
+    failed: AtomicBool,
 }
 
 impl std::fmt::Debug for DurableStore {
@@ -72,35 +106,57 @@ impl DurableStore {
                 advice: DAMAGED_ADVICE,
             });
         }
-        let db = Builder::new()
-            .set_cache_size(PAGE_CACHE)
-            .create(&path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => open_error(
-                    "it is already open in another process".into(),
-                    "Stop the other hub, or give this one its own --data-dir",
-                ),
-                redb::DatabaseError::Storage(redb::StorageError::Io(io))
-                    if matches!(
-                        io.kind(),
-                        std::io::ErrorKind::PermissionDenied
-                            | std::io::ErrorKind::ReadOnlyFilesystem
-                    ) =>
-                {
-                    open_error(io.to_string(), "Check the file's permissions and the disk")
-                }
-                other => open_error(other.to_string(), DAMAGED_ADVICE),
-            })?;
-        let store = DurableStore { db, path };
+        let db = create(&path)?;
+        let damaged = |reason: String| StoreError::Damaged {
+            path: path.clone(),
+            reason,
+            advice: DAMAGED_ADVICE,
+        };
         // Create the tables so reads never meet a missing one.
-        let txn = store.db.begin_write().map_err(|e| store.damaged(e))?;
+        let txn = db.begin_write().map_err(|e| damaged(e.to_string()))?;
         {
-            txn.open_table(EVENTS).map_err(|e| store.damaged(e))?;
-            txn.open_table(TRIMMED).map_err(|e| store.damaged(e))?;
-            txn.open_table(META).map_err(|e| store.damaged(e))?;
+            txn.open_table(EVENTS).map_err(|e| damaged(e.to_string()))?;
+            txn.open_table(TRIMMED)
+                .map_err(|e| damaged(e.to_string()))?;
+            txn.open_table(META).map_err(|e| damaged(e.to_string()))?;
         }
-        txn.commit().map_err(|e| store.damaged(e))?;
-        Ok(store)
+        txn.commit().map_err(|e| damaged(e.to_string()))?;
+        Ok(DurableStore {
+            db: RwLock::new(Some(db)),
+            path,
+            failed: AtomicBool::new(false),
+        })
+    }
+
+    /// The open database, for a read or a write.
+    fn db(&self) -> Result<std::sync::RwLockReadGuard<'_, Option<Database>>, StoreError> {
+        let db = self.db.read().unwrap_or_else(|e| e.into_inner());
+        if db.is_none() {
+            return Err(StoreError::Read(format!(
+                "the data file {} could not be opened again after a failed write",
+                self.path.display()
+            )));
+        }
+        Ok(db)
+    }
+
+    fn begin_read(&self) -> Result<redb::ReadTransaction, StoreError> {
+        let db = self.db()?;
+        db.as_ref()
+            .expect("checked by db()")
+            .begin_read()
+            .map_err(|e| self.damaged(e))
+    }
+
+    /// After a failed write: closes the database and opens it again (redb
+    /// recovers the last committed state).
+    fn reopen(&self) -> Result<(), StoreError> {
+        let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
+        // Closed first: the file is locked while it is open.
+        drop(db.take());
+        *db = Some(create(&self.path).map_err(|e| StoreError::Write(e.to_string()))?);
+        tracing::info!(path = %self.path.display(), "data file opened again after a failed write");
+        Ok(())
     }
 
     /// The data file.
@@ -132,7 +188,7 @@ fn write_error(e: impl std::fmt::Display) -> StoreError {
 
 impl Store for DurableStore {
     fn load(&self, each: &mut dyn FnMut(StoredEvent)) -> Result<Recovered, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.damaged(e))?;
+        let txn = self.begin_read()?;
         let mut recovered = Recovered::default();
         let mut highest = 0;
         let events = txn.open_table(EVENTS).map_err(|e| self.damaged(e))?;
@@ -162,7 +218,7 @@ impl Store for DurableStore {
     }
 
     fn read(&self, seqs: &[u64]) -> Result<Vec<Option<StoredEvent>>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.damaged(e))?;
+        let txn = self.begin_read()?;
         let events = txn.open_table(EVENTS).map_err(|e| self.damaged(e))?;
         seqs.iter()
             .map(|&seq| match events.get(seq).map_err(|e| self.damaged(e))? {
@@ -173,7 +229,30 @@ impl Store for DurableStore {
     }
 
     fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(write_error)?;
+        if self.failed.load(Ordering::Relaxed) {
+            self.reopen()?;
+            self.failed.store(false, Ordering::Relaxed);
+        }
+        let written = self.write(batch);
+        if written.is_err() {
+            self.failed.store(true, Ordering::Relaxed);
+        }
+        written
+    }
+
+    fn is_durable(&self) -> bool {
+        true
+    }
+}
+
+impl DurableStore {
+    fn write(&self, batch: &Batch) -> Result<(), StoreError> {
+        let db = self.db().map_err(|e| StoreError::Write(e.to_string()))?;
+        let txn = db
+            .as_ref()
+            .expect("open")
+            .begin_write()
+            .map_err(write_error)?;
         {
             let mut events = txn.open_table(EVENTS).map_err(write_error)?;
             for event in &batch.append {
@@ -200,10 +279,6 @@ impl Store for DurableStore {
         }
         // Durability::Immediate (the default): fsync before returning.
         txn.commit().map_err(write_error)
-    }
-
-    fn is_durable(&self) -> bool {
-        true
     }
 }
 

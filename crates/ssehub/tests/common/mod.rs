@@ -312,6 +312,19 @@ pub async fn spawn_hub(args: &[&str]) -> ChildHub {
 /// Like [`spawn_hub`], with the hub's open-files limit (soft and hard) set
 /// to `open_files` when given.
 pub async fn spawn_hub_with(args: &[&str], open_files: Option<u64>) -> ChildHub {
+    spawn_hub_prepared(args, move || match open_files {
+        Some(limit) => rlimit::setrlimit(rlimit::Resource::NOFILE, limit, limit),
+        None => Ok(()),
+    })
+    .await
+}
+
+/// Like [`spawn_hub`], with `prepare` run in the child before it becomes
+/// the hub (between fork and exec: only async-signal-safe calls).
+pub async fn spawn_hub_prepared(
+    args: &[&str],
+    prepare: impl FnMut() -> std::io::Result<()> + Send + Sync + 'static,
+) -> ChildHub {
     use std::io::BufRead;
     use std::os::unix::process::CommandExt;
     let store: &[&str] = if args.contains(&"--store") {
@@ -326,12 +339,10 @@ pub async fn spawn_hub_with(args: &[&str], open_files: Option<u64>) -> ChildHub 
         .args(args)
         .env("RUST_LOG", "error")
         .stdout(std::process::Stdio::piped());
-    if let Some(limit) = open_files {
-        // SAFETY: setrlimit is async-signal-safe; nothing else runs between
-        // fork and exec.
-        unsafe {
-            command.pre_exec(move || rlimit::setrlimit(rlimit::Resource::NOFILE, limit, limit));
-        }
+    // SAFETY: callers pass only async-signal-safe calls (setrlimit,
+    // signal); nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(prepare);
     }
     let mut child = command.spawn().expect("start ssehub");
     let stdout = child.stdout.take().unwrap();
