@@ -240,3 +240,53 @@ async fn sigterm_right_after_start_is_a_clean_shutdown() {
         assert!(hub.terminate(), "the hub did not exit cleanly");
     }
 }
+
+/// A log that cannot be written (stderr on a full disk; /dev/full fails
+/// every write with ENOSPC) neither stops the hub nor its shutdown. (The
+/// log's own fallback used to panic: the hub exited at start, or its
+/// signal task died before it could shut the hub down.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwritable_log_stops_neither_the_hub_nor_its_shutdown() {
+    use std::io::BufRead;
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ssehub"))
+        .args([
+            "serve",
+            "--dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            "memory",
+        ])
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(full)
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line.trim().strip_prefix("ssehub listening on ").unwrap();
+    let id = ssehub_client::Hub::new(url)
+        .publish(&ssehub_client::Publish::new("logs", "still serving"))
+        .await
+        .unwrap();
+    assert_eq!(id, "1");
+    common::send_signal(child.id(), 15);
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exit after SIGTERM"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}");
+}

@@ -24,8 +24,13 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         // Handlers first: a SIGTERM right after the line below must shut the
         // hub down, not kill it.
         let signals = ShutdownSignals::install()?;
-        // Printed (not only logged) so scripts and tests can find port 0's pick.
-        println!("ssehub listening on http://{}", server.addr);
+        // Printed (not only logged) so scripts and tests can find port 0's
+        // pick; a stdout that cannot be written (a full disk) is no reason
+        // to stop, as println! would.
+        use std::io::Write;
+        let mut stdout = std::io::stdout();
+        let _ = writeln!(stdout, "ssehub listening on http://{}", server.addr);
+        let _ = stdout.flush();
         let trigger = server.shutdown_trigger();
         tokio::spawn(async move {
             signals.wait().await;
