@@ -61,10 +61,10 @@ pub(super) struct Cache {
     budget: usize,
 }
 
-/// What an event costs in the cache: its data, its encoded bytes, and the
-/// rest of the record.
+/// What an event costs in the cache: its encoded bytes, and its record
+/// (its data among it).
 fn cost(event: &Event) -> usize {
-    event.data.len() + event.wire.len() + footprint(event)
+    event.wire.len() + footprint(event)
 }
 
 impl Cache {
