@@ -96,7 +96,7 @@ pub async fn serve(mut socket: TcpStream, app: &AppState, conn: &ConnectionInfo)
     drop(head);
     let origin = request.headers.get("origin").and_then(|o| o.to_str().ok());
     let extra = cors::answer_headers(&app.cors, origin);
-    let stream = match subscribe::open(app, conn, &request.headers, &request.query) {
+    let stream = match subscribe::open(app, conn, &request.headers, &request.query).await {
         Ok(stream) => stream,
         Err(error) => {
             let _ = write_error(&mut socket, error, extra).await;

@@ -20,7 +20,7 @@ pub async fn subscribe(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let stream = open(&app, &conn, &headers, query.as_deref().unwrap_or(""))?;
+    let stream = open(&app, &conn, &headers, query.as_deref().unwrap_or("")).await?;
     if let Some(watch) = &conn.kill_watch {
         watch.watch(stream.kill_signal());
     }
@@ -30,7 +30,7 @@ pub async fn subscribe(
 
 /// Checks credentials and limits, registers the subscriber, and returns its
 /// stream; or the error to answer.
-pub(super) fn open(
+pub(super) async fn open(
     app: &AppState,
     conn: &ConnectionInfo,
     headers: &HeaderMap,
@@ -92,6 +92,8 @@ pub(super) fn open(
         }
     }
     let admission = app.limits.admit(client, grants.subject.as_deref())?;
-    let subscription = app.hub.subscribe(request)?;
+    // (Boxed: what it holds while it waits is not part of every stream's
+    // task.)
+    let subscription = Box::pin(app.hub.subscribe_async(request)).await?;
     Ok(EventStream::new(subscription, admission))
 }

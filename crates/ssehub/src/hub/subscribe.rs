@@ -65,6 +65,26 @@ impl Hub {
         Ok(self.register(&mut st, request, wildcard, opening, (seqs, address)))
     }
 
+    /// [`Hub::subscribe`] for a caller on the async threads. A subscription
+    /// with a template or `*` costs time in proportion to the topics it
+    /// covers (under the lock: looking each up, collecting its states): it
+    /// runs on a blocking thread, one at a time, so that a flood of them
+    /// can neither take every async thread nor queue on the lock, and
+    /// publishes, other subscriptions and health checks go on between them.
+    pub async fn subscribe_async(
+        self: &Arc<Self>,
+        request: Subscribe,
+    ) -> Result<Subscription, SubscribeError> {
+        if request.selectors.iter().all(|s| s.exact().is_some()) {
+            return self.subscribe(request);
+        }
+        let _turn = self.wildcard_gate.acquire().await.expect("never closed");
+        let hub = self.clone();
+        tokio::task::spawn_blocking(move || hub.subscribe(request))
+            .await
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()))
+    }
+
     /// Step 4: adds the subscriber to its topics (unless everything it asked
     /// for is finished) and hands back its side of the stream: the replay of
     /// `seqs` between the opening's head and tail, then the live queue.
@@ -146,11 +166,15 @@ impl Hub {
             return None;
         }
         let snapshot = self.state().directory.snapshot();
-        let matched = snapshot
+        let mut matched: Vec<Arc<str>> = snapshot
             .names()
             .filter(|t| matches_wildcard(selectors, t))
             .map(Arc::from)
             .collect();
+        // Sorted here, not under the lock: with many long names, sorting
+        // was most of a `*` subscription's cost.
+        matched.sort_unstable();
+        matched.dedup();
         Some(Prematch { snapshot, matched })
     }
 
@@ -234,7 +258,7 @@ impl Resume {
 }
 
 /// Topics matched before the lock was taken: `matched` of the names of
-/// `snapshot`.
+/// `snapshot`, sorted, each once.
 pub(super) struct Prematch {
     snapshot: Snapshot,
     matched: Vec<Arc<str>>,
@@ -256,7 +280,7 @@ pub(super) struct Topics<'a> {
     /// The other known topics its selectors match, among those with
     /// something stored (history, a state, a trim): what it may be sent or
     /// told it missed. Borrowed, not copied: with `*` it is every topic.
-    matched: Vec<&'a str>,
+    matched: Vec<(&'a str, &'a Topic)>,
     /// How many topic names were matched against its selectors under the
     /// lock (those added since its prematch).
     pub(super) matched_under_lock: usize,
@@ -283,16 +307,20 @@ impl<'a> Topics<'a> {
                 .as_ref()
                 .and_then(|p| Some((p, st.directory.added_since(&p.snapshot)?)));
             let candidates: Vec<&str> = match added {
-                Some((prematch, added)) => prematch
-                    .matched
-                    .iter()
-                    .map(|name| &**name)
-                    .chain(
-                        added
-                            .inspect(|_| matched_under_lock += 1)
-                            .filter(|t| matches_wildcard(selectors, t)),
-                    )
-                    .collect(),
+                Some((prematch, added)) => {
+                    let mut added: Vec<&str> = added
+                        .inspect(|_| matched_under_lock += 1)
+                        .filter(|t| matches_wildcard(selectors, t))
+                        .filter(|t| {
+                            let known = prematch.matched.binary_search_by(|m| (**m).cmp(t));
+                            known.is_err()
+                        })
+                        .collect();
+                    added.sort_unstable();
+                    added.dedup();
+                    let matched = prematch.matched.iter().map(|name| &**name);
+                    matched.chain(added).collect()
+                }
                 None => st
                     .topics
                     .keys()
@@ -302,17 +330,16 @@ impl<'a> Topics<'a> {
                     .collect(),
             };
             // Still there with something stored (the directory keeps the
-            // names of forgotten topics, and may hold a name twice).
+            // names of forgotten topics). One lookup each: the backlog uses
+            // the topic it found.
             matched.extend(
                 candidates
                     .into_iter()
                     .filter_map(|name| st.topics.get_key_value(name))
                     .filter(|(_, t)| t.has_stored())
-                    .map(|(name, _)| name.as_str())
-                    .filter(|t| !exact.iter().any(|e| e == t)),
+                    .map(|(name, topic)| (name.as_str(), topic))
+                    .filter(|(t, _)| !exact.iter().any(|e| e == t)),
             );
-            matched.sort_unstable();
-            matched.dedup();
         }
         Topics {
             exact,
@@ -322,12 +349,18 @@ impl<'a> Topics<'a> {
         }
     }
 
-    /// Every topic it covers: the exact ones, then the matched ones.
-    pub(super) fn all(&self) -> impl Iterator<Item = &str> {
-        self.exact
+    /// Every topic it covers, with what the hub holds of it: the exact
+    /// ones, then the matched ones.
+    pub(super) fn all(&self, st: &'a State) -> impl Iterator<Item = (&str, Option<&'a Topic>)> {
+        let exact = self
+            .exact
             .iter()
-            .map(String::as_str)
-            .chain(self.matched.iter().copied())
+            .map(move |n| (n.as_str(), st.topics.get(n)));
+        exact.chain(
+            self.matched
+                .iter()
+                .map(|(name, topic)| (*name, Some(*topic))),
+        )
     }
 }
 
@@ -345,14 +378,13 @@ impl<'a> Backlog<'a> {
     /// was trimmed past its position, the current state and what followed it.
     pub(super) fn collect(
         st: &'a State,
-        topics: &Topics,
+        topics: &Topics<'a>,
         resume: Resume,
         private: &[Selector],
     ) -> Backlog<'a> {
         let mut events: Vec<&'a Arc<Kept>> = Vec::new();
         let mut gapped = Vec::new();
-        for name in topics.all() {
-            let topic = st.topics.get(name);
+        for (name, topic) in topics.all(st) {
             let history = topic.into_iter().flat_map(|t| t.history.iter());
             let retained = topic.and_then(|t| t.retained.as_ref());
             // Whether history no longer covers the client's position, and
