@@ -21,7 +21,7 @@ pub struct AbuseArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "redos,replay,bodies,readers"
+        default_value = "redos,replay,bodies,readers,wildcards"
     )]
     attacks: Vec<Attack>,
     /// How long each attack runs once in place.
@@ -49,6 +49,9 @@ enum Attack {
     Bodies,
     /// 200 subscribers that never read, under a flood of events.
     Readers,
+    /// 4 connections at a time opening `match=*` and hanging up after
+    /// 100 ms, against 80,000 topics (20,000 with names of 1 KB).
+    Wildcards,
 }
 
 impl Attack {
@@ -67,6 +70,10 @@ impl Attack {
                 args.bodies
             ),
             Attack::Readers => "200 stalled readers, 2,000 events/s of 1 KiB".into(),
+            Attack::Wildcards => {
+                "4 at a time opening `match=*` and hanging up after 100 ms, 80,000 topics (20,000 of 1 KB names)"
+                    .into()
+            }
         }
     }
 
@@ -78,6 +85,7 @@ impl Attack {
         match self {
             Attack::Redos => args.extend(["--max-topic-length", "4096"]),
             Attack::Replay => args.extend(["--history-size", "100000", "--store", "durable"]),
+            Attack::Wildcards => args.extend(["--max-topic-length", "2048"]),
             Attack::Bodies | Attack::Readers => {}
         }
         let mut args: Vec<String> = args.into_iter().map(String::from).collect();
@@ -194,6 +202,29 @@ async fn prepare(
                     .await?;
             }
         }
+        Attack::Wildcards => {
+            // Names with a long common start are the costly ones to sort.
+            let long = "x".repeat(1000);
+            let publishers = (0..16).map(|p| {
+                let client = client.clone();
+                let long = long.clone();
+                async move {
+                    for i in (p..80_000).step_by(16) {
+                        let topic = match i < 20_000 {
+                            true => format!("{long}/{i}"),
+                            false => format!("t/{i}"),
+                        };
+                        client
+                            .publish(&ssehub_client::Publish::new(topic, "d"))
+                            .await?;
+                    }
+                    Ok::<_, ssehub_client::Error>(())
+                }
+            });
+            for published in futures_util::future::join_all(publishers).await {
+                published?;
+            }
+        }
         Attack::Replay => {
             // 4 KiB events over 100 topics, 16 publishers at once.
             let events = args.history_mb * 1_000_000 / 4096;
@@ -294,6 +325,23 @@ async fn attack_for(
                 futures_util::future::join_all(batch).await;
             }
         }
+        // (Below: it needs no connection held.)
+        Attack::Wildcards => {}
+    }
+    if attack == Attack::Wildcards {
+        let openers = (0..4).map(|i| {
+            let attacking = attacking.clone();
+            async move {
+                while attacking.load(Ordering::Relaxed) {
+                    let request = subscribe_request("match=*");
+                    if let Ok(stream) = stalled_request(hub, attacker(i), &request, None).await {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        drop(stream);
+                    }
+                }
+            }
+        });
+        futures_util::future::join_all(openers).await;
     }
     while attacking.load(Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -475,6 +475,73 @@ async fn replays_beyond_the_hub_wide_bound_are_refused() {
     target.assert_responsive(0).await;
 }
 
+/// `match=*` subscriptions opened all at once, against many topics: they
+/// register one at a time, and those that would wait more than 5 s for
+/// their turn are refused with a JSON 503 and `Retry-After` (work for
+/// clients that may be long gone is bounded). The hub stays responsive
+/// throughout, and a wildcard subscription after the burst gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_wildcard_subscriptions_is_bounded() {
+    let target = Target::start(&["--max-connections-per-address", "0"]).await;
+    let long = "x".repeat(500);
+    let publishers = (0..8).map(|p| {
+        let client = target.client.clone();
+        let long = long.clone();
+        async move {
+            for i in (p..16_000).step_by(8) {
+                client
+                    .publish(&Publish::new(format!("{long}/{i}"), "d"))
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    futures_util::future::join_all(publishers).await;
+    // More than 5 s of registrations, in a debug build on any machine.
+    let burst = (0..400).map(|_| async {
+        let mut stream = tokio::net::TcpStream::connect(target.hub.addr)
+            .await
+            .unwrap();
+        stream
+            .write_all(b"GET /.well-known/mercure?match=* HTTP/1.1\r\nHost: hub\r\n\r\n")
+            .await
+            .unwrap();
+        stream
+    });
+    let streams = futures_util::future::join_all(burst).await;
+    target.assert_responsive(0).await;
+    let mut refused = 0;
+    for mut stream in streams {
+        // The first bytes: a stream's head, or the whole refusal.
+        let mut first = [0u8; 12];
+        tokio::time::timeout(PATIENCE, stream.read_exact(&mut first))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        if first.starts_with(b"HTTP/1.1 503") {
+            let answer = String::from_utf8_lossy(&first).into_owned() + &answer(&mut stream).await;
+            assert_refused(&answer, "503", "subscribe_busy");
+            assert!(
+                answer.to_ascii_lowercase().contains("retry-after: 1"),
+                "{answer}"
+            );
+            refused += 1;
+        } else {
+            assert!(first.starts_with(b"HTTP/1.1 200"), "{first:?}");
+        }
+    }
+    assert!(refused > 0, "no registration waited 5 s");
+    eprintln!("{refused} of 400 refused");
+    target.assert_responsive(1).await;
+    let after = target
+        .http
+        .get(format!("{}/.well-known/mercure?match=*", target.hub.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 200);
+}
+
 /// A connection from `from` to the hub that has sent part of a request
 /// head and nothing more.
 async fn half_open(target: &Target, from: &str) -> tokio::net::TcpStream {

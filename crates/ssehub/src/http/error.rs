@@ -115,13 +115,13 @@ impl From<SubscribeError> for ApiError {
             SubscribeError::SelectorTooLong { .. } => (StatusCode::BAD_REQUEST, "invalid_selector"),
             SubscribeError::ReservedTopic => (StatusCode::FORBIDDEN, "reserved_topic"),
             SubscribeError::InvalidClientId(_) => (StatusCode::BAD_REQUEST, "invalid_client_id"),
-            SubscribeError::ReplayBusy { .. } => {
-                return ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "replay_busy",
-                    err.to_string(),
-                )
-                .with_header(header::RETRY_AFTER, "1");
+            SubscribeError::ReplayBusy { .. } | SubscribeError::WildcardsBusy => {
+                let code = match err {
+                    SubscribeError::ReplayBusy { .. } => "replay_busy",
+                    _ => "subscribe_busy",
+                };
+                return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, err.to_string())
+                    .with_header(header::RETRY_AFTER, "1");
             }
         };
         ApiError::new(status, code, err.to_string())

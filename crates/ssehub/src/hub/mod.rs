@@ -156,6 +156,8 @@ pub struct Hub {
     /// Lets one subscription with a template or `*` register at a time
     /// (see [`Hub::subscribe_async`]).
     wildcard_gate: tokio::sync::Semaphore,
+    /// How many wait for it.
+    wildcard_waiting: AtomicU64,
     published: AtomicU64,
     delivered: AtomicU64,
     dropped_slow: AtomicU64,
@@ -198,6 +200,7 @@ impl Hub {
             flush: Arc::new(Notify::new()),
             store_failure: Mutex::new(None),
             wildcard_gate: tokio::sync::Semaphore::new(1),
+            wildcard_waiting: AtomicU64::new(0),
             published: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             dropped_slow: AtomicU64::new(0),

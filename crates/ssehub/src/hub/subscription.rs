@@ -68,6 +68,12 @@ pub enum SubscribeError {
         /// The limit (`--max-replay`).
         limit: usize,
     },
+    /// Too many subscriptions with a template or `*` wait for their turn to
+    /// register, or this one waited too long.
+    #[error(
+        "too many subscriptions with a template or * are waiting to register; retry in a moment"
+    )]
+    WildcardsBusy,
     /// The client id is empty, too long or has characters outside the allowed set.
     #[error(
         "invalid client_id {0:?}: use 1 to 128 characters among letters, digits and - _ . ~ : @"
