@@ -479,7 +479,7 @@ async fn history_lives_in_the_file_not_in_memory() {
         replayed >> 20
     );
     // Holding the history whole would take 48 MB (its data and its encoded
-    // form) on top of the start.
+    // form) on top of the start; the bound is less than the history itself.
     for (when, rss) in [
         ("publishing", published),
         ("the restart", restored),
