@@ -277,16 +277,10 @@ async fn an_unwritable_log_stops_neither_the_hub_nor_its_shutdown() {
         .unwrap();
     assert_eq!(id, "1");
     common::send_signal(child.id(), 15);
-    let deadline = std::time::Instant::now() + common::PATIENCE;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no exit after SIGTERM"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let status = common::wait_until("an exit after SIGTERM", || {
+        let exited = child.try_wait().unwrap();
+        async move { exited }
+    })
+    .await;
     assert!(status.success(), "{status}");
 }

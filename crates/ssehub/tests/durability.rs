@@ -574,11 +574,10 @@ async fn a_full_disk_is_reported_and_recovered_from_without_a_restart() {
         None,
     )
     .unwrap();
-    let deadline = tokio::time::Instant::now() + common::PATIENCE;
-    while health().await.0 != 200 {
-        assert!(tokio::time::Instant::now() < deadline, "still unhealthy");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::wait_until("healthy again", || async {
+        (health().await.0 == 200).then_some(())
+    })
+    .await;
     acknowledged.push(
         client
             .publish(&Publish::new("disk", "after"))
@@ -643,7 +642,16 @@ async fn a_record_damaged_while_running_becomes_a_reset_not_a_reconnect_loop() {
         last_event_id: Some("earliest".into()),
         ..Subscribe::topics(["damaged"])
     };
-    let mut first = client.connect(&from_earliest).await.unwrap();
+    let connect = |options| {
+        let client = client.clone();
+        async move {
+            tokio::time::timeout(common::PATIENCE, client.connect(&options))
+                .await
+                .expect("a connection in time")
+                .unwrap()
+        }
+    };
+    let mut first = connect(from_earliest).await;
     let mut received = Vec::new();
     while let Ok(Some(event)) = tokio::time::timeout(common::PATIENCE, first.next_event()).await {
         match event {
@@ -657,13 +665,11 @@ async fn a_record_damaged_while_running_becomes_a_reset_not_a_reconnect_loop() {
     // Cut at the damaged record (or at the start of its piece).
     assert!(ids[..5].starts_with(&received), "{received:?}");
     assert!(received.len() >= 3, "{received:?}");
-    let mut resumed = client
-        .connect(&Subscribe {
-            last_event_id: Some(received.last().unwrap().clone()),
-            ..Subscribe::topics(["damaged"])
-        })
-        .await
-        .unwrap();
+    let mut resumed = connect(Subscribe {
+        last_event_id: Some(received.last().unwrap().clone()),
+        ..Subscribe::topics(["damaged"])
+    })
+    .await;
     let reset = common::next_event(&mut resumed).await;
     assert_eq!(reset.event_type, "reset", "{reset:?}");
     let next = common::next_event(&mut resumed).await;

@@ -84,6 +84,15 @@ impl State {
         }
     }
 
+    /// Ends a replaying stream at once: resets its connection and
+    /// unregisters it.
+    fn cut_replay(&mut self, key: SubId) {
+        if let Some(replaying) = self.end_replay(key) {
+            replaying.stream.kill();
+        }
+        self.remove_subscriber(key);
+    }
+
     /// Stops counting a replay that ends or is dropped.
     fn end_replay(&mut self, key: SubId) -> Option<Replaying> {
         let replaying = self.replays.remove(&key)?;
@@ -286,10 +295,7 @@ impl Replay {
                     st.drop_unreadable(seq);
                 }
                 self.left.clear();
-                if let Some(replaying) = st.end_replay(self.key) {
-                    replaying.stream.kill();
-                }
-                st.remove_subscriber(self.key);
+                st.cut_replay(self.key);
                 Piece::Dropped
             }
         }
@@ -338,10 +344,7 @@ impl Hub {
     /// Drops a replaying stream whose reader is too slow: resets its
     /// connection and unregisters it, counted with the slow subscribers.
     pub(super) fn drop_replay(&self, st: &mut State, key: SubId) {
-        if let Some(replaying) = st.end_replay(key) {
-            replaying.stream.kill();
-        }
-        st.remove_subscriber(key);
+        st.cut_replay(key);
         self.dropped_slow.fetch_add(1, Relaxed);
         tracing::debug!(
             subscriber = key,

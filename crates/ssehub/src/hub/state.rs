@@ -196,7 +196,7 @@ impl State {
         } else {
             self.evictable.insert(event.seq);
         }
-        if event.id != event.seq.to_string() {
+        if kept.id.is_some() {
             self.ids.insert(event.id.clone(), event.seq);
         }
         for name in &event.topics {

@@ -159,6 +159,25 @@ pub async fn wait_for_stats(
     }
 }
 
+/// Checks `check` until it gives a value, and returns it; fails the test,
+/// saying what was `wanted`, after [`PATIENCE`].
+pub async fn wait_until<T, F: Future<Output = Option<T>>>(
+    wanted: &str,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited for {wanted}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The next event on a connection, failing the test after [`PATIENCE`].
 pub async fn next_event(connection: &mut Connection) -> ParsedEvent {
     tokio::time::timeout(PATIENCE, connection.next_event())
