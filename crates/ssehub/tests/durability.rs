@@ -642,8 +642,11 @@ async fn a_record_damaged_while_running_becomes_a_reset_not_a_reconnect_loop() {
         last_event_id: Some("earliest".into()),
         ..Subscribe::topics(["damaged"])
     };
+    // Each stream on a connection of its own: the publishes' connection,
+    // idle in the client's pool, may be closed by the hub's idle timeout
+    // (`--header-read-timeout`) just as a request is sent on it.
     let connect = |options| {
-        let client = client.clone();
+        let client = Hub::new(&hub.url);
         async move {
             tokio::time::timeout(common::PATIENCE, client.connect(&options))
                 .await
