@@ -1,6 +1,6 @@
 /*
  * ssehub.js: a small helper over the browser's EventSource for ssehub (and
- * any Mercure hub). Include it with a plain script tag:
+ * any Mercure hub). Use it as a plain script (it defines `SSEHub`):
  *
  *   <script src="https://your-hub/ssehub.js"></script>
  *   <script>
@@ -8,16 +8,28 @@
  *       topics: ['tasks/42'],
  *       on: { state: (data) => render(JSON.parse(data)) },
  *       onComplete: () => showDone(),
+ *       onError: ({ reason, message }) => showProblem(reason, message),
  *     });
  *   </script>
+ *
+ * or as an ES module (ssehub.mjs, with types in ssehub.d.ts):
+ *
+ *   import { subscribe } from './ssehub.mjs';
  *
  * What it adds to EventSource:
  *  - listens to the event types you name in `on` (plus `message`);
  *  - closes the connection when every topic has sent `complete`, so the
- *    browser does not reconnect to a finished task;
+ *    browser does not reconnect to a finished task (state 'finished');
+ *  - stops when the hub says a newer connection with the same client id
+ *    replaced this one (state 'replaced'; `takeBack()` reconnects);
  *  - applies `reset` (history could not cover the gap) by calling onReset;
  *  - ignores an event whose id it has already delivered;
- *  - exposes the connection state: 'connecting', 'open' or 'closed'.
+ *  - says why a connection failed (onError: 'network', 'cors', 'auth',
+ *    'refused', 'replaced', 'invalid', 'server'), and reconnects by itself
+ *    where waiting helps (a busy or restarting hub), which EventSource
+ *    alone does not do after an error status;
+ *  - acknowledges what the page has shown (`ack: true` with a clientId), so
+ *    a reloaded page continues after it and the backend can read it.
  * Resume after a network drop is EventSource's own: it reconnects and sends
  * Last-Event-ID, and the hub replays exactly what was missed.
  */
@@ -26,19 +38,29 @@
 
   var HUB_PATH = '/.well-known/mercure';
   var REMEMBERED_IDS = 1000;
+  // Acknowledgements are sent at most this often (and once more when the
+  // page is hidden or closed).
+  var ACK_INTERVAL_MS = 250;
+  // Waits before the helper's own reconnects (after an error status), when
+  // the hub does not say how long: doubled each time, up to the last one.
+  var BACKOFF_MS = [1000, 2000, 5000, 10000, 30000];
 
   /**
    * Subscribes to topics. Options:
    *   hub            hub URL (default: this origin's /.well-known/mercure)
    *   topics         topic selectors (exact topics, '*', or URI templates)
    *   lastEventId    resume after this id; 'earliest' replays all history
-   *   clientId       a client id for a per-client channel
+   *   clientId       a client id for a per-client channel (one connection
+   *                  per client id: a newer one replaces this one)
+   *   ack            acknowledge shown events for clientId (default false)
    *   withCredentials  send cookies (the auth cookie) to a cross-origin hub
    *   on             { eventType: function (data, event) } handlers
-   *   onReset        function ({reason, topics}) — history did not cover the gap
-   *   onComplete     function (topic) — a topic finished
-   *   onStateChange  function (state) — 'connecting' | 'open' | 'closed'
-   * Returns { state, lastEventId, close() }.
+   *   onReset        function ({reason, topics}): history did not cover the gap
+   *   onComplete     function (topic): a topic finished
+   *   onError        function ({reason, message, status, code, retrying})
+   *   onStateChange  function (state): 'connecting' | 'open' | 'finished' |
+   *                  'replaced' | 'failed' | 'closed'
+   * Returns { state, lastEventId, error, close(), takeBack() }.
    */
   function subscribe(options) {
     var opts = options || {};
@@ -46,10 +68,10 @@
     if (!topics.length && !opts.clientId) {
       throw new Error('SSEHub.subscribe needs at least one topic');
     }
-    var url = new URL(opts.hub || HUB_PATH, global.location.href);
-    topics.forEach(function (topic) { url.searchParams.append('match', topic); });
-    if (opts.lastEventId) url.searchParams.set('lastEventID', opts.lastEventId);
-    if (opts.clientId) url.searchParams.set('client_id', opts.clientId);
+    if (opts.ack && !opts.clientId) {
+      throw new Error('SSEHub.subscribe: ack needs a clientId');
+    }
+    var hubUrl = new URL(opts.hub || HUB_PATH, global.location.href);
 
     // Exact topics finish with `complete`; a wildcard never does.
     var open = {};
@@ -62,10 +84,22 @@
     var handle = {
       state: 'connecting',
       lastEventId: opts.lastEventId || '',
-      close: close,
+      error: null,
+      close: function () { stop('closed'); },
+      takeBack: takeBack,
     };
+    var source = null;
+    var retryTimer = null;
+    var failures = 0;
+    var acks = opts.ack ? acknowledger(hubUrl, opts) : null;
 
-    var source = new EventSource(url.toString(), { withCredentials: !!opts.withCredentials });
+    function streamUrl(lastEventId) {
+      var url = new URL(hubUrl.toString());
+      topics.forEach(function (topic) { url.searchParams.append('match', topic); });
+      if (lastEventId) url.searchParams.set('lastEventID', lastEventId);
+      if (opts.clientId) url.searchParams.set('client_id', opts.clientId);
+      return url.toString();
+    }
 
     function setState(state) {
       if (handle.state === state) return;
@@ -73,9 +107,24 @@
       if (opts.onStateChange) opts.onStateChange(state);
     }
 
-    function close() {
-      source.close();
-      setState('closed');
+    function report(error) {
+      handle.error = error;
+      if (opts.onError) opts.onError(error);
+    }
+
+    function stop(state) {
+      clearTimeout(retryTimer);
+      if (source) source.close();
+      source = null;
+      if (acks) acks.flush();
+      setState(state);
+    }
+
+    function takeBack() {
+      if (source) return;
+      clearTimeout(retryTimer);
+      handle.error = null;
+      connect(handle.lastEventId);
     }
 
     // True the first time an id is seen; false for a repeat.
@@ -88,38 +137,179 @@
       return true;
     }
 
-    function listen(type, handler) {
-      source.addEventListener(type, function (event) {
-        if (!firstTime(event.lastEventId)) return;
-        if (event.lastEventId) handle.lastEventId = event.lastEventId;
-        handler(event.data, event);
+    function connect(lastEventId) {
+      var es = new EventSource(streamUrl(lastEventId), { withCredentials: !!opts.withCredentials });
+      source = es;
+      setState('connecting');
+      var handlers = opts.on || {};
+      Object.keys(handlers).forEach(function (type) {
+        if (type === 'complete' || type === 'reset' || type === 'replaced') return;
+        es.addEventListener(type, function (event) {
+          // EventSource's own `error` (a connection problem) is no event of
+          // the hub's: only messages (they have data) go to handlers.
+          if (!('data' in event)) return;
+          if (!firstTime(event.lastEventId)) return;
+          if (event.lastEventId) {
+            handle.lastEventId = event.lastEventId;
+            if (acks) acks.shown(event.lastEventId);
+          }
+          handlers[type](event.data, event);
+        });
       });
+      // `reset`, `complete` and `replaced` carry no id of an event: never
+      // deduplicate them.
+      es.addEventListener('reset', function (event) {
+        var info;
+        try { info = JSON.parse(event.data); } catch (e) { info = { reason: 'unknown', topics: [] }; }
+        if (opts.onReset) opts.onReset(info);
+      });
+      es.addEventListener('complete', function (event) {
+        var topic = event.data;
+        if (opts.onComplete) opts.onComplete(topic);
+        if (open[topic]) { delete open[topic]; openCount--; }
+        if (openCount <= 0 && !wildcard) stop('finished');
+      });
+      es.addEventListener('replaced', function () {
+        stop('replaced');
+        report({
+          reason: 'replaced', retrying: false, status: 0, code: 'connection_replaced',
+          message: 'this connection was taken over by another one with the same client id (another tab?)',
+        });
+      });
+      es.onopen = function () {
+        failures = 0;
+        handle.error = null;
+        setState('open');
+      };
+      es.onerror = function () {
+        if (source !== es) return;
+        if (es.readyState !== EventSource.CLOSED) {
+          // EventSource reconnects by itself (a dropped connection, an
+          // ended stream). Twice in a row without opening: the hub is
+          // unreachable, say so once.
+          if (handle.state === 'connecting' && !(handle.error && handle.error.reason === 'network')) {
+            report({
+              reason: 'network', retrying: true, status: 0, code: '',
+              message: 'the hub cannot be reached; reconnecting',
+            });
+          }
+          setState('connecting');
+          return;
+        }
+        // Given up by EventSource: an error status, a wrong content type,
+        // or CORS. Ask the hub why, the same way, with fetch.
+        source = null;
+        setState('connecting');
+        diagnose(streamUrl(handle.lastEventId), opts.withCredentials).then(decide);
+      };
     }
 
-    var handlers = opts.on || {};
-    Object.keys(handlers).forEach(function (type) {
-      if (type !== 'complete' && type !== 'reset') listen(type, handlers[type]);
-    });
+    function decide(why) {
+      if (handle.state !== 'connecting' || source) return;
+      var retry = why.retryAfter != null ? why.retryAfter
+        : BACKOFF_MS[Math.min(failures, BACKOFF_MS.length - 1)];
+      why.retrying = why.reason === 'refused' || why.reason === 'server' || why.reason === 'network';
+      failures++;
+      report(why);
+      if (why.reason === 'replaced') return stop('replaced');
+      if (!why.retrying) return stop('failed');
+      retryTimer = setTimeout(function () { connect(handle.lastEventId); }, retry);
+    }
 
-    // `reset` and `complete` carry no id of their own: never deduplicate them.
-    source.addEventListener('reset', function (event) {
-      var info;
-      try { info = JSON.parse(event.data); } catch (e) { info = { reason: 'unknown', topics: [] }; }
-      if (opts.onReset) opts.onReset(info);
-    });
-    source.addEventListener('complete', function (event) {
-      var topic = event.data;
-      if (opts.onComplete) opts.onComplete(topic);
-      if (open[topic]) { delete open[topic]; openCount--; }
-      if (openCount <= 0 && !wildcard) close();
-    });
-
-    source.onopen = function () { setState('open'); };
-    source.onerror = function () {
-      setState(source.readyState === EventSource.CLOSED ? 'closed' : 'connecting');
-    };
+    connect(handle.lastEventId);
     return handle;
   }
 
+  /**
+   * Why a stream request fails, found by making it again with fetch (which,
+   * unlike EventSource, shows the status and the hub's JSON error).
+   * Resolves to {reason, status, code, message, retryAfter}.
+   */
+  function diagnose(url, withCredentials) {
+    var controller = typeof AbortController !== 'undefined' ? new AbortController() : null;
+    var init = {
+      headers: { accept: 'text/event-stream' },
+      credentials: withCredentials ? 'include' : 'same-origin',
+      cache: 'no-store',
+      signal: controller ? controller.signal : undefined,
+    };
+    return fetch(url, init).then(function (res) {
+      if (res.ok) {
+        // It would work now (it was a passing failure): reconnect.
+        if (controller) controller.abort();
+        return { reason: 'network', status: res.status, code: '', message: 'the connection failed; reconnecting', retryAfter: 0 };
+      }
+      var retryAfter = parseFloat(res.headers.get('retry-after'));
+      return res.json().catch(function () { return {}; }).then(function (body) {
+        var status = res.status;
+        var code = body.error || '';
+        var reason = code === 'connection_replaced' ? 'replaced'
+          : status === 401 || status === 403 ? 'auth'
+          : status === 429 || status === 503 ? 'refused'
+          : status >= 500 ? 'server' : 'invalid';
+        return {
+          reason: reason, status: status, code: code,
+          message: body.message || ('the hub answered ' + status),
+          retryAfter: isNaN(retryAfter) ? null : retryAfter * 1000,
+        };
+      });
+    }, function () {
+      // No answer readable here: either the hub is unreachable, or it
+      // answered but not to this origin (CORS). An opaque request tells
+      // the two apart: it succeeds when the hub is there.
+      return fetch(url, { mode: 'no-cors', cache: 'no-store' }).then(function (res) {
+        if (res.body && res.body.cancel) res.body.cancel();
+        return {
+          reason: 'cors', status: 0, code: '', retryAfter: null,
+          message: 'the hub does not allow this page\u2019s origin (' + global.location.origin +
+            '): start it with --cors-origins, or --dev (see docs/BROWSER.md)',
+        };
+      }, function () {
+        return { reason: 'network', status: 0, code: '', message: 'the hub cannot be reached; reconnecting', retryAfter: null };
+      });
+    });
+  }
+
+  /**
+   * Sends the last shown event id for a client id to the hub, at most every
+   * ACK_INTERVAL_MS, and once more (as a beacon) when the page is hidden.
+   */
+  function acknowledger(hubUrl, opts) {
+    var url = new URL('/v1/ack', hubUrl).toString();
+    var pending = null;
+    var timer = null;
+    function body(id) {
+      var form = new URLSearchParams();
+      form.set('client_id', opts.clientId);
+      form.set('last_event_id', id);
+      return form;
+    }
+    function send() {
+      timer = null;
+      if (pending === null) return;
+      var id = pending;
+      pending = null;
+      fetch(url, {
+        method: 'POST', body: body(id), keepalive: true,
+        credentials: opts.withCredentials ? 'include' : 'same-origin',
+      }).catch(function () { if (pending === null) pending = id; });
+    }
+    function flush() {
+      clearTimeout(timer);
+      send();
+    }
+    global.addEventListener('pagehide', flush);
+    global.addEventListener('visibilitychange', function () {
+      if (global.document && global.document.visibilityState === 'hidden') flush();
+    });
+    return {
+      shown: function (id) {
+        pending = id;
+        if (!timer) timer = setTimeout(send, ACK_INTERVAL_MS);
+      },
+      flush: flush,
+    };
+  }
+
   global.SSEHub = { subscribe: subscribe };
-})(typeof window !== 'undefined' ? window : this);
+})(typeof globalThis !== 'undefined' ? globalThis : this);

@@ -317,7 +317,8 @@ pub struct Subscription {
 
 impl Subscription {
     /// The next event. Reconnects as needed; `None` once every topic is
-    /// complete. Errors that retrying cannot fix (a 4xx answer) end it.
+    /// complete, or after `replaced` (a newer connection took its client
+    /// id). Errors that retrying cannot fix (a 4xx answer) end it.
     pub async fn next(&mut self) -> Option<Result<ParsedEvent, Error>> {
         loop {
             if self.done {
@@ -347,6 +348,12 @@ impl Subscription {
                 Some(Ok(Item::Event(event))) => {
                     if event.event_type == "complete" {
                         self.open_topics.remove(&event.data);
+                    }
+                    if event.event_type == "replaced" {
+                        // A newer connection with this client id took over:
+                        // coming back would only take it from that one.
+                        self.done = true;
+                        self.connection = None;
                     }
                     return Some(Ok(event));
                 }

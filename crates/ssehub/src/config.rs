@@ -124,6 +124,9 @@ settings! {
     /// client address; a subscription that would exceed either while others replay is refused
     /// with 503 replay_busy.
     max_replay: usize = "4000000", positive_count;
+    /// Client ids whose acknowledged position (POST /v1/ack) is kept; the longest
+    /// unacknowledged is forgotten first.
+    max_acks: usize = "100000", positive_count;
     /// How long shutdown waits for connections; how long a stream the hub ends may take to
     /// deliver its last bytes, and a replaying stream may go without taking any, before its
     /// connection is reset.
@@ -652,6 +655,7 @@ impl Config {
             retry: self.retry,
             drain_timeout: self.shutdown_timeout,
             max_replay: self.max_replay,
+            max_acks: self.max_acks,
         }
     }
 }

@@ -112,6 +112,24 @@ pub fn last_words(why: StreamEnd, retry: Duration) -> Bytes {
     words.freeze()
 }
 
+/// The id a replaced stream's `replaced` event carries: a plain
+/// `EventSource` that ignores the event reconnects with it as its
+/// `Last-Event-ID`, and the hub refuses that reconnect (`409`), which
+/// `EventSource` does not retry. So two tabs with one client id never take
+/// the connection from each other in a loop.
+pub const REPLACED_ID: &str = "urn:ssehub:replaced";
+
+/// The last words of a stream replaced by a newer connection with the same
+/// client id: `event: replaced`, data `{"client_id": ...}`.
+pub fn replaced(client_id: &str) -> Bytes {
+    let data = serde_json::json!({ "client_id": client_id }).to_string();
+    sse_codec::Event::message(&data)
+        .event_type("replaced")
+        .id(REPLACED_ID)
+        .encode()
+        .expect("constant type and id")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,6 +149,10 @@ mod tests {
             "event: reset\ndata: {\"reason\":\"history_trimmed\",\"topics\":[\"a\",\"b\"]}\n\n"
         );
         assert_eq!(complete("tasks/1"), "event: complete\ndata: tasks/1\n\n");
+        assert_eq!(
+            replaced("tab-1"),
+            "event: replaced\nid: urn:ssehub:replaced\ndata: {\"client_id\":\"tab-1\"}\n\n"
+        );
         assert_eq!(
             last_words(StreamEnd::ShuttingDown, Duration::from_secs(3)),
             "retry: 3000\n: the hub is shutting down; reconnect to resume\n"

@@ -678,3 +678,99 @@ async fn a_record_damaged_while_running_becomes_a_reset_not_a_reconnect_loop() {
     let next = common::next_event(&mut resumed).await;
     assert_eq!(next.last_event_id, ids[6]);
 }
+
+/// `POST /v1/ack` for a client id: the backend reads the position, it
+/// survives a restart, and a connection with that client id and no
+/// `Last-Event-ID` (a page load) resumes after it. Bad input is refused
+/// and records nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_position_survives_a_restart_and_a_page_load_resumes_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ack = |url: String, body: String| async move {
+        let response = reqwest::Client::new()
+            .post(format!("{url}/v1/ack"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
+    };
+    let position = |url: String| async move {
+        let response = reqwest::get(format!("{url}/v1/clients/reader/ack"))
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let json: serde_json::Value = response.json().await.unwrap();
+        (status, json)
+    };
+    let mut ids = Vec::new();
+    {
+        let mut hub = durable_hub(dir.path(), &[]).await;
+        let (status, json) = position(hub.url.clone()).await;
+        assert_eq!(
+            (status, json["error"].as_str()),
+            (404, Some("ack_not_found"))
+        );
+        let client = Hub::new(&hub.url);
+        for i in 0..3 {
+            ids.push(
+                client
+                    .publish(&Publish::new("inbox", format!("note {i}")))
+                    .await
+                    .unwrap(),
+            );
+        }
+        for (body, status, code) in [
+            ("client_id=reader".to_owned(), 400, "missing_field"),
+            (
+                format!("client_id=a%20b&last_event_id={}", ids[0]),
+                400,
+                "invalid_client_id",
+            ),
+            (
+                "client_id=reader&last_event_id=a%0Ab".to_owned(),
+                400,
+                "invalid_last_event_id",
+            ),
+            (
+                format!("client_id=reader&last_event_id={}", "x".repeat(5000)),
+                413,
+                "body_too_large",
+            ),
+        ] {
+            let (got, text) = ack(hub.url.clone(), body).await;
+            assert_eq!(got, status, "{text}");
+            assert!(text.contains(code), "{text}");
+        }
+        assert_eq!(position(hub.url.clone()).await.0, 404);
+        let (status, text) = ack(
+            hub.url.clone(),
+            format!("client_id=reader&last_event_id={}", ids[1]),
+        )
+        .await;
+        assert_eq!(status, 204, "{text}");
+        let (status, json) = position(hub.url.clone()).await;
+        assert_eq!(status, 200, "{json}");
+        assert_eq!(json["last_event_id"], ids[1].as_str());
+        assert_eq!(json["client_id"], "reader");
+        assert!(json["acknowledged_at"].as_str().unwrap().ends_with('Z'));
+        hub.terminate();
+    }
+    let hub = durable_hub(dir.path(), &[]).await;
+    let (_, json) = position(hub.url.clone()).await;
+    assert_eq!(json["last_event_id"], ids[1].as_str(), "{json}");
+    let mut page_load = Hub::new(&hub.url)
+        .connect(&Subscribe {
+            client_id: Some("reader".into()),
+            ..Subscribe::topics(["inbox"])
+        })
+        .await
+        .unwrap();
+    let next = common::next_event(&mut page_load).await;
+    assert_eq!(
+        (next.data.as_str(), &next.last_event_id),
+        ("note 2", &ids[2])
+    );
+}

@@ -216,9 +216,51 @@ async fn a_second_connection_with_the_same_client_id_replaces_the_first() {
     let mut first = hub.client.connect(&with_id("alice")).await.unwrap();
     hub.wait_for_stat("clients", 1).await;
     let mut second = hub.client.connect(&with_id("alice")).await.unwrap();
-    // The first stream ends; the second stays.
-    events_until_end(&mut first).await;
+    // The first stream is told, and ends; the second stays.
+    let last = events_until_end(&mut first).await;
+    let told = last.last().expect("a last event");
+    assert_eq!(
+        (told.event_type.as_str(), told.data.as_str()),
+        ("replaced", r#"{"client_id":"alice"}"#)
+    );
     hub.wait_for_stat("connections", 1).await;
+    // Its automatic reconnect (EventSource sends the event's id back) is
+    // refused with a status EventSource does not retry, and takes nothing.
+    let refused = hub
+        .http
+        .get(format!(
+            "{}/.well-known/mercure?match=news&client_id=alice",
+            hub.url
+        ))
+        .header("last-event-id", first.last_event_id())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 409);
+    let json: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(json["error"], "connection_replaced");
+    // A reconnecting client stops there too, and the newer one stays.
+    let reconnecting = hub.client.clone();
+    let replaced = tokio::spawn(async move {
+        let mut dave = reconnecting.subscribe(with_id("dave"));
+        let mut seen = Vec::new();
+        while let Some(event) = dave.next().await {
+            seen.push(event.unwrap().event_type);
+        }
+        seen
+    });
+    hub.wait_for_stat("clients", 2).await;
+    let newer = hub.client.connect(&with_id("dave")).await.unwrap();
+    let seen = tokio::time::timeout(PATIENCE, replaced)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen, ["replaced"]);
+    hub.wait_for_stat("connections", 2).await;
+    let (_, list) = hub.get_json("/v1/clients").await;
+    assert_eq!(list["clients"][1]["client_id"], "dave");
+    drop(newer);
+    hub.wait_for_stat("clients", 1).await;
     assert_eq!(hub.stats().await["clients"], 1);
 
     let (_, list) = hub.get_json("/v1/clients").await;

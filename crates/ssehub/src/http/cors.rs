@@ -18,6 +18,9 @@ use super::{ApiError, AppState};
 pub struct CorsSettings {
     /// Origins such as `https://app.example.com`, compared exactly.
     pub origins: Vec<String>,
+    /// Every origin, as if listed (`--dev` without `--cors-origin`: a hub
+    /// that lets anyone publish has nothing to keep from other pages).
+    pub any_origin: bool,
 }
 
 enum Allowed {
@@ -33,6 +36,8 @@ impl CorsSettings {
             HeaderValue::from_str(origin).ok().map(Allowed::Origin)
         } else if self.origins.iter().any(|o| o == "*") {
             Some(Allowed::Any)
+        } else if self.any_origin {
+            HeaderValue::from_str(origin).ok().map(Allowed::Origin)
         } else {
             None
         }
@@ -114,4 +119,40 @@ fn apply(headers: &mut HeaderMap, allowed: &Allowed) {
         }
     }
     headers.append(header::VARY, HeaderValue::from_static("origin"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(settings: &CorsSettings, origin: &str) -> Vec<(String, String)> {
+        answer_headers(settings, Some(origin))
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn dev_allows_every_origin_and_a_list_only_its_own() {
+        let dev = CorsSettings {
+            origins: vec![],
+            any_origin: true,
+        };
+        assert_eq!(
+            answer(&dev, "http://other.example:8080"),
+            [
+                ("access-control-allow-origin", "http://other.example:8080"),
+                ("access-control-allow-credentials", "true"),
+                ("vary", "origin"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+        let listed = CorsSettings {
+            origins: vec!["https://app.example".into()],
+            any_origin: false,
+        };
+        assert!(answer(&listed, "http://other.example:8080").is_empty());
+        assert_eq!(answer(&listed, "https://app.example").len(), 3);
+        assert!(answer(&CorsSettings::default(), "https://app.example").is_empty());
+    }
 }

@@ -2,6 +2,7 @@
 //!
 //! Requests become hub calls here; the hub never sees an HTTP type.
 
+mod ack;
 mod admin;
 pub mod auth;
 mod cors;
@@ -84,6 +85,8 @@ fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/v1/stats", get(admin::stats))
         .route("/v1/clients", get(admin::list_clients))
+        .route("/v1/ack", post(ack::acknowledge))
+        .route("/v1/clients/{client_id}/ack", get(ack::position))
         .route("/v1/clients/{client_id}", delete(admin::disconnect_client))
         .route(
             "/v1/clients/{client_id}/events",
@@ -94,6 +97,10 @@ fn router(state: AppState) -> Router {
         .route("/chat", get(pages::chat))
         .route("/live", get(pages::live))
         .route("/ssehub.js", get(pages::helper))
+        .route("/ssehub.mjs", get(pages::helper_module))
+        .route("/ssehub.d.ts", get(pages::helper_types))
+        .route("/favicon.svg", get(pages::icon))
+        .route("/favicon.ico", get(pages::icon))
         .route("/style.css", get(pages::style))
         .route(
             "/demo/upload",
@@ -204,6 +211,7 @@ impl Server {
             )),
             cors: Arc::new(cors::CorsSettings {
                 origins: config.cors_origins.clone(),
+                any_origin: config.dev && config.cors_origins.is_empty(),
             }),
             demo: config.demos_on().then(|| Arc::new(config.demo_settings())),
             hub: hub.clone(),
@@ -396,4 +404,6 @@ async fn accept_loop(listener: TcpListener, state: AppState, shutdown: Cancellat
     state.hub.shut_down_streams();
     connections.close();
     let _ = tokio::time::timeout(state.config.shutdown_timeout, connections.wait()).await;
+    // Acknowledged positions from the last moments, not yet written.
+    state.hub.write_pending(Duration::from_secs(2)).await;
 }

@@ -18,7 +18,19 @@ page!(upload, "upload.html", "text/html; charset=utf-8");
 page!(chat, "chat.html", "text/html; charset=utf-8");
 page!(live, "live.html", "text/html; charset=utf-8");
 page!(helper, "ssehub.js", "text/javascript; charset=utf-8");
+page!(
+    helper_module,
+    "ssehub.mjs",
+    "text/javascript; charset=utf-8"
+);
+page!(
+    helper_types,
+    "ssehub.d.ts",
+    "application/typescript; charset=utf-8"
+);
 page!(style, "style.css", "text/css; charset=utf-8");
+// (Browsers ask for /favicon.ico whatever the page says; both are the SVG.)
+page!(icon, "favicon.svg", "image/svg+xml");
 
 fn serve(body: &'static str, content_type: &'static str) -> Response {
     let mut response = body.into_response();

@@ -7,7 +7,7 @@ use axum::extract::{Extension, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
-use super::auth::Credentials;
+use super::auth::{Credentials, Grants};
 use super::stream::{self, EventStream};
 use super::{ApiError, AppState, ConnectionInfo, form};
 use crate::hub::{Selector, Subscribe, client_topic};
@@ -26,6 +26,26 @@ pub async fn subscribe(
     }
     // CORS headers come from the router's middleware, as for every answer.
     Ok((stream::head(HeaderMap::new()), Body::from_stream(stream)).into_response())
+}
+
+/// Whether these grants may act as `client_id` (open its channel,
+/// acknowledge for it): a client channel is private, only its owner may.
+pub(super) fn may_be(app: &AppState, grants: &Grants, client_id: &str) -> Result<(), ApiError> {
+    if app.config.dev {
+        return Ok(());
+    }
+    let own = client_topic(client_id);
+    let owner = grants.subject.as_deref() == Some(client_id)
+        || grants.subscribe.iter().any(|s| s.matches(&own));
+    if owner {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "client_id_not_allowed",
+            "client_id must be the token's subject (sub), or a topic the token may subscribe to",
+        ))
+    }
 }
 
 /// Checks credentials and limits, registers the subscriber, and returns its
@@ -76,20 +96,19 @@ pub(super) async fn open(
         })?;
         request.last_event_id = Some(value.to_owned());
     }
-    if let Some(client_id) = &request.client_id
-        && !app.config.dev
-    {
-        // A client channel is private: only its owner may open it.
-        let own = client_topic(client_id);
-        let owner = grants.subject.as_deref() == Some(client_id.as_str())
-            || grants.subscribe.iter().any(|s| s.matches(&own));
-        if !owner {
-            return Err(ApiError::new(
-                axum::http::StatusCode::FORBIDDEN,
-                "client_id_not_allowed",
-                "client_id must be the token's subject (sub), or a topic the token may subscribe to",
-            ));
-        }
+    if request.last_event_id.as_deref() == Some(crate::frames::REPLACED_ID) {
+        // A replaced stream's automatic reconnect: `EventSource` does not
+        // retry this answer, so it stops instead of taking the connection
+        // back from the newer one.
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "connection_replaced",
+            "a newer connection with this client_id replaced this one; open a new \
+             connection (without this Last-Event-ID) to take it back",
+        ));
+    }
+    if let Some(client_id) = &request.client_id {
+        may_be(app, &grants, client_id)?;
     }
     let admission = app.limits.admit(client, grants.subject.as_deref())?;
     // (Boxed: what it holds while it waits is not part of every stream's

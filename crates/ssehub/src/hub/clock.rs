@@ -8,7 +8,9 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::Hub;
+use super::state::SubId;
 use crate::frames;
+use crate::frames::StreamEnd;
 
 /// Starts the clock of `hub`.
 pub(super) fn start(hub: &Arc<Hub>) {
@@ -81,8 +83,20 @@ impl Hub {
             // Unregistered now, so nothing more is queued; the writer sends
             // what is, then says why and closes.
             if let Some(sub) = st.remove_subscriber(id) {
-                sub.queue.end(frames::last_words(why, self.config.retry));
+                sub.queue
+                    .end(frames::last_words(why, self.reconnect_after(id, why)));
             }
+        }
+    }
+
+    /// The `retry` a stream's last words give: a stream at the end of its
+    /// lifetime has done nothing wrong, so it comes back within a second
+    /// (at a point spread by its id, so streams opened together do not all
+    /// return at once) instead of after the full delay.
+    fn reconnect_after(&self, id: SubId, why: StreamEnd) -> Duration {
+        match why {
+            StreamEnd::LifetimeReached => Duration::from_millis(id % 1000).min(self.config.retry),
+            StreamEnd::ShuttingDown | StreamEnd::TokenExpired => self.config.retry,
         }
     }
 

@@ -28,7 +28,7 @@ pub(super) struct Commit {
 pub(super) async fn run(
     hub: Weak<Hub>,
     mut queue: mpsc::UnboundedReceiver<Commit>,
-    flush: Arc<Notify>,
+    (flush, told): (Arc<Notify>, Arc<Notify>),
 ) {
     let mut failing = false;
     loop {
@@ -88,6 +88,7 @@ pub(super) async fn run(
         };
         failing = result.is_err();
         hub.store_failed(result.as_ref().err());
+        told.notify_waiters();
         let mut st = hub.state();
         match result {
             Ok(()) => {
@@ -101,11 +102,9 @@ pub(super) async fn run(
             }
             Err(err) => {
                 tracing::error!(%err, events = commits.len(), "store write failed");
-                // The deletions are retried with the next write.
+                // The deletions and positions are retried with the next write.
                 if let Some(pending) = &mut st.pending {
-                    pending.delete.extend(batch.delete);
-                    pending.trimmed.extend(batch.trimmed);
-                    pending.forgotten_topics.extend(batch.forgotten_topics);
+                    pending.retry(batch);
                 }
                 for commit in &commits {
                     hub.abandon(&mut st, &commit.event);

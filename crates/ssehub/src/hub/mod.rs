@@ -20,6 +20,7 @@
 //! guards), `kept` (what memory holds of history), `replay` (history sent
 //! in pieces), `queue` (a subscriber's queue), `selector` (topic selectors).
 
+mod acks;
 mod clock;
 mod commit;
 mod directory;
@@ -46,7 +47,9 @@ pub use crate::event::Event;
 pub use publish::{Publish, PublishError, TopicLimits, validate_topic};
 pub use replay::{PIECE_BYTES, Piece, Replay};
 pub use selector::{Part, Selector, SelectorError};
-pub use subscription::{Registration, Subscribe, SubscribeError, Subscription, address_group};
+pub use subscription::{
+    Registration, Subscribe, SubscribeError, Subscription, address_group, check_client_id,
+};
 
 use crate::frames;
 use crate::store::{MemoryStore, Store, StoreError};
@@ -92,6 +95,8 @@ pub struct HubConfig {
     /// Events waiting to be replayed across all streams; a subscription
     /// that would exceed it is refused while others replay.
     pub max_replay: usize,
+    /// Client ids whose acknowledged position is kept.
+    pub max_acks: usize,
 }
 
 /// Counters and sizes, as `GET /v1/stats` shows them.
@@ -151,6 +156,8 @@ pub struct Hub {
     commits: Option<mpsc::UnboundedSender<commit::Commit>>,
     /// Wakes the committer to write pending deletions without new events.
     flush: Arc<Notify>,
+    /// Told by the committer after each write.
+    written: Arc<Notify>,
     /// Why the last write to the store failed, until one succeeds.
     store_failure: Mutex<Option<String>>,
     /// Lets one subscription with a template or `*` register at a time
@@ -198,6 +205,7 @@ impl Hub {
             store,
             commits,
             flush: Arc::new(Notify::new()),
+            written: Arc::new(Notify::new()),
             store_failure: Mutex::new(None),
             wildcard_gate: tokio::sync::Semaphore::new(1),
             wildcard_waiting: AtomicU64::new(0),
@@ -209,7 +217,8 @@ impl Hub {
         });
         hub.restore()?;
         if let Some(queue) = queue {
-            tokio::spawn(commit::run(Arc::downgrade(&hub), queue, hub.flush.clone()));
+            let signals = (hub.flush.clone(), hub.written.clone());
+            tokio::spawn(commit::run(Arc::downgrade(&hub), queue, signals));
         }
         Ok(hub)
     }
@@ -253,6 +262,7 @@ impl Hub {
         st.last_seq = recovered.last_seq.max(st.applied_seq);
         st.applied_seq = st.last_seq;
         st.forgotten_up_to = st.forgotten_up_to.max(recovered.forgotten_up_to);
+        self.restore_acks(&mut st, recovered.acks);
         if events > 0 {
             tracing::info!(
                 events,
@@ -609,6 +619,21 @@ impl Hub {
         self.state().clients.contains_key(client_id)
     }
 
+    /// Writes what waits for the next commit (acknowledged positions,
+    /// deletions) now, for a shutdown; waits at most `limit`.
+    pub async fn write_pending(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.state().pending.as_ref().is_some_and(|p| !p.is_empty()) {
+            let written = self.written.notified();
+            tokio::pin!(written);
+            written.as_mut().enable();
+            self.flush.notify_one();
+            if tokio::time::timeout_at(deadline, written).await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// Ends every stream after what is queued for it, with a word that the hub
     /// is shutting down, and any stream opened from now on at once.
     pub fn shut_down_streams(&self) {
@@ -661,6 +686,7 @@ mod tests {
             retry: Duration::from_secs(3),
             drain_timeout: Duration::from_secs(10),
             max_replay: 1_000_000,
+            max_acks: 1000,
         }
     }
 
@@ -1197,6 +1223,7 @@ mod properties {
                 retry: Duration::from_secs(3),
                 drain_timeout: Duration::from_secs(10),
                 max_replay: 1_000_000,
+                max_acks: 1000,
             },
             Arc::new(MemoryStore),
         )

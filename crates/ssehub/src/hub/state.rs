@@ -72,6 +72,8 @@ pub(super) struct State {
     pub replay_counted: usize,
     pub replay_by_address: HashMap<std::net::IpAddr, usize>,
     pub replay_share: usize,
+    /// Clients' acknowledged positions.
+    pub acks: super::acks::Acks,
 }
 
 /// Store changes waiting for the next commit.
@@ -80,17 +82,44 @@ pub(super) struct Pending {
     pub delete: Vec<u64>,
     pub trimmed: HashMap<String, u64>,
     pub forgotten_topics: Vec<String>,
+    /// The newest position of each client that acknowledged since.
+    pub acks: HashMap<String, crate::store::Ack>,
+    pub forgotten_acks: HashSet<String>,
 }
 
 impl Pending {
     pub fn is_empty(&self) -> bool {
-        self.delete.is_empty() && self.trimmed.is_empty() && self.forgotten_topics.is_empty()
+        self.delete.is_empty()
+            && self.trimmed.is_empty()
+            && self.forgotten_topics.is_empty()
+            && self.acks.is_empty()
+            && self.forgotten_acks.is_empty()
     }
 
     pub fn into_batch(self, batch: &mut Batch) {
         batch.delete = self.delete;
         batch.trimmed = self.trimmed.into_iter().collect();
         batch.forgotten_topics = self.forgotten_topics;
+        batch.acks = self.acks.into_iter().collect();
+        batch.forgotten_acks = self.forgotten_acks.into_iter().collect();
+    }
+
+    /// Takes back what a failed write did not store, for the next one
+    /// (newer positions taken since win).
+    pub fn retry(&mut self, batch: Batch) {
+        self.delete.extend(batch.delete);
+        self.trimmed.extend(batch.trimmed);
+        self.forgotten_topics.extend(batch.forgotten_topics);
+        for (client, ack) in batch.acks {
+            if !self.forgotten_acks.contains(&client) {
+                self.acks.entry(client).or_insert(ack);
+            }
+        }
+        for client in batch.forgotten_acks {
+            if !self.acks.contains_key(&client) {
+                self.forgotten_acks.insert(client);
+            }
+        }
     }
 }
 

@@ -34,7 +34,14 @@ impl Hub {
     /// be sent first (history or retained states) and the queue of live
     /// events; dropping it unregisters the subscriber.
     pub fn subscribe(self: &Arc<Self>, request: Subscribe) -> Result<Subscription, SubscribeError> {
-        let request = request.validated(self.config.limits)?;
+        let mut request = request.validated(self.config.limits)?;
+        if request.last_event_id.is_none()
+            && let Some(client_id) = &request.client_id
+        {
+            // A page load sends no Last-Event-ID: the client's acknowledged
+            // position stands in for it.
+            request.last_event_id = self.acknowledged(client_id).map(|a| a.last_event_id);
+        }
         let prematch = self.prematch(&request.selectors);
         let mut st = self.state();
         let resume = Resume::resolve(&st, request.last_event_id.as_deref(), &request.private);
@@ -146,8 +153,10 @@ impl Hub {
         if let Some(client_id) = &request.client_id
             && let Some(old) = st.clients.insert(client_id.clone(), id)
         {
-            // The newer connection wins; the older one ends cleanly.
-            st.remove_subscriber(old);
+            // The newer connection wins; the older one is told, and ends.
+            if let Some(replaced) = st.remove_subscriber(old) {
+                replaced.queue.end(frames::replaced(client_id));
+            }
         }
         st.subscribers.insert(
             id,

@@ -102,16 +102,22 @@ impl Subscribe {
             }
         }
         if let Some(client_id) = &self.client_id {
-            let allowed = |c: char| c.is_ascii_alphanumeric() || "-_.~:@".contains(c);
-            if client_id.is_empty() || client_id.len() > 128 || !client_id.chars().all(allowed) {
-                return Err(SubscribeError::InvalidClientId(client_id.clone()));
-            }
+            check_client_id(client_id)?;
             let own = Selector::Exact(client_topic(client_id));
             self.selectors.push(own.clone());
             self.private.push(own);
         }
         Ok(self)
     }
+}
+
+/// A client id is 1 to 128 of `A-Z a-z 0-9 - _ . ~ : @`.
+pub fn check_client_id(client_id: &str) -> Result<(), SubscribeError> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "-_.~:@".contains(c);
+    if client_id.is_empty() || client_id.len() > 128 || !client_id.chars().all(allowed) {
+        return Err(SubscribeError::InvalidClientId(client_id.to_owned()));
+    }
+    Ok(())
 }
 
 /// A registered subscriber's side of the hub.

@@ -20,6 +20,8 @@ const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const TRIMMED: TableDefinition<&str, u64> = TableDefinition::new("trimmed");
 /// `last_seq`, `forgotten_up_to`.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Per client id, its acknowledged position, as JSON.
+const ACKS: TableDefinition<&str, &[u8]> = TableDefinition::new("acks");
 
 const FILE_NAME: &str = "history.redb";
 
@@ -119,6 +121,7 @@ impl DurableStore {
             txn.open_table(TRIMMED)
                 .map_err(|e| damaged(e.to_string()))?;
             txn.open_table(META).map_err(|e| damaged(e.to_string()))?;
+            txn.open_table(ACKS).map_err(|e| damaged(e.to_string()))?;
         }
         txn.commit().map_err(|e| damaged(e.to_string()))?;
         Ok(DurableStore {
@@ -214,6 +217,18 @@ impl Store for DurableStore {
         };
         recovered.last_seq = read_meta("last_seq")?.max(highest);
         recovered.forgotten_up_to = read_meta("forgotten_up_to")?;
+        let acks = txn.open_table(ACKS).map_err(|e| self.damaged(e))?;
+        for entry in acks.iter().map_err(|e| self.damaged(e))? {
+            let (client, ack) = entry.map_err(|e| self.damaged(e))?;
+            // A position is a convenience: one that cannot be read back is
+            // dropped (that client resumes from its own Last-Event-ID).
+            match serde_json::from_slice(ack.value()) {
+                Ok(ack) => recovered.acks.push((client.value().to_owned(), ack)),
+                Err(err) => {
+                    tracing::warn!(client = client.value(), %err, "an unreadable acknowledged position is dropped")
+                }
+            }
+        }
         Ok(recovered)
     }
 
@@ -270,6 +285,15 @@ impl DurableStore {
             }
             for topic in &batch.forgotten_topics {
                 trimmed.remove(topic.as_str()).map_err(write_error)?;
+            }
+            let mut acks = txn.open_table(ACKS).map_err(write_error)?;
+            for client in &batch.forgotten_acks {
+                acks.remove(client.as_str()).map_err(write_error)?;
+            }
+            for (client, ack) in &batch.acks {
+                let json = serde_json::to_vec(ack).map_err(write_error)?;
+                acks.insert(client.as_str(), json.as_slice())
+                    .map_err(write_error)?;
             }
             let mut meta = txn.open_table(META).map_err(write_error)?;
             meta.insert("last_seq", batch.last_seq)

@@ -38,6 +38,20 @@ pub struct Batch {
     pub last_seq: u64,
     /// Highest seq trimmed from topics that were since forgotten.
     pub forgotten_up_to: u64,
+    /// Clients' acknowledged positions, new or moved.
+    pub acks: Vec<(String, Ack)>,
+    /// Clients whose acknowledged position is forgotten.
+    pub forgotten_acks: Vec<String>,
+}
+
+/// A client's acknowledged position: the last event id it says it has
+/// shown, and when it said so.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Ack {
+    /// The event id.
+    pub last_event_id: String,
+    /// When, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
 }
 
 /// What a store holds at startup, besides its events.
@@ -51,6 +65,8 @@ pub struct Recovered {
     pub trimmed: HashMap<String, u64>,
     /// Highest seq trimmed from forgotten topics.
     pub forgotten_up_to: u64,
+    /// Acknowledged positions, by client id.
+    pub acks: Vec<(String, Ack)>,
 }
 
 /// A store failure, with what the operator can do about it.
