@@ -12,7 +12,7 @@
  *     });
  *   </script>
  *
- * or as an ES module (ssehub.mjs, with types in ssehub.d.ts):
+ * or as an ES module (ssehub.mjs, with types in ssehub.d.mts):
  *
  *   import { subscribe } from './ssehub.mjs';
  *
@@ -58,8 +58,8 @@
    *   onReset        function ({reason, topics}): history did not cover the gap
    *   onComplete     function (topic): a topic finished
    *   onError        function ({reason, message, status, code, retrying})
-   *   onStateChange  function (state): 'connecting' | 'open' | 'finished' |
-   *                  'replaced' | 'failed' | 'closed'
+   *   onStateChange  function (state): 'connecting' | 'open' | 'reconnecting' |
+   *                  'finished' | 'replaced' | 'failed' | 'closed'
    * Returns { state, lastEventId, error, close(), takeBack() }.
    */
   function subscribe(options) {
@@ -91,6 +91,7 @@
     var source = null;
     var retryTimer = null;
     var failures = 0;
+    var wasOpen = false;
     var acks = opts.ack ? acknowledger(hubUrl, opts) : null;
 
     function streamUrl(lastEventId) {
@@ -99,6 +100,15 @@
       if (lastEventId) url.searchParams.set('lastEventID', lastEventId);
       if (opts.clientId) url.searchParams.set('client_id', opts.clientId);
       return url.toString();
+    }
+
+    // Not open, and trying to be.
+    function trying() {
+      setState(wasOpen ? 'reconnecting' : 'connecting');
+    }
+
+    function isTrying() {
+      return handle.state === 'connecting' || handle.state === 'reconnecting';
     }
 
     function setState(state) {
@@ -140,7 +150,7 @@
     function connect(lastEventId) {
       var es = new EventSource(streamUrl(lastEventId), { withCredentials: !!opts.withCredentials });
       source = es;
-      setState('connecting');
+      trying();
       var handlers = opts.on || {};
       Object.keys(handlers).forEach(function (type) {
         if (type === 'complete' || type === 'reset' || type === 'replaced') return;
@@ -178,6 +188,7 @@
       });
       es.onopen = function () {
         failures = 0;
+        wasOpen = true;
         handle.error = null;
         setState('open');
       };
@@ -187,25 +198,25 @@
           // EventSource reconnects by itself (a dropped connection, an
           // ended stream). Twice in a row without opening: the hub is
           // unreachable, say so once.
-          if (handle.state === 'connecting' && !(handle.error && handle.error.reason === 'network')) {
+          if (isTrying() && !(handle.error && handle.error.reason === 'network')) {
             report({
               reason: 'network', retrying: true, status: 0, code: '',
               message: 'the hub cannot be reached; reconnecting',
             });
           }
-          setState('connecting');
+          trying();
           return;
         }
         // Given up by EventSource: an error status, a wrong content type,
         // or CORS. Ask the hub why, the same way, with fetch.
         source = null;
-        setState('connecting');
+        trying();
         diagnose(streamUrl(handle.lastEventId), opts.withCredentials).then(decide);
       };
     }
 
     function decide(why) {
-      if (handle.state !== 'connecting' || source) return;
+      if (!isTrying() || source) return;
       var retry = why.retryAfter != null ? why.retryAfter
         : BACKOFF_MS[Math.min(failures, BACKOFF_MS.length - 1)];
       why.retrying = why.reason === 'refused' || why.reason === 'server' || why.reason === 'network';
@@ -261,8 +272,8 @@
         if (res.body && res.body.cancel) res.body.cancel();
         return {
           reason: 'cors', status: 0, code: '', retryAfter: null,
-          message: 'the hub does not allow this page\u2019s origin (' + global.location.origin +
-            '): start it with --cors-origins, or --dev (see docs/BROWSER.md)',
+          message: 'the hub does not allow this page\u2019s origin, ' + global.location.origin +
+            ': start it with --cors-origin ' + global.location.origin + ' (see docs/BROWSER.md)',
         };
       }, function () {
         return { reason: 'network', status: 0, code: '', message: 'the hub cannot be reached; reconnecting', retryAfter: null };

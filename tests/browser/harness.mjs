@@ -35,13 +35,14 @@ export function cleanup(dir) {
 }
 
 /**
- * Runs `ssehub serve --dev` on 127.0.0.1:port with a durable store in dir,
- * and resolves once it prints its address.
+ * Runs `ssehub serve --dev` (or, with `dev: false`, in production mode with
+ * the demos on) on 127.0.0.1:port with a durable store in dir, and resolves
+ * once it prints its address.
  */
-export async function startHub({ port, dir, args = [] }) {
+export async function startHub({ port, dir, args = [], dev = true }) {
   const child = spawn(binary, [
-    'serve', '--dev', '--listen', `127.0.0.1:${port}`, '--data-dir', dir,
-    '--retry', '500ms', ...args,
+    'serve', ...(dev ? ['--dev'] : ['--demos', 'true']), '--listen', `127.0.0.1:${port}`,
+    '--data-dir', dir, '--retry', '500ms', ...args,
   ], { env: { ...process.env, RUST_LOG: 'warn' }, stdio: ['ignore', 'pipe', 'inherit'] });
   const lines = createInterface({ input: child.stdout });
   const url = await new Promise((resolve, reject) => {
@@ -77,6 +78,35 @@ export function launchBrowser() {
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
       '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync'],
   });
+}
+
+/**
+ * What a page logs as errors, and the errors its scripts throw. `network`
+ * keeps the browser's own lines about requests that failed (a hub that
+ * was stopped on purpose), which are no fault of the page.
+ */
+export function consoleErrors(page) {
+  const errors = [];
+  page.on('console', (message) => { if (message.type() === 'error') errors.push(message.text()); });
+  page.on('pageerror', (error) => errors.push(`uncaught: ${error.message}`));
+  return {
+    all: errors,
+    /** The errors other than failed requests. */
+    ofThePage() {
+      return errors.filter((e) => !/net::ERR_|Failed to load resource/.test(e));
+    },
+  };
+}
+
+/** Waits until `check()` (async) is truthy, at most `timeout` ms. */
+export async function until(check, what, timeout = 10_000) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const value = await check().catch(() => null);
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 export async function screenshot(page, name) {

@@ -614,6 +614,7 @@ impl Config {
     pub fn demo_settings(&self) -> crate::demo::DemoSettings {
         crate::demo::DemoSettings {
             tasks: Arc::new(tokio::sync::Semaphore::new(crate::demo::MAX_TASKS)),
+            answers: Default::default(),
             pace: self.demo_pace,
             llm: self
                 .llm_url

@@ -774,3 +774,61 @@ async fn an_acknowledged_position_survives_a_restart_and_a_page_load_resumes_aft
         ("note 2", &ids[2])
     );
 }
+
+/// A flood of acknowledgements for ever new client ids keeps at most
+/// `--max-acks` positions, in memory and in the file: the forgotten ones
+/// are gone from the store too, so a restart with a larger bound does not
+/// bring them back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_acknowledgements_keeps_only_the_newest_positions() {
+    use futures_util::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let found = |url: String, client: String| async move {
+        reqwest::get(format!("{url}/v1/clients/{client}/ack"))
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    {
+        let mut hub = durable_hub(dir.path(), &["--max-acks", "100"]).await;
+        let http = reqwest::Client::new();
+        let url = hub.url.clone();
+        futures_util::stream::iter(0..3000)
+            .map(|i| {
+                let (http, url) = (http.clone(), url.clone());
+                async move {
+                    let response = http
+                        .post(format!("{url}/v1/ack"))
+                        .header("content-type", "application/x-www-form-urlencoded")
+                        .body(format!("client_id=flood-{i}&last_event_id={i}"))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(response.status(), 204);
+                }
+            })
+            .buffer_unordered(16)
+            .collect::<Vec<()>>()
+            .await;
+        // The last ones are kept; so many older ones cannot all be.
+        assert_eq!(found(url.clone(), "flood-2999".into()).await, 200);
+        let mut kept = 0;
+        for i in (0..3000).step_by(30) {
+            if found(url.clone(), format!("flood-{i}")).await == 200 {
+                kept += 1;
+            }
+        }
+        assert!(kept <= 5, "{kept} of 100 sampled old positions kept");
+        hub.terminate();
+    }
+    let hub = durable_hub(dir.path(), &["--max-acks", "100000"]).await;
+    assert_eq!(found(hub.url.clone(), "flood-2999".into()).await, 200);
+    let mut kept = 0;
+    for i in (0..3000).step_by(30) {
+        if found(hub.url.clone(), format!("flood-{i}")).await == 200 {
+            kept += 1;
+        }
+    }
+    assert!(kept <= 5, "{kept} of 100 sampled old positions came back");
+}

@@ -1,7 +1,10 @@
 //! Answers streamed in fragments: `start` (the question), `fragment` events,
-//! then a final `end`. The scripted answerer is deterministic, so an answer
-//! interrupted by a restart continues from the fragments already stored:
-//! the page, resuming with Last-Event-ID, sees every fragment exactly once.
+//! then a final `end` (data `stopped` when the user stopped it, after a
+//! `failed` event when it failed). The scripted answerer is deterministic,
+//! so an answer interrupted by a restart continues from the fragments
+//! already stored: the page, resuming with Last-Event-ID, sees every
+//! fragment exactly once. It answers in the question's language (English,
+//! Chinese, Japanese, Spanish, French, German) and on its subject.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -63,19 +66,36 @@ pub async fn ask(
     )
     .await?;
     let chat = id.clone();
+    let stop = settings.answering(&id, &shutdown);
     tokio::spawn(async move {
         let _place = place;
         let result = match &settings.llm {
-            Some(llm) => relay(&hub, &chat, &question, llm, &shutdown).await,
-            None => answer(&hub, &chat, &question, 0, settings.pace, &shutdown).await,
+            Some(llm) => relay(&hub, &chat, &question, llm, &stop).await,
+            None => answer(&hub, &chat, &question, 0, settings.pace, &stop).await,
         };
-        if let Err(err) = result {
-            tracing::warn!(chat = %chat, %err, "demo answer failed");
-            let _ = publish(&hub, &chat, "error", err, false).await;
-            let _ = publish(&hub, &chat, "end", String::new(), true).await;
-        }
+        finish(&hub, &settings, &chat, result, &shutdown).await;
     });
     Ok(id)
+}
+
+/// After an answer's task: what ends it for the page, unless the hub is
+/// shutting down (a scripted answer then continues after the restart).
+async fn finish(
+    hub: &Hub,
+    settings: &DemoSettings,
+    chat: &str,
+    result: Result<(), String>,
+    shutdown: &CancellationToken,
+) {
+    let stopped = settings.answered(chat);
+    if let Err(err) = result {
+        tracing::warn!(chat = %chat, %err, "demo answer failed");
+        let _ = publish(hub, chat, "failed", err, false).await;
+        let _ = publish(hub, chat, "end", String::new(), true).await;
+    } else if stopped && !shutdown.is_cancelled() {
+        // (If it had just ended, the topic is finished and this is refused.)
+        let _ = publish(hub, chat, "end", "stopped".into(), true).await;
+    }
 }
 
 /// After a restart: continue every scripted answer that has a `start` but no
@@ -119,23 +139,14 @@ pub fn resume_unfinished(
         let id = name.trim_start_matches("chat/").to_owned();
         let (hub, settings, shutdown) = (hub.clone(), settings.clone(), shutdown.clone());
         tracing::info!(chat = %id, fragments = done, "continuing an interrupted answer");
+        let stop = settings.answering(&id, &shutdown);
         tokio::spawn(async move {
             let result = if start.answerer == "scripted" {
-                answer(&hub, &id, &start.question, done, settings.pace, &shutdown).await
+                answer(&hub, &id, &start.question, done, settings.pace, &stop).await
             } else {
-                let _ = publish(
-                    &hub,
-                    &id,
-                    "error",
-                    "the hub restarted; ask again".into(),
-                    false,
-                )
-                .await;
-                publish(&hub, &id, "end", String::new(), true).await
+                Err("the hub restarted while the model was answering; ask again".into())
             };
-            if let Err(err) = result {
-                tracing::warn!(chat = %id, %err, "could not continue an answer");
-            }
+            finish(&hub, &settings, &id, result, &shutdown).await;
         });
     }
 }
@@ -143,14 +154,7 @@ pub fn resume_unfinished(
 /// The scripted answer, in fragments: words (with their following space),
 /// and at most four characters of text that has no spaces (such as Chinese).
 pub fn scripted_fragments(question: &str) -> Vec<String> {
-    let text = format!(
-        "You asked: “{}”.\n\nHere is the answer, streamed one fragment at a time. The hub keeps \
-         one HTTP response open and writes each fragment as an event; if the connection drops, \
-         the browser reconnects with Last-Event-ID and the hub replays exactly what was missed — \
-         nothing lost, nothing repeated.\n\n中文也没问题：每个片段都按顺序到达，不会重复。🎉🚀\n\nThat is the \
-         whole answer.",
-        question.trim()
-    );
+    let text = super::script::answer(question.trim());
     let mut fragments = Vec::new();
     for word in text.split_inclusive([' ', '\n']) {
         let chars: Vec<char> = word.chars().collect();
@@ -307,7 +311,8 @@ mod tests {
         let fragments = scripted_fragments("why SSE?");
         let text: String = fragments.concat();
         assert!(text.starts_with("You asked: “why SSE?”."));
-        assert!(text.contains("中文也没问题"));
+        let chinese: String = scripted_fragments("为什么断线后不会丢消息？").concat();
+        assert!(chinese.contains("不会丢失"));
         assert!(
             fragments.iter().all(|f| f.chars().count() <= 16),
             "{fragments:?}"

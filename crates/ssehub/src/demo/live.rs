@@ -54,11 +54,15 @@ pub async fn run(hub: Arc<Hub>, shutdown: CancellationToken) {
         }
         if n % 3 == 0 && listened(&hub, LOGS) {
             let levels = ["INFO", "INFO", "INFO", "WARN", "DEBUG"];
+            // Numbered by the time (one every 750 ms), not from the start of
+            // this run: after a restart, lines still go on in order.
+            let order = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() / 750 % 10_000_000);
             let line = format!(
-                "{} order #{} processed in {} ms",
-                levels[(n / 3 % 5) as usize],
-                10_000 + n / 3,
-                5 + (n * 7919) % 120
+                "{} order #{order} processed in {} ms",
+                levels[(order % 5) as usize],
+                5 + (order * 7919) % 120
             );
             emit(&hub, LOGS, "log", line, false).await;
         }

@@ -2,7 +2,8 @@
 //! do with the hub, built in so `ssehub serve` shows every scenario working.
 //!
 //! * [`upload`]: a multi-file upload whose processing publishes the task's
-//!   state as the retained state of `tasks/{code}`.
+//!   state as the retained state of `tasks/{code}`; tasks a restart
+//!   interrupted are published as failed.
 //! * [`chat`]: an answer streamed in fragments to `chat/{id}`, scripted or
 //!   relayed from an OpenAI-compatible model; unfinished scripted answers
 //!   continue after a restart.
@@ -17,8 +18,10 @@
 
 pub mod chat;
 pub mod live;
+mod script;
 pub mod upload;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -41,6 +44,33 @@ pub struct DemoSettings {
     pub llm: Option<chat::LlmSettings>,
     /// Places for tasks; a task holds one until it is done.
     pub tasks: Arc<tokio::sync::Semaphore>,
+    /// Answers being written, by chat id, and what stops each.
+    pub answers: Arc<std::sync::Mutex<HashMap<String, CancellationToken>>>,
+}
+
+impl DemoSettings {
+    fn answers(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {
+        self.answers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An answer starts: what stops it (the user, or the hub's shutdown).
+    pub fn answering(&self, chat: &str, shutdown: &CancellationToken) -> CancellationToken {
+        let stop = shutdown.child_token();
+        self.answers().insert(chat.to_owned(), stop.clone());
+        stop
+    }
+
+    /// An answer's task is over: whether it was stopped before its end.
+    pub fn answered(&self, chat: &str) -> bool {
+        self.answers()
+            .remove(chat)
+            .is_some_and(|stop| stop.is_cancelled())
+    }
+
+    /// Stops an answer being written; false if none is.
+    pub fn stop(&self, chat: &str) -> bool {
+        self.answers().get(chat).map(|stop| stop.cancel()).is_some()
+    }
 }
 
 /// A demo task's place, held until the task is done.
@@ -51,6 +81,8 @@ pub type TaskPlace = tokio::sync::OwnedSemaphorePermit;
 pub fn start(hub: Arc<Hub>, settings: Arc<DemoSettings>, shutdown: CancellationToken) {
     tokio::spawn(live::run(hub.clone(), shutdown.clone()));
     chat::resume_unfinished(&hub, &settings, &shutdown);
+    let tasks = hub.clone();
+    tokio::spawn(async move { upload::fail_interrupted(&tasks).await });
 }
 
 /// A short id, unique across restarts: time in microseconds and a counter.

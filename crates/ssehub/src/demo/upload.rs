@@ -1,7 +1,10 @@
 //! Multi-file upload processing: hash each file in paced steps and publish
 //! the task's state (per-file status, current step, finished) as the
 //! retained state of `tasks/{code}`. A page that reloads gets the current
-//! state at once; the last state is `final`, which ends every stream.
+//! state at once; the last state is `final`, which ends every stream: the
+//! task finished, or failed with a reason. A task a restart interrupted
+//! cannot continue (its files were in memory), so it is published as failed
+//! at startup: no page is left watching a "working" state forever.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +13,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::hub::{Hub, Publish};
+use crate::hub::{Hub, Publish, Selector};
 
 /// Steps per file, whatever its size, so small files show progress too.
 const STEPS: usize = 20;
@@ -27,7 +30,7 @@ pub struct UploadedFile {
 struct FileState {
     name: String,
     size: usize,
-    /// `waiting`, `hashing` or `done`.
+    /// `waiting`, `hashing`, `done` or `failed`.
     status: &'static str,
     /// 0 to 1.
     progress: f64,
@@ -39,9 +42,32 @@ struct FileState {
 struct TaskState<'a> {
     code: &'a str,
     step: String,
+    /// The last state: `failed` says whether the task did its work.
     finished: bool,
+    failed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
     files: &'a [FileState],
 }
+
+/// A task's state as read back from history.
+#[derive(serde::Deserialize)]
+struct Stored {
+    files: Vec<StoredFile>,
+}
+
+#[derive(serde::Deserialize)]
+struct StoredFile {
+    name: String,
+    size: usize,
+    status: String,
+    progress: f64,
+    sha256: Option<String>,
+}
+
+/// Why a task a restart interrupted failed, as the page shows it.
+const INTERRUPTED: &str = "the hub restarted while this task was running, and its files were \
+    only in memory: upload them again";
 
 /// The topic of a task.
 pub fn topic(code: &str) -> String {
@@ -79,9 +105,69 @@ pub async fn start(
         let _place = place;
         if let Err(err) = process(&hub, &worker_code, files, &mut states, pace).await {
             tracing::warn!(code = %worker_code, %err, "demo upload task stopped");
+            for file in states.iter_mut().filter(|f| f.status != "done") {
+                file.status = "failed";
+            }
+            let state = TaskState {
+                code: &worker_code,
+                step: "failed".into(),
+                finished: true,
+                failed: true,
+                error: Some(err),
+                files: &states,
+            };
+            let _ = publish_state(&hub, &state).await;
         }
     });
     Ok(code)
+}
+
+/// After a restart: every task whose last state is not final is published
+/// as failed, with the reason, as its final state. What is unfinished is
+/// read from history, as a remote backend would (subscribing to
+/// `tasks/{code}` from `earliest`).
+pub async fn fail_interrupted(hub: &Hub) {
+    let every_task = Selector::parse("tasks/{code}").expect("a valid template");
+    let history = hub.history(&[every_task]).unwrap_or_else(|err| {
+        tracing::warn!(%err, "cannot read the tasks' history: none is closed");
+        Vec::new()
+    });
+    let mut last: std::collections::BTreeMap<&str, &crate::hub::Event> = Default::default();
+    for event in &history {
+        for topic in event.topics.iter().filter(|t| t.starts_with("tasks/")) {
+            last.insert(topic, event);
+        }
+    }
+    for (topic, event) in last {
+        if event.is_final {
+            continue;
+        }
+        let code = topic.trim_start_matches("tasks/");
+        let files: Vec<FileState> = serde_json::from_str::<Stored>(&event.data)
+            .map(|stored| stored.files)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|f| FileState {
+                status: if f.status == "done" { "done" } else { "failed" },
+                name: f.name,
+                size: f.size,
+                progress: f.progress,
+                sha256: f.sha256,
+            })
+            .collect();
+        tracing::info!(code, "failing a task a restart interrupted");
+        let state = TaskState {
+            code,
+            step: "failed".into(),
+            finished: true,
+            failed: true,
+            error: Some(INTERRUPTED.into()),
+            files: &files,
+        };
+        if let Err(err) = publish_state(hub, &state).await {
+            tracing::warn!(code, %err, "could not close an interrupted task");
+        }
+    }
 }
 
 async fn process(
@@ -132,14 +218,22 @@ async fn publish(
         code,
         step,
         finished,
+        failed: false,
+        error: None,
         files,
     };
+    publish_state(hub, &state).await
+}
+
+/// The task's state as the retained state of its topic; a finished one as
+/// the final event.
+async fn publish_state(hub: &Hub, state: &TaskState<'_>) -> Result<(), String> {
     hub.publish(Publish {
-        topics: vec![topic(code)],
-        data: serde_json::to_string(&state).expect("plain struct"),
+        topics: vec![topic(state.code)],
+        data: serde_json::to_string(state).expect("plain struct"),
         event_type: Some("state".into()),
         retain: true,
-        is_final: finished,
+        is_final: state.finished,
         ..Publish::default()
     })
     .await

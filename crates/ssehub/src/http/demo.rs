@@ -137,6 +137,25 @@ pub async fn ask(State(app): State<AppState>, body: Body) -> Result<Response, Ap
     Ok(accepted(serde_json::json!({ "id": id, "topic": topic })))
 }
 
+/// `POST /demo/chat/{id}/stop`: stops an answer being written (`204`); the
+/// answer ends with `end` (data `stopped`). `404 answer_not_running` if it
+/// is not being written.
+pub async fn stop(
+    State(app): State<AppState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    let demo = app.demo.clone().ok_or_else(demos_off)?;
+    if demo.stop(&id) {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "answer_not_running",
+            "no answer with this id is being written (it ended, or never was)",
+        ))
+    }
+}
+
 fn demos_off() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,

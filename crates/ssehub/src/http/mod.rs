@@ -98,7 +98,7 @@ fn router(state: AppState) -> Router {
         .route("/live", get(pages::live))
         .route("/ssehub.js", get(pages::helper))
         .route("/ssehub.mjs", get(pages::helper_module))
-        .route("/ssehub.d.ts", get(pages::helper_types))
+        .route("/ssehub.d.mts", get(pages::helper_types))
         .route("/favicon.svg", get(pages::icon))
         .route("/favicon.ico", get(pages::icon))
         .route("/style.css", get(pages::style))
@@ -107,6 +107,7 @@ fn router(state: AppState) -> Router {
             post(demo::upload).layer(axum::extract::DefaultBodyLimit::max(demo::MAX_UPLOAD)),
         )
         .route("/demo/chat", post(demo::ask))
+        .route("/demo/chat/{id}/stop", post(demo::stop))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

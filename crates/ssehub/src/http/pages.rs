@@ -25,7 +25,7 @@ page!(
 );
 page!(
     helper_types,
-    "ssehub.d.ts",
+    "ssehub.d.mts",
     "application/typescript; charset=utf-8"
 );
 page!(style, "style.css", "text/css; charset=utf-8");
@@ -35,6 +35,16 @@ page!(icon, "favicon.svg", "image/svg+xml");
 fn serve(body: &'static str, content_type: &'static str) -> Response {
     let mut response = body.into_response();
     let headers = response.headers_mut();
+    if content_type.starts_with("text/javascript")
+        || content_type.starts_with("application/typescript")
+    {
+        // The helper is public code: any page may load it, also as an ES
+        // module (fetched with CORS). What it connects to stays guarded.
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+    }
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     // Small, and changed with every release: always revalidate.
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));

@@ -1,7 +1,14 @@
 // Types for ssehub.js / ssehub.mjs.
 
 /** Where a subscription stands. */
-export type State = 'connecting' | 'open' | 'finished' | 'replaced' | 'failed' | 'closed';
+export type State =
+  | 'connecting' // not yet open
+  | 'open'
+  | 'reconnecting' // was open; the connection dropped and is being made again
+  | 'finished' // every topic sent `complete`
+  | 'replaced' // a newer connection with the same client id took over
+  | 'failed' // given up: see `error`
+  | 'closed'; // close() was called
 
 /** Why a connection failed. */
 export interface SubscriptionError {
