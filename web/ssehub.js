@@ -127,6 +127,7 @@
       if (source) source.close();
       source = null;
       if (acks) acks.flush();
+      if (acks && state === 'closed') { acks.detach(); acks = null; }
       setState(state);
     }
 
@@ -246,9 +247,18 @@
     };
     return fetch(url, init).then(function (res) {
       if (res.ok) {
-        // It would work now (it was a passing failure): reconnect.
         if (controller) controller.abort();
-        return { reason: 'network', status: res.status, code: '', message: 'the connection failed; reconnecting', retryAfter: 0 };
+        var type = res.headers.get('content-type') || '';
+        if (type.indexOf('text/event-stream') !== 0) {
+          // Something between the page and the hub (a proxy, a login page)
+          // answers instead: waiting does not help.
+          return {
+            reason: 'invalid', status: res.status, code: '', retryAfter: null,
+            message: 'the answer is ' + (type || 'untyped') + ', not an event stream: is the hub URL right?',
+          };
+        }
+        // It works again (it was a passing failure): reconnect, after a wait.
+        return { reason: 'network', status: res.status, code: '', message: 'the connection failed; reconnecting', retryAfter: null };
       }
       var retryAfter = parseFloat(res.headers.get('retry-after'));
       return res.json().catch(function () { return {}; }).then(function (body) {
@@ -309,16 +319,21 @@
       clearTimeout(timer);
       send();
     }
-    global.addEventListener('pagehide', flush);
-    global.addEventListener('visibilitychange', function () {
+    function hidden() {
       if (global.document && global.document.visibilityState === 'hidden') flush();
-    });
+    }
+    global.addEventListener('pagehide', flush);
+    global.addEventListener('visibilitychange', hidden);
     return {
       shown: function (id) {
         pending = id;
         if (!timer) timer = setTimeout(send, ACK_INTERVAL_MS);
       },
       flush: flush,
+      detach: function () {
+        global.removeEventListener('pagehide', flush);
+        global.removeEventListener('visibilitychange', hidden);
+      },
     };
   }
 

@@ -114,14 +114,41 @@ async fn the_chat_demo_relays_a_streaming_openai_compatible_model() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unreachable_model_ends_the_answer_with_an_error_event() {
+async fn an_unreachable_model_ends_the_answer_with_a_failed_event() {
     let hub = start(|c| c.llm_url = Some("http://127.0.0.1:9/v1".into())).await;
     let topic = ask(&hub, "anyone there?").await;
     let events = tokio::time::timeout(PATIENCE, whole_topic(&hub, &topic))
         .await
         .unwrap();
     let kinds: Vec<&str> = events.iter().map(|(t, _)| t.as_str()).collect();
-    assert_eq!(kinds, ["start", "error", "end", "complete"]);
+    assert_eq!(kinds, ["start", "failed", "end", "complete"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_answer_ends_as_stopped_and_only_a_running_one_can_be_stopped() {
+    let hub = start(|c| c.demo_pace = Duration::from_millis(50)).await;
+    let topic = ask(&hub, "why?").await;
+    let id = topic.trim_start_matches("chat/");
+    let path = format!("/demo/chat/{id}/stop");
+    let stop = || hub.post(&path, "text/plain", "");
+    let (status, body) = stop().await;
+    assert_eq!(status, 204, "{body}");
+    let events = tokio::time::timeout(PATIENCE, whole_topic(&hub, &topic))
+        .await
+        .unwrap();
+    let all = ssehub::demo::chat::scripted_fragments("why?").len();
+    let fragments = events.iter().filter(|(t, _)| t == "fragment").count();
+    assert!(
+        fragments < all,
+        "{fragments} of {all} fragments: not stopped"
+    );
+    let (kind, data) = &events[events.len() - 2];
+    assert_eq!((kind.as_str(), data.as_str()), ("end", "stopped"));
+    let (status, body) = stop().await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("answer_not_running"), "{body}");
+    let (status, _) = hub.post("/demo/chat/nope/stop", "text/plain", "").await;
+    assert_eq!(status, 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
