@@ -108,7 +108,7 @@ test('a hub restart in the middle of an answer ends with the whole answer shown 
     const answer = stored.filter((e) => e.type === 'fragment').map((e) => e.data).join('');
     assert.equal(shown, answer);
     // A question in Chinese about restarts gets its answer in Chinese.
-    assert.ok(shown.startsWith(`你的问题是： “${question}”.`), shown);
+    assert.ok(shown.startsWith(`你的问题是：“${question}”\n`), shown);
     assert.ok(shown.endsWith('回答会接着继续。'), shown);
     assert.equal(shown.split(question).length, 2, 'the answer is shown once');
     // Each fragment is stored once: ids strictly increase, texts add up.

@@ -113,7 +113,7 @@ test('a chat page reloaded mid-answer ends with the whole answer once, and the b
     // the client's acknowledged position.
     const end = stored.find((e) => e.type === 'end');
     assert.equal(await page.evaluate(() => window.subscription.lastEventId), end.id);
-    const clientId = await page.evaluate(() => localStorage.getItem('ssehub-demo-client'));
+    const clientId = `${await page.evaluate(() => localStorage.getItem('ssehub-demo-client'))}.${id}`;
     const ack = await until(async () => {
       const res = await fetch(`${hub.url}/v1/clients/${clientId}/ack`);
       const json = await res.json();
@@ -143,7 +143,7 @@ test('the stop button stops an answer, which ends as stopped', async () => {
     assert.equal(await page.textContent('#conn'), 'stopped');
     assert.ok(await page.isHidden('#stop'));
     const shown = await page.$eval('#answer', (el) => el.textContent);
-    assert.ok(shown.startsWith('Preguntaste: “¿Cómo funciona la reconexión?”.'), shown);
+    assert.ok(shown.startsWith('Preguntaste: “¿Cómo funciona la reconexión?”\n'), shown);
     assert.ok(!shown.includes('Esa es toda la respuesta.'), 'stopped before its end');
     await screenshot(page, 'chat-stopped');
     const id = (await page.evaluate(() => location.hash)).replace('#chat=', '');
@@ -323,6 +323,132 @@ test('every page loads without console errors, has a favicon, and holds at 390 p
       await page.close();
     }
     await context.close();
+  } finally {
+    await hub.stop();
+    cleanup(dir);
+  }
+});
+
+test('chat: a model that cannot be reached ends the answer as failed, said plainly', async () => {
+  const dir = dataDir();
+  const hub = await startHub({ port: await freePort(), dir, args: ['--llm-url', 'http://127.0.0.1:9/v1'] });
+  try {
+    const page = await browser.newPage();
+    const errors = consoleErrors(page);
+    await page.goto(`${hub.url}/chat`);
+    await page.fill('#question', 'anyone there?');
+    await page.click('#ask');
+    await page.waitForSelector('#answer[data-outcome="failed"]', { timeout: 20_000 });
+    assert.equal(await page.textContent('#conn'), 'failed');
+    assert.match(await page.textContent('#notice'), /^The answer failed: the model did not answer/);
+    assert.ok(await page.isHidden('#stop'));
+    await screenshot(page, 'chat-failed');
+    assert.deepEqual(errors.ofThePage(), []);
+    await page.close();
+  } finally {
+    await hub.stop();
+    cleanup(dir);
+  }
+});
+
+test('live: through a hub restart the page says reconnecting, then goes on; log lines stay in order', async () => {
+  const dir = dataDir();
+  const port = await freePort();
+  let hub = await startHub({ port, dir });
+  try {
+    const page = await browser.newPage();
+    const errors = consoleErrors(page);
+    await page.goto(`${hub.url}/live`);
+    await page.waitForFunction(() => document.querySelectorAll('#logs div').length >= 2, null, { timeout: 10_000 });
+    await hub.stop('SIGKILL');
+    await page.waitForFunction(() => window.subscription?.state === 'reconnecting', null, { timeout: 10_000 });
+    assert.equal(await page.textContent('#conn'), 'reconnecting');
+    await screenshot(page, 'live-reconnecting');
+    const before = await page.$$eval('#logs div', (els) => els.length);
+    hub = await startHub({ port, dir });
+    await page.waitForFunction((n) => document.querySelectorAll('#logs div').length >= n + 2, before, { timeout: 15_000 });
+    assert.equal(await page.textContent('#conn'), 'open');
+    // Newest first; the order numbers keep falling down the list.
+    const orders = await page.$$eval('#logs div', (els) => els.map((el) => Number(el.textContent.match(/order #(\d+)/)[1])));
+    assert.deepEqual(orders, [...orders].sort((a, b) => b - a), orders.join());
+    assert.equal(new Set(orders).size, orders.length, 'no line shown twice');
+    // The clock shows the hub's time now, not a value from before.
+    const shown = await page.textContent('#clock');
+    assert.notEqual(shown, '--:--:--');
+    await screenshot(page, 'live-after-restart');
+    assert.deepEqual(errors.ofThePage(), []);
+    await page.close();
+  } finally {
+    await hub.stop();
+    cleanup(dir);
+  }
+});
+
+test('two tabs of one browser on two different answers do not replace each other', async () => {
+  const dir = dataDir();
+  const hub = await startHub({ port: await freePort(), dir, args: ['--demo-pace', '300ms'] });
+  try {
+    const context = await browser.newContext();
+    const tabs = [await context.newPage(), await context.newPage()];
+    for (const [i, tab] of tabs.entries()) {
+      await tab.goto(`${hub.url}/chat`);
+      await tab.fill('#question', `question ${i}: what is SSE?`);
+      await tab.click('#ask');
+      await tab.waitForFunction(() => window.subscription?.state === 'open', null, { timeout: 10_000 });
+    }
+    await until(async () => (await stats(hub.url)).clients === 2, 'two clients');
+    for (const tab of tabs) assert.equal(await state(tab), 'open');
+    await context.close();
+  } finally {
+    await hub.stop();
+    cleanup(dir);
+  }
+});
+
+test('what a publisher sends is shown as text, never run as markup', async () => {
+  const dir = dataDir();
+  const hub = await startHub({ port: await freePort(), dir });
+  try {
+    const hostile = '"><img src=x onerror="window.pwned=1">';
+    const publish = (fields) => fetch(`${hub.url}/.well-known/mercure`, { method: 'POST', body: new URLSearchParams(fields) });
+    const task = {
+      code: 'evil', step: hostile, finished: false, failed: false,
+      files: [{ name: hostile, size: 1, status: hostile, progress: 0.5 }],
+    };
+    assert.equal((await publish({ topic: 'tasks/evil', type: 'state', retain: 'on', data: JSON.stringify(task) })).status, 200);
+    const page = await browser.newPage();
+    await page.goto(`${hub.url}/upload#task=evil`);
+    await page.waitForSelector('.file', { timeout: 10_000 });
+    assert.ok((await page.textContent('.file .name')).startsWith(hostile));
+    await page.goto(`${hub.url}/live`);
+    await page.waitForFunction(() => window.subscription?.state === 'open', null, { timeout: 10_000 });
+    assert.equal((await publish({ topic: 'live/prices', type: 'prices', data: JSON.stringify([{ symbol: hostile, price: 1 }]) })).status, 200);
+    await page.waitForFunction((text) => [...document.querySelectorAll('#prices td')].some((td) => td.textContent === text), hostile, { timeout: 10_000 });
+    assert.equal(await page.evaluate(() => window.pwned), undefined);
+    assert.equal(await page.$$eval('img', (imgs) => imgs.length), 0);
+    await page.close();
+  } finally {
+    await hub.stop();
+    cleanup(dir);
+  }
+});
+
+test('in production mode the chat works without client ids, and says nothing alarming', async () => {
+  const dir = dataDir();
+  const hub = await startHub({ port: await freePort(), dir, dev: false, args: ['--demo-pace', '20ms'] });
+  try {
+    const page = await browser.newPage();
+    await page.goto(`${hub.url}/chat`);
+    for (const question of ['first?', 'second?']) {
+      await page.fill('#question', question);
+      await page.click('#ask');
+      await page.waitForSelector('#answer[data-done="true"]', { timeout: 30_000 });
+      assert.equal(await page.textContent('#conn'), 'done');
+      assert.ok(await page.isHidden('#notice'));
+    }
+    // Refused once, remembered for the tab.
+    assert.equal(await page.evaluate(() => sessionStorage.getItem('ssehub-demo-no-client-ids')), '1');
+    await page.close();
   } finally {
     await hub.stop();
     cleanup(dir);

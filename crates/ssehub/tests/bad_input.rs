@@ -103,11 +103,28 @@ async fn i7_every_bad_publish_is_refused_with_a_json_error_and_nothing_is_stored
         "invalid_type",
     )
     .await;
-    // Ids made of digits are the hub's, and `earliest` means all history.
+    // Ids made of digits are the hub's, `earliest` means all history, and
+    // `urn:ssehub:` ids are the hub's own words (a `replaced` stream's id).
     refused(&hub, FORM, "topic=t&id=42", 400, "invalid_id").await;
     refused(&hub, FORM, "topic=t&id=earliest", 400, "invalid_id").await;
+    refused(
+        &hub,
+        FORM,
+        "topic=t&id=urn:ssehub:replaced",
+        400,
+        "invalid_id",
+    )
+    .await;
+    refused(
+        &hub,
+        FORM,
+        "topic=t&id=urn%3Assehub%3Aother",
+        400,
+        "invalid_id",
+    )
+    .await;
     // The hub's own control events cannot be imitated.
-    for control in ["complete", "reset"] {
+    for control in ["complete", "reset", "replaced"] {
         let body = format!("topic=t&type={control}");
         refused(&hub, FORM, body, 400, "invalid_type").await;
     }

@@ -734,6 +734,17 @@ async fn an_acknowledged_position_survives_a_restart_and_a_page_load_resumes_aft
                 400,
                 "invalid_last_event_id",
             ),
+            // The hub's own marker: a page load must not resume as "replaced".
+            (
+                "client_id=reader&last_event_id=urn:ssehub:replaced".to_owned(),
+                400,
+                "invalid_last_event_id",
+            ),
+            (
+                format!("client_id=reader&last_event_id={}", "x".repeat(257)),
+                400,
+                "invalid_last_event_id",
+            ),
             (
                 format!("client_id=reader&last_event_id={}", "x".repeat(5000)),
                 413,
@@ -744,6 +755,13 @@ async fn an_acknowledged_position_survives_a_restart_and_a_page_load_resumes_aft
             assert_eq!(got, status, "{text}");
             assert!(text.contains(code), "{text}");
         }
+        let json = reqwest::Client::new()
+            .post(format!("{}/v1/ack", hub.url))
+            .json(&serde_json::json!({"client_id": "reader", "last_event_id": ids[0]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(json.status(), 415);
         assert_eq!(position(hub.url.clone()).await.0, 404);
         let (status, text) = ack(
             hub.url.clone(),

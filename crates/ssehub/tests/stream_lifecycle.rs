@@ -126,6 +126,35 @@ async fn the_stream_ends_at_max_lifetime_and_the_client_resumes_exactly() {
     assert_eq!(seen, (0..10).map(|i| i.to_string()).collect::<Vec<_>>());
 }
 
+/// A stream at the end of its lifetime has done nothing wrong: its last
+/// words ask for a reconnect within a second, not after the full delay
+/// (spread by stream, so streams opened together do not all come back at
+/// once), while a shutdown keeps the full delay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lifetime_end_asks_for_a_reconnect_within_a_second() {
+    let hub = start(|c| {
+        c.max_lifetime = Some(Duration::from_millis(300));
+        c.retry = Duration::from_secs(3);
+    })
+    .await;
+    let mut retries = Vec::new();
+    for _ in 0..3 {
+        let mut stream = RawStream::open(&format!("{}?match=life", hub.endpoint()), &[]).await;
+        let body = stream
+            .read_until("the lifetime's last words", |b| {
+                b.contains("maximum connection lifetime reached")
+            })
+            .await;
+        assert!(body.starts_with("retry: 3000\n"), "{body:?}");
+        let last = body.rsplit("retry: ").next().unwrap();
+        let millis: u64 = last.split('\n').next().unwrap().parse().unwrap();
+        assert!(millis < 1000, "{body:?}");
+        retries.push(millis);
+    }
+    retries.dedup();
+    assert!(retries.len() > 1, "not spread: {retries:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retained_state_comes_first_for_new_subscribers() {
     let hub = start(|_| {}).await;

@@ -310,7 +310,7 @@ mod tests {
     fn fragments_rebuild_the_answer_and_split_unspaced_text() {
         let fragments = scripted_fragments("why SSE?");
         let text: String = fragments.concat();
-        assert!(text.starts_with("You asked: “why SSE?”."));
+        assert!(text.starts_with("You asked: “why SSE?”\n"), "{text}");
         let chinese: String = scripted_fragments("为什么断线后不会丢消息？").concat();
         assert!(chinese.contains("不会丢失"));
         assert!(

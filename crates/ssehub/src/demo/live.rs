@@ -28,6 +28,8 @@ pub async fn run(hub: Arc<Hub>, shutdown: CancellationToken) {
     // listens, so an idle hub does not take the stats (a pass over every
     // subscriber under the hub's lock) every second.
     let mut last_published: Option<u64> = None;
+    // The number of the last log line.
+    let mut order: u128 = 0;
     for n in 0u64.. {
         tokio::select! {
             _ = tick.tick() => {}
@@ -56,9 +58,10 @@ pub async fn run(hub: Arc<Hub>, shutdown: CancellationToken) {
             let levels = ["INFO", "INFO", "INFO", "WARN", "DEBUG"];
             // Numbered by the time (one every 750 ms), not from the start of
             // this run: after a restart, lines still go on in order.
-            let order = SystemTime::now()
+            let now = SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() / 750 % 10_000_000);
+                .map_or(0, |d| d.as_millis() / 750);
+            order = now.max(order + 1);
             let line = format!(
                 "{} order #{order} processed in {} ms",
                 levels[(order % 5) as usize],

@@ -30,7 +30,15 @@ pub fn answer(question: &str) -> String {
     let language = language_of(question);
     let subject = subject_of(question);
     let (opening, body, close) = script(language, subject);
-    format!("{opening} “{question}”.\n\n{body}\n\n{close}")
+    // Chinese and Japanese put no space
+    // before the quote; each language quotes its own way, with no stray stop.
+    let quoted = match language {
+        Language::Chinese | Language::Japanese => format!("{opening}“{question}”"),
+        Language::French => format!("{opening} « {question} »"),
+        Language::German => format!("{opening} „{question}“"),
+        _ => format!("{opening} “{question}”"),
+    };
+    format!("{quoted}\n\n{body}\n\n{close}")
 }
 
 fn language_of(question: &str) -> Language {
@@ -46,26 +54,34 @@ fn language_of(question: &str) -> Language {
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
         .collect();
+    // Words that are common in one language and rare in English or the
+    // others; the language with the most wins, English when none.
     let count = |list: &[&str]| words.iter().filter(|w| list.contains(w)).count();
-    let scores = [
+    let mut scores = [
         (
             Language::Spanish,
             count(&[
                 "qué",
-                "que",
                 "cómo",
-                "como",
+                "cuál",
                 "por",
-                "es",
                 "el",
                 "la",
                 "los",
-                "un",
+                "las",
                 "una",
-                "se",
+                "es",
+                "son",
                 "funciona",
                 "conexión",
-            ]) + usize::from(lower.contains('¿') || lower.contains('ñ')),
+                "explica",
+                "explícame",
+                "dime",
+                "hola",
+                "gracias",
+                "eventos",
+                "servidor",
+            ]) + 2 * usize::from(lower.contains('¿') || lower.contains('ñ')),
         ),
         (
             Language::French,
@@ -73,16 +89,26 @@ fn language_of(question: &str) -> Language {
                 "quoi",
                 "comment",
                 "pourquoi",
+                "qu",
                 "est",
                 "le",
                 "les",
                 "une",
                 "des",
                 "ce",
-                "qu",
                 "fonctionne",
                 "connexion",
-            ]),
+                "explique",
+                "moi",
+                "plaît",
+                "bonjour",
+                "merci",
+                "événements",
+                "serveur",
+                "sont",
+            ]) + usize::from(
+                lower.contains('ç') || lower.contains("s'il") || lower.contains("s’il"),
+            ),
         ),
         (
             Language::German,
@@ -91,6 +117,7 @@ fn language_of(question: &str) -> Language {
                 "wie",
                 "warum",
                 "ist",
+                "sind",
                 "der",
                 "die",
                 "das",
@@ -99,14 +126,39 @@ fn language_of(question: &str) -> Language {
                 "und",
                 "funktioniert",
                 "verbindung",
-            ]) + usize::from(lower.contains('ß') || lower.contains('ü') || lower.contains('ö')),
+                "erklär",
+                "erkläre",
+                "mir",
+                "bitte",
+                "geht",
+                "dir",
+                "ereignisse",
+                "vom",
+                "mit",
+            ]) + usize::from(
+                lower.contains('ß')
+                    || lower.contains('ü')
+                    || lower.contains('ö')
+                    || lower.contains('ä'),
+            ),
         ),
     ];
+    // "was" is also English: it counts for German only beside another.
+    if words.contains(&"was") && scores[2].1 == 1 {
+        scores[2].1 = 0;
+    }
     let (best, score) = scores
         .into_iter()
         .max_by_key(|(_, score)| *score)
         .expect("three languages");
-    if score >= 2 { best } else { Language::English }
+    let english = count(&[
+        "what", "how", "why", "is", "are", "the", "does", "do", "can", "you", "explain", "tell",
+    ]);
+    if score > english {
+        best
+    } else {
+        Language::English
+    }
 }
 
 fn subject_of(question: &str) -> Subject {
@@ -276,6 +328,11 @@ mod tests {
             ("Comment fonctionne la reconnexion ?", Language::French),
             ("Wie funktioniert die Verbindung?", Language::German),
             ("What is the capital of France?", Language::English),
+            ("Was sind Server-Sent Events?", Language::German),
+            ("Erklär mir bitte SSE", Language::German),
+            ("Wie geht es dir?", Language::German),
+            ("Explique-moi SSE s'il te plaît", Language::French),
+            ("What was that?", Language::English),
         ] {
             assert_eq!(language_of(question), language, "{question}");
         }
@@ -284,7 +341,7 @@ mod tests {
         assert_eq!(subject_of("tell me a joke"), Subject::Other);
         let zh = answer("为什么断线后不会丢消息？");
         assert!(
-            zh.starts_with("你的问题是： “为什么断线后不会丢消息？”"),
+            zh.starts_with("你的问题是：“为什么断线后不会丢消息？”\n"),
             "{zh}"
         );
         assert!(zh.contains("不会丢失"), "{zh}");

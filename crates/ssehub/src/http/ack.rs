@@ -16,12 +16,13 @@ use futures_util::StreamExt;
 
 use super::auth::Credentials;
 use super::{ApiError, AppState, form, subscribe};
-use crate::hub::check_client_id;
+use crate::hub::{RESERVED_ID_PREFIX, check_client_id};
 
 /// Largest body: two short fields.
 const MAX_ACK_BODY: usize = 4096;
-/// Longest event id acknowledged.
-const MAX_ID_LENGTH: usize = 1024;
+/// Longest event id acknowledged: with `--max-acks` positions, what they
+/// can hold in all is bounded (about 400 bytes each at most).
+const MAX_ID_LENGTH: usize = 256;
 
 /// `POST /v1/ack`: `204` once the position is recorded.
 pub async fn acknowledge(
@@ -31,6 +32,14 @@ pub async fn acknowledge(
     body: Body,
 ) -> Result<Response, ApiError> {
     let body = read_small(body).await?;
+    if !body.is_empty() && !is_form(&headers) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_content_type",
+            "an acknowledgement is a form: application/x-www-form-urlencoded \
+             (client_id=...&last_event_id=...)",
+        ));
+    }
     let invalid = |e: form::FormError| ApiError::bad_request("invalid_utf8", e.to_string());
     let mut fields = form::parse(query.as_deref().unwrap_or("").as_bytes()).map_err(invalid)?;
     fields.extend(form::parse(&body).map_err(invalid)?);
@@ -47,11 +56,13 @@ pub async fn acknowledge(
     if last_event_id.is_empty()
         || last_event_id.len() > MAX_ID_LENGTH
         || last_event_id.contains(['\n', '\r', '\0'])
+        || last_event_id.starts_with(RESERVED_ID_PREFIX)
     {
         return Err(ApiError::bad_request(
             "invalid_last_event_id",
             format!(
-                "last_event_id must be an event id: 1 to {MAX_ID_LENGTH} bytes, no line breaks"
+                "last_event_id must be an event id: 1 to {MAX_ID_LENGTH} bytes, no line breaks, \
+                 not starting with {RESERVED_ID_PREFIX:?}"
             ),
         ));
     }
@@ -90,6 +101,17 @@ pub async fn position(
         "acknowledged_at": humantime::format_rfc3339_millis(at).to_string(),
     }))
     .into_response())
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
 }
 
 async fn read_small(body: Body) -> Result<Vec<u8>, ApiError> {

@@ -44,7 +44,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use queue::TrySendError;
 
 pub use crate::event::Event;
-pub use publish::{Publish, PublishError, TopicLimits, validate_topic};
+pub use publish::{Publish, PublishError, RESERVED_ID_PREFIX, TopicLimits, validate_topic};
 pub use replay::{PIECE_BYTES, Piece, Replay};
 pub use selector::{Part, Selector, SelectorError};
 pub use subscription::{

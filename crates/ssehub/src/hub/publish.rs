@@ -90,7 +90,12 @@ pub struct TopicLimits {
 
 /// The types of the control events the hub sends itself (`frames`): a
 /// publisher's event must never pass for one of them.
-pub const CONTROL_TYPES: [&str; 2] = ["reset", "complete"];
+pub const CONTROL_TYPES: [&str; 3] = ["reset", "complete", "replaced"];
+
+/// Ids in this namespace are the hub's own (such as
+/// [`crate::frames::REPLACED_ID`]): an event or an acknowledgement with one
+/// could pass for the hub's words.
+pub const RESERVED_ID_PREFIX: &str = "urn:ssehub:";
 
 impl Publish {
     /// Checks everything that does not depend on the hub's state.
@@ -120,6 +125,11 @@ impl Publish {
                 return Err(PublishError::InvalidId(
                     "\"earliest\" is reserved: as Last-Event-ID it means all history".into(),
                 ));
+            }
+            if id.starts_with(RESERVED_ID_PREFIX) {
+                return Err(PublishError::InvalidId(format!(
+                    "ids starting with {RESERVED_ID_PREFIX:?} are reserved for the hub's own"
+                )));
             }
         }
         if let Some(event_type) = &self.event_type {
