@@ -454,3 +454,36 @@ test('in production mode the chat works without client ids, and says nothing ala
     cleanup(dir);
   }
 });
+
+test('chat: asking while the hub is down is told on the page, and the status line never reads "error: undefined"', async () => {
+  const dir = dataDir();
+  const port = await freePort();
+  let hub = await startHub({ port, dir, args: ['--demo-pace', '50ms'] });
+  try {
+    const page = await browser.newPage();
+    const dialogs = [];
+    page.on('dialog', (dialog) => { dialogs.push(dialog.message()); dialog.dismiss(); });
+    await page.goto(`${hub.url}/chat`);
+    await page.fill('#question', 'what is SSE?');
+    await page.click('#ask');
+    await page.waitForFunction(() => parseInt(document.getElementById('meta').textContent, 10) >= 3, null, { timeout: 20_000 });
+    await hub.stop('SIGKILL');
+    await page.waitForFunction(() => window.subscription?.state === 'reconnecting', null, { timeout: 10_000 });
+    await page.waitForSelector('#notice:not([hidden])', { timeout: 10_000 });
+    assert.doesNotMatch(await page.textContent('#meta'), /error|undefined/);
+    assert.equal(await page.textContent('#conn'), 'reconnecting');
+    await screenshot(page, 'chat-reconnecting');
+    await page.fill('#question', 'and now?');
+    await page.click('#ask');
+    await page.waitForSelector('#form-notice:not([hidden])', { timeout: 10_000 });
+    assert.equal(await page.textContent('#form-notice'), 'Asking failed: the hub cannot be reached; try again in a moment');
+    hub = await startHub({ port, dir, args: ['--demo-pace', '50ms'] });
+    await page.waitForSelector('#answer[data-done="true"]', { timeout: 30_000 });
+    assert.equal(await page.textContent('#conn'), 'done');
+    assert.deepEqual(dialogs, []);
+    await page.close();
+  } finally {
+    await hub.stop();
+    cleanup(dir);
+  }
+});
