@@ -88,7 +88,6 @@ pub(super) async fn run(
         };
         failing = result.is_err();
         hub.store_failed(result.as_ref().err());
-        told.notify_waiters();
         let mut st = hub.state();
         match result {
             Ok(()) => {
@@ -115,5 +114,7 @@ pub(super) async fn run(
                 }
             }
         }
+        // (After what failed is pending again, so a waiter sees it.)
+        told.notify_waiters();
     }
 }
