@@ -64,7 +64,7 @@ export interface Subscription {
   readonly error: SubscriptionError | null;
   /** Closes the connection for good (state 'closed'). */
   close(): void;
-  /** Reconnects after 'replaced' or 'failed', resuming after lastEventId. */
+  /** Reconnects after 'replaced' or 'failed' (no-op otherwise), resuming after lastEventId. */
   takeBack(): void;
 }
 

@@ -131,8 +131,10 @@
       setState(state);
     }
 
+    // After 'replaced' or 'failed' only: a closed or finished subscription
+    // stays so.
     function takeBack() {
-      if (source) return;
+      if (source || (handle.state !== 'replaced' && handle.state !== 'failed')) return;
       clearTimeout(retryTimer);
       handle.error = null;
       connect(handle.lastEventId);
@@ -187,14 +189,17 @@
           message: 'this connection was taken over by another one with the same client id (another tab?)',
         });
       });
-      es.onopen = function () {
+      // A message published as type `open` or `error` (other hubs allow it)
+      // reaches these handlers too: only the connection's own events count.
+      es.onopen = function (event) {
+        if (event && 'data' in event) return;
         failures = 0;
         wasOpen = true;
         handle.error = null;
         setState('open');
       };
-      es.onerror = function () {
-        if (source !== es) return;
+      es.onerror = function (event) {
+        if (source !== es || (event && 'data' in event)) return;
         if (es.readyState !== EventSource.CLOSED) {
           // EventSource reconnects by itself (a dropped connection, an
           // ended stream). Twice in a row without opening: the hub is

@@ -653,6 +653,8 @@ async fn clients_behind_a_trusted_proxy_are_counted_by_forwarded_address() {
     }
     let refused = via("127.0.0.1", "198.51.100.1", "match=a").await.unwrap();
     assert_eq!(refused.status(), 429);
+    // A limit of connections: worth trying again soon (ssehub.js does).
+    assert_eq!(refused.headers()["retry-after"], "5");
     let json: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(json["error"], "too_many_connections_from_address");
     // A Forwarded header the client wrote (which the proxy passed through)

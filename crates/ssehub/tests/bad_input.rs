@@ -123,8 +123,9 @@ async fn i7_every_bad_publish_is_refused_with_a_json_error_and_nothing_is_stored
         "invalid_id",
     )
     .await;
-    // The hub's own control events cannot be imitated.
-    for control in ["complete", "reset", "replaced"] {
+    // The hub's own control events cannot be imitated, nor the browser's
+    // own events (EventSource would call onerror/onopen).
+    for control in ["complete", "reset", "replaced", "error", "open"] {
         let body = format!("topic=t&type={control}");
         refused(&hub, FORM, body, 400, "invalid_type").await;
     }

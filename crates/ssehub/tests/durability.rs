@@ -850,3 +850,67 @@ async fn a_flood_of_acknowledgements_keeps_only_the_newest_positions() {
     }
     assert!(kept <= 5, "{kept} of 100 sampled old positions came back");
 }
+
+/// The demo's worker fails, at startup, the tasks a restart interrupted
+/// (kill -9 mid-upload): their last state becomes failed and final. Another
+/// application's `tasks/...` topics on the same hub are left alone, whatever
+/// they hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_fails_the_demo_s_interrupted_tasks_and_no_one_else_s() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--demo-pace", "200ms"];
+    let mut hub = durable_hub(dir.path(), &args).await;
+    let client = Hub::new(&hub.url);
+    for (topic, data) in [
+        ("tasks/app-1", r#"{"step":2}"#),
+        ("tasks/app-2", r#"{"finished":false,"files":[]}"#),
+        ("tasks/app-3", "not json"),
+    ] {
+        let mut state = Publish::new(topic, data);
+        state.retain = true;
+        state.event_type = Some("state".into());
+        client.publish(&state).await.unwrap();
+    }
+    let upload = "--x\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.txt\"\r\n\r\n\
+                  hello\r\n--x--\r\n";
+    let answer: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/demo/upload", hub.url))
+        .header("content-type", "multipart/form-data; boundary=x")
+        .body(upload)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let topic = answer["topic"].as_str().unwrap().to_owned();
+    hub.child.kill().unwrap(); // SIGKILL, mid-task
+    hub.child.wait().unwrap();
+    let hub = durable_hub(dir.path(), &args).await;
+    let client = Hub::new(&hub.url);
+    let mut demo = client.connect(&Subscribe::topics([topic])).await.unwrap();
+    let events = common::events_until_end(&mut demo).await;
+    let last: serde_json::Value = serde_json::from_str(&events[events.len() - 2].data).unwrap();
+    assert_eq!(
+        (last["failed"].as_bool(), last["finished"].as_bool()),
+        (Some(true), Some(true))
+    );
+    assert!(
+        last["error"].as_str().unwrap().contains("restarted"),
+        "{last}"
+    );
+    assert_eq!(events.last().unwrap().event_type, "complete");
+    // (Failed together with the demo's task, if they were to be.)
+    for (topic, data) in [
+        ("tasks/app-1", r#"{"step":2}"#),
+        ("tasks/app-2", r#"{"finished":false,"files":[]}"#),
+        ("tasks/app-3", "not json"),
+    ] {
+        let mut stream = client.connect(&Subscribe::topics([topic])).await.unwrap();
+        let first = common::next_event(&mut stream).await;
+        assert_eq!(first.data, data, "{topic}");
+        let published = client.publish(&Publish::new(topic, "still open")).await;
+        assert!(published.is_ok(), "{topic} was closed: {published:?}");
+        assert_eq!(common::next_event(&mut stream).await.data, "still open");
+    }
+}

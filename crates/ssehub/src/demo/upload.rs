@@ -13,6 +13,8 @@ use bytes::Bytes;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use futures_util::StreamExt;
+
 use crate::hub::{Hub, Publish, Selector};
 
 /// Steps per file, whatever its size, so small files show progress too.
@@ -38,8 +40,14 @@ struct FileState {
     sha256: Option<String>,
 }
 
+/// Marks the states this worker publishes: at startup it fails only its
+/// own unfinished tasks, never another application's `tasks/...` topics.
+const WORKER: &str = "ssehub-demo";
+
 #[derive(Serialize)]
 struct TaskState<'a> {
+    /// Always [`WORKER`].
+    worker: &'static str,
     code: &'a str,
     step: String,
     /// The last state: `failed` says whether the task did its work.
@@ -53,6 +61,8 @@ struct TaskState<'a> {
 /// A task's state as read back from history.
 #[derive(serde::Deserialize)]
 struct Stored {
+    worker: String,
+    finished: bool,
     files: Vec<StoredFile>,
 }
 
@@ -109,6 +119,7 @@ pub async fn start(
                 file.status = "failed";
             }
             let state = TaskState {
+                worker: WORKER,
                 code: &worker_code,
                 step: "failed".into(),
                 finished: true,
@@ -138,35 +149,55 @@ pub async fn fail_interrupted(hub: &Hub) {
             last.insert(topic, event);
         }
     }
-    for (topic, event) in last {
-        if event.is_final {
-            continue;
-        }
-        let code = topic.trim_start_matches("tasks/");
-        let files: Vec<FileState> = serde_json::from_str::<Stored>(&event.data)
-            .map(|stored| stored.files)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|f| FileState {
-                status: if f.status == "done" { "done" } else { "failed" },
-                name: f.name,
-                size: f.size,
-                progress: f.progress,
-                sha256: f.sha256,
-            })
-            .collect();
-        tracing::info!(code, "failing a task a restart interrupted");
-        let state = TaskState {
-            code,
-            step: "failed".into(),
-            finished: true,
-            failed: true,
-            error: Some(INTERRUPTED.into()),
-            files: &files,
-        };
-        if let Err(err) = publish_state(hub, &state).await {
-            tracing::warn!(code, %err, "could not close an interrupted task");
-        }
+    // Only this worker's tasks whose last state says they were running.
+    let interrupted: Vec<(String, Stored)> = last
+        .into_iter()
+        .filter(|(_, event)| !event.is_final && event.event_type.as_deref() == Some("state"))
+        .filter_map(|(topic, event)| {
+            let stored: Stored = serde_json::from_str(&event.data).ok()?;
+            (stored.worker == WORKER && !stored.finished)
+                .then(|| (topic.trim_start_matches("tasks/").to_owned(), stored))
+        })
+        .collect();
+    if interrupted.is_empty() {
+        return;
+    }
+    tracing::info!(
+        tasks = interrupted.len(),
+        "failing the demo tasks a restart interrupted"
+    );
+    // Published together, so group commit writes them in a few batches.
+    futures_util::stream::iter(interrupted)
+        .map(|(code, stored)| fail(hub, code, stored))
+        .buffer_unordered(256)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+/// Publishes an interrupted task as failed: its files not done, failed.
+async fn fail(hub: &Hub, code: String, stored: Stored) {
+    let files: Vec<FileState> = stored
+        .files
+        .into_iter()
+        .map(|f| FileState {
+            status: if f.status == "done" { "done" } else { "failed" },
+            name: f.name,
+            size: f.size,
+            progress: f.progress,
+            sha256: f.sha256,
+        })
+        .collect();
+    let state = TaskState {
+        worker: WORKER,
+        code: &code,
+        step: "failed".into(),
+        finished: true,
+        failed: true,
+        error: Some(INTERRUPTED.into()),
+        files: &files,
+    };
+    if let Err(err) = publish_state(hub, &state).await {
+        tracing::warn!(code, %err, "could not close an interrupted task");
     }
 }
 
@@ -215,6 +246,7 @@ async fn publish(
     files: &[FileState],
 ) -> Result<(), String> {
     let state = TaskState {
+        worker: WORKER,
         code,
         step,
         finished,

@@ -83,7 +83,7 @@ impl Verifier {
             .map_err(|_| format!("unknown JWT algorithm {:?}", settings.algorithm))?;
         let key = decoding_key(key, algorithm)?;
         let mut validation = Validation::new(algorithm);
-        validation.leeway = 5;
+        validation.leeway = LEEWAY_SECONDS;
         validation.validate_nbf = true;
         validation.required_spec_claims = HashSet::new();
         if settings.require_exp {
@@ -168,13 +168,22 @@ struct MercureClaim {
     subscribe: Vec<String>,
 }
 
+/// Seconds a token is still accepted after its `exp` (and before its
+/// `nbf`): clocks of the issuer and the hub differ a little.
+const LEEWAY_SECONDS: u64 = 5;
+
 impl Claims {
     fn grants(self) -> Result<Grants, String> {
         let mut grants = Grants {
             subject: self.sub,
-            // An expiry too far ahead to represent is none.
+            // Honoured as long as it is accepted (the leeway included): a
+            // token accepted a second after `exp` must not open a stream
+            // that ends at once and is reopened with the same token. An
+            // expiry too far ahead to represent is none.
+            // (It is accepted through the whole second `exp + leeway`.)
             expires_at: self
                 .exp
+                .and_then(|s| s.checked_add(LEEWAY_SECONDS + 1))
                 .and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s))),
             ..Grants::default()
         };

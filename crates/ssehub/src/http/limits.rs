@@ -280,9 +280,15 @@ fn decrement<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
     }
 }
 
+/// A connection limit: connections come and go, so a client may try again
+/// soon (`ssehub.js` waits for `Retry-After`; `EventSource` alone gives up).
 fn too_many(code: &'static str, message: String) -> ApiError {
     ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message)
+        .with_header(axum::http::header::RETRY_AFTER, RETRY_AFTER_SECONDS)
 }
+
+/// How long a client refused at a connection limit is asked to wait.
+const RETRY_AFTER_SECONDS: &str = "5";
 
 #[cfg(test)]
 mod tests {

@@ -1428,10 +1428,13 @@ mod properties {
                     || i.contains(['\r', '\n', '\0'])
                     || i.bytes().all(|b| b.is_ascii_digit())
                     || i == "earliest"
+                    || i.starts_with(publish::RESERVED_ID_PREFIX)
             });
-            let bad_type = event_type
-                .as_deref()
-                .is_some_and(|t| t.contains(['\r', '\n']) || publish::CONTROL_TYPES.contains(&t));
+            let bad_type = event_type.as_deref().is_some_and(|t| {
+                t.contains(['\r', '\n'])
+                    || publish::CONTROL_TYPES.contains(&t)
+                    || publish::BROWSER_TYPES.contains(&t)
+            });
             let bad_topic = topic.contains(['\r', '\n']);
             match result {
                 Err(_) => prop_assert!(bad_id || bad_type || bad_topic),

@@ -92,6 +92,11 @@ pub struct TopicLimits {
 /// publisher's event must never pass for one of them.
 pub const CONTROL_TYPES: [&str; 3] = ["reset", "complete", "replaced"];
 
+/// Event types `EventSource` fires itself: a published event with one of
+/// them reaches a page's `onerror`/`onopen` as if the connection had failed
+/// or opened.
+pub const BROWSER_TYPES: [&str; 2] = ["error", "open"];
+
 /// Ids in this namespace are the hub's own (such as
 /// [`crate::frames::REPLACED_ID`]): an event or an acknowledgement with one
 /// could pass for the hub's words.
@@ -138,6 +143,12 @@ impl Publish {
             if CONTROL_TYPES.contains(&event_type.as_str()) {
                 return Err(PublishError::InvalidType(format!(
                     "{event_type:?} is a control event the hub sends itself"
+                )));
+            }
+            if BROWSER_TYPES.contains(&event_type.as_str()) {
+                return Err(PublishError::InvalidType(format!(
+                    "{event_type:?} is EventSource's own: a browser would take the event for its \
+                     connection's {event_type} and call onerror/onopen"
                 )));
             }
         }
