@@ -442,7 +442,8 @@ test('in production mode the chat works without client ids, and says nothing ala
     for (const question of ['first?', 'second?']) {
       await page.fill('#question', question);
       await page.click('#ask');
-      await page.waitForSelector('#answer[data-done="true"]', { timeout: 30_000 });
+      await page.waitForFunction((q) => document.getElementById('asked').textContent === q
+        && document.getElementById('answer').dataset.done === 'true', question, { timeout: 30_000 });
       assert.equal(await page.textContent('#conn'), 'done');
       assert.ok(await page.isHidden('#notice'));
     }
