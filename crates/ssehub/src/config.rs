@@ -90,6 +90,9 @@ macro_rules! settings {
 settings! {
     /// Address to listen on.
     listen: SocketAddr = "127.0.0.1:8080", address;
+    /// The hub's URL as clients reach it, e.g. https://hub.example.com/.well-known/mercure:
+    /// relative URL patterns and topics resolve against it (default: http://LISTEN/.well-known/mercure).
+    public_url: Option<url::Url> = "", optional_url;
     /// Where history is kept: durable (one file in the data directory; every acknowledged
     /// event survives a crash) or memory (nothing survives a restart).
     store: StoreKind = "durable", store;
@@ -602,7 +605,17 @@ impl Config {
             audience: self.jwt_audience.clone(),
             issuer: self.jwt_issuer.clone(),
             require_exp: self.jwt_require_exp,
+            hub_url: Some(self.hub_url()),
         }
+    }
+
+    /// The hub's subscription URL: `--public-url`, or one made of the listen
+    /// address.
+    pub fn hub_url(&self) -> url::Url {
+        self.public_url.clone().unwrap_or_else(|| {
+            url::Url::parse(&format!("http://{}/.well-known/mercure", self.listen))
+                .expect("an address makes a URL")
+        })
     }
 
     /// Whether the demo backend runs: as asked, or with `--dev` only.

@@ -77,6 +77,21 @@ pub const fn optional_text() -> Parser<Option<String>> {
     })
 }
 
+/// An absolute http(s) URL, or nothing when empty.
+pub const fn optional_url() -> Parser<Option<url::Url>> {
+    value("URL", |text| {
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let url = url::Url::parse(text.trim())
+            .map_err(|e| format!("{text:?} is not an absolute URL: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!("{text:?} is not an http or https URL"));
+        }
+        Ok(Some(url))
+    })
+}
+
 /// The admin credential: nothing, or at least 16 bytes.
 pub const fn admin_token() -> Parser<Option<String>> {
     value("TOKEN", |text| match text.len() {

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::ApiError;
-use crate::hub::{Part, Selector};
+use crate::hub::Selector;
 
 /// Most `mercure` authorization details, topics per detail, and bytes per
 /// topic pattern a token may carry.
@@ -57,6 +57,8 @@ impl Grants {
 pub struct Verifier {
     key: DecodingKey,
     validation: Validation,
+    /// What relative URL patterns in grants resolve against.
+    hub_url: url::Url,
 }
 
 /// Settings of the auth layer.
@@ -74,6 +76,8 @@ pub struct AuthSettings {
     pub issuer: Option<String>,
     /// Refuse tokens without `exp`.
     pub require_exp: bool,
+    /// The hub's URL (`--public-url`), for URL patterns in grants.
+    pub hub_url: Option<url::Url>,
 }
 
 impl Verifier {
@@ -102,14 +106,21 @@ impl Verifier {
             validation.set_issuer(&[issuer]);
             validation.required_spec_claims.insert("iss".to_owned());
         }
-        Ok(Verifier { key, validation })
+        let hub_url = settings.hub_url.clone().unwrap_or_else(|| {
+            url::Url::parse("http://localhost/.well-known/mercure").expect("a URL")
+        });
+        Ok(Verifier {
+            key,
+            validation,
+            hub_url,
+        })
     }
 
     /// Checks a token and reads its grants.
     pub fn verify(&self, token: &str) -> Result<Grants, String> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|e| describe(&e))?;
-        data.claims.grants()
+        data.claims.grants(&self.hub_url)
     }
 }
 
@@ -173,7 +184,7 @@ struct MercureClaim {
 const LEEWAY_SECONDS: u64 = 5;
 
 impl Claims {
-    fn grants(self) -> Result<Grants, String> {
+    fn grants(self, hub_url: &url::Url) -> Result<Grants, String> {
         let mut grants = Grants {
             subject: self.sub,
             // Honoured as long as it is accepted (the leeway included): a
@@ -204,23 +215,36 @@ impl Claims {
             }
         }
         if let Some(details) = self.authorization_details {
+            // The draft's type, and the one of the drafts before it.
             let mercure: Vec<&serde_json::Value> = details
                 .iter()
-                .filter(|d| d.get("type").and_then(|t| t.as_str()) == Some("mercure"))
+                .filter(|d| {
+                    let kind = d.get("type").and_then(|t| t.as_str());
+                    kind == Some(DETAIL_TYPE) || kind == Some("mercure")
+                })
                 .collect();
             if mercure.len() > MAX_DETAILS {
                 return Err("too many mercure authorization details".into());
             }
             for detail in mercure {
-                read_detail(detail, &mut grants)?;
+                read_detail(detail, &mut grants, hub_url)?;
             }
         }
         Ok(grants)
     }
 }
 
-/// One `{"type": "mercure", "actions": [...], "topics": [{"match", "matchType"}]}`.
-fn read_detail(detail: &serde_json::Value, grants: &mut Grants) -> Result<(), String> {
+/// The authorization detail type of draft-dunglas-mercure-08.
+const DETAIL_TYPE: &str = "https://mercure.rocks/authorization-detail";
+
+/// One Mercure authorization detail: `{"type", "actions": [...],
+/// "topics": [{"match", "match_type"}]}` (earlier drafts: `matchType`,
+/// `Exact` / `URLPattern`).
+fn read_detail(
+    detail: &serde_json::Value,
+    grants: &mut Grants,
+    hub_url: &url::Url,
+) -> Result<(), String> {
     let bad = |why: &str| format!("a mercure authorization detail is invalid: {why}");
     let actions = detail
         .get("actions")
@@ -239,12 +263,14 @@ fn read_detail(detail: &serde_json::Value, grants: &mut Grants) -> Result<(), St
             .and_then(|m| m.as_str())
             .filter(|m| !m.is_empty() && m.len() <= MAX_PATTERN)
             .ok_or_else(|| bad("each topic needs a non-empty match string"))?;
-        let selector = match topic.get("matchType").map(|t| t.as_str()) {
+        let kind = topic.get("match_type").or_else(|| topic.get("matchType"));
+        let selector = match kind.map(|t| t.as_str()) {
             _ if pattern == "*" => Selector::All,
-            None | Some(Some("Exact")) => Selector::Exact(pattern.to_owned()),
-            Some(Some("URLPattern")) => url_pattern(pattern)
-                .ok_or_else(|| bad("only :name and * are supported in URLPattern matchers"))?,
-            _ => return Err(bad("matchType must be Exact or URLPattern")),
+            None | Some(Some("exact" | "Exact")) => Selector::Exact(pattern.to_owned()),
+            Some(Some("urlpattern" | "URLPattern")) => {
+                Selector::url_pattern(pattern, hub_url).map_err(|e| bad(&e.to_string()))?
+            }
+            _ => return Err(bad("match_type must be exact or urlpattern")),
         };
         selectors.push(selector);
     }
@@ -252,59 +278,13 @@ fn read_detail(detail: &serde_json::Value, grants: &mut Grants) -> Result<(), St
         match action.as_str() {
             Some("publish") => grants.publish.extend(selectors.iter().cloned()),
             Some("subscribe") => grants.subscribe.extend(selectors.iter().cloned()),
-            _ => return Err(bad("actions may only be publish and subscribe")),
+            // Actions of later specifications grant nothing here, and do not
+            // invalidate the token (the draft says so).
+            Some(_) => {}
+            None => return Err(bad("actions must be strings")),
         }
     }
     Ok(())
-}
-
-/// The part of the URLPattern syntax that topic matching needs: `:name`
-/// matches one path segment, `*` matches anything.
-fn url_pattern(pattern: &str) -> Option<Selector> {
-    if pattern.contains(['(', ')', '{', '}', '?', '+', '\\']) {
-        return None;
-    }
-    let mut parts = Vec::new();
-    let mut literal = String::new();
-    let mut chars = pattern.chars().peekable();
-    while let Some(c) = chars.next() {
-        let part = match c {
-            '*' => Part::Any,
-            // `:name` is a group; a colon not followed by a name (as in
-            // `https:`) is literal.
-            ':' if chars
-                .peek()
-                .is_some_and(|n| n.is_ascii_alphabetic() || *n == '_') =>
-            {
-                let mut name = String::new();
-                while let Some(&n) = chars
-                    .peek()
-                    .filter(|n| n.is_ascii_alphanumeric() || **n == '_')
-                {
-                    name.push(n);
-                    chars.next();
-                }
-                if name.is_empty() {
-                    return None;
-                }
-                Part::Segment
-            }
-            _ => {
-                literal.push(c);
-                continue;
-            }
-        };
-        if !literal.is_empty() {
-            parts.push(Part::Literal(std::mem::take(&mut literal)));
-        } else if matches!(parts.last(), Some(Part::Segment | Part::Any)) {
-            return None;
-        }
-        parts.push(part);
-    }
-    if !literal.is_empty() {
-        parts.push(Part::Literal(literal));
-    }
-    Selector::from_parts(pattern, &parts).ok()
 }
 
 /// The auth layer: verifiers per role and where tokens may come from.
@@ -485,16 +465,8 @@ pub fn insufficient_scope(message: String) -> ApiError {
 mod tests {
     use super::*;
 
-    #[test]
-    fn url_patterns_become_templates() {
-        let s = url_pattern("https://example.com/books/:id").unwrap();
-        assert!(s.matches("https://example.com/books/7"));
-        assert!(!s.matches("https://example.com/books/7/reviews"));
-        let s = url_pattern("/logs/*").unwrap();
-        assert!(s.matches("/logs/a/b"));
-        for bad in ["/a/(\\d+)", "/a/:id?", "/a/{x}", "/a/:x*"] {
-            assert!(url_pattern(bad).is_none(), "{bad}");
-        }
+    fn hub() -> url::Url {
+        url::Url::parse("https://hub.example.com/.well-known/mercure").unwrap()
     }
 
     #[test]
@@ -508,7 +480,7 @@ mod tests {
             ]
         }))
         .unwrap();
-        let grants = claims.grants().unwrap();
+        let grants = claims.grants(&hub()).unwrap();
         assert_eq!(grants.subject.as_deref(), Some("alice"));
         assert!(grants.may_publish(&["a/1".into()]).is_ok());
         assert_eq!(
@@ -518,14 +490,58 @@ mod tests {
         assert_eq!(grants.subscribe.len(), 2);
     }
 
+    /// draft-08's shape: its detail type URI, `match_type` in lower case,
+    /// URL patterns as the standard has them; actions it does not know are
+    /// ignored.
+    #[test]
+    fn draft_08_details_grant_what_they_say() {
+        let claims: Claims = serde_json::from_value(serde_json::json!({
+            "authorization_details": [
+                {
+                    "type": "https://mercure.rocks/authorization-detail",
+                    "actions": ["publish", "subscribe", "moderate"],
+                    "topics": [
+                        {"match": "https://example.com/books/:id(\\d+)", "match_type": "urlpattern"},
+                        {"match": "news", "match_type": "exact"},
+                        {"match": "/relative/*", "match_type": "urlpattern"}
+                    ]
+                },
+                {"type": "https://mercure.rocks/authorization-detail", "actions": ["archive"], "topics": [{"match": "*"}]}
+            ]
+        }))
+        .unwrap();
+        let grants = claims.grants(&hub()).unwrap();
+        assert!(
+            grants
+                .may_publish(&["https://example.com/books/12".into()])
+                .is_ok()
+        );
+        assert!(
+            grants
+                .may_publish(&["https://example.com/books/x".into()])
+                .is_err()
+        );
+        assert!(grants.may_publish(&["news".into()]).is_ok());
+        assert!(
+            grants
+                .may_publish(&["https://hub.example.com/relative/a".into()])
+                .is_ok()
+        );
+        // The unknown action granted nothing, not even with `*`.
+        assert!(grants.may_publish(&["elsewhere".into()]).is_err());
+        assert_eq!(grants.subscribe.len(), 3);
+    }
+
     #[test]
     fn a_malformed_detail_rejects_the_whole_token() {
         for detail in [
             serde_json::json!({"type": "mercure", "actions": [], "topics": [{"match": "a"}]}),
-            serde_json::json!({"type": "mercure", "actions": ["read"], "topics": [{"match": "a"}]}),
+            serde_json::json!({"type": "mercure", "actions": [1], "topics": [{"match": "a"}]}),
             serde_json::json!({"type": "mercure", "actions": ["publish"], "topics": []}),
             serde_json::json!({"type": "mercure", "actions": ["publish"], "topics": ["a"]}),
             serde_json::json!({"type": "mercure", "actions": ["publish"], "topics": [{"match": "a", "matchType": "Regex"}]}),
+            serde_json::json!({"type": "https://mercure.rocks/authorization-detail", "actions": ["publish"], "topics": [{"match": "a", "match_type": "URLPattern "}]}),
+            serde_json::json!({"type": "https://mercure.rocks/authorization-detail", "actions": ["publish"], "topics": [{"match": "/a/:id(", "match_type": "urlpattern"}]}),
         ] {
             let claims: Claims = serde_json::from_value(serde_json::json!({
                 "authorization_details": [
@@ -534,7 +550,7 @@ mod tests {
                 ]
             }))
             .unwrap();
-            assert!(claims.grants().is_err(), "{detail}");
+            assert!(claims.grants(&hub()).is_err(), "{detail}");
         }
     }
 

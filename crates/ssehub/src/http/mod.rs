@@ -48,6 +48,8 @@ pub struct AppState {
     limits: Arc<limits::Limits>,
     proxies: Arc<peers::TrustedProxies>,
     cors: Arc<cors::CorsSettings>,
+    /// The hub's URL, which relative URL patterns and topics resolve against.
+    hub_url: Arc<url::Url>,
     /// The demo backend's settings; `None` when the demos are off.
     demo: Option<Arc<crate::demo::DemoSettings>>,
     /// Cancelled at shutdown: every stream ends with a retry hint.
@@ -214,6 +216,7 @@ impl Server {
                 origins: config.cors_origins.clone(),
                 any_origin: config.dev && config.cors_origins.is_empty(),
             }),
+            hub_url: Arc::new(config.hub_url()),
             demo: config.demos_on().then(|| Arc::new(config.demo_settings())),
             hub: hub.clone(),
             config: Arc::new(config),

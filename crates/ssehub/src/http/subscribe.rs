@@ -28,6 +28,21 @@ pub async fn subscribe(
     Ok((stream::head(HeaderMap::new()), Body::from_stream(stream)).into_response())
 }
 
+/// A matcher's value: no control characters (C0, DEL, C1) and no format
+/// characters (Unicode `Cf`: zero-width and direction marks, which make two
+/// topics look the same).
+fn matcher(value: &str) -> Result<String, ApiError> {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    let invisible = |c: char| c.is_control() || c.general_category() == GeneralCategory::Format;
+    if value.chars().any(invisible) {
+        return Err(ApiError::bad_request(
+            "invalid_selector",
+            format!("the matcher {value:?} contains a control or invisible format character"),
+        ));
+    }
+    Ok(value.to_owned())
+}
+
 /// Whether these grants may act as `client_id` (open its channel,
 /// acknowledge for it): a client channel is private, only its owner may.
 pub(super) fn may_be(app: &AppState, grants: &Grants, client_id: &str) -> Result<(), ApiError> {
@@ -80,7 +95,25 @@ pub(super) async fn open(
     };
     for (name, value) in fields {
         match name.as_str() {
-            "match" | "topic" => request.selectors.push(Selector::parse(&value)?),
+            "match" | "topic" => request.selectors.push(Selector::parse(&matcher(&value)?)?),
+            "match_exact" => request.selectors.push(match matcher(&value)?.as_str() {
+                "*" => Selector::All,
+                exact => Selector::Exact(exact.to_owned()),
+            }),
+            "match_urlpattern" => request
+                .selectors
+                .push(Selector::url_pattern(&matcher(&value)?, &app.hub_url)?),
+            // The draft reserves every name that starts with `match`: a
+            // misspelled matcher type fails loudly.
+            other if other.len() >= 5 && other.as_bytes()[..5].eq_ignore_ascii_case(b"match") => {
+                return Err(ApiError::bad_request(
+                    "unknown_matcher_type",
+                    format!(
+                        "{other:?} is no matcher type: use match (exact, or a URI template), \
+                         match_exact or match_urlpattern"
+                    ),
+                ));
+            }
             // Mercure spells it lastEventID; both are accepted.
             "last_event_id" | "lastEventID" => request.last_event_id = Some(value),
             "client_id" => request.client_id = Some(value),

@@ -6,8 +6,15 @@
 //! and `#` (a path segment), and `{+name}` matches one or more of any
 //! character. A template is compiled once, into a matcher whose time is
 //! linear in the topic's length ([`super::template`]).
+//!
+//! The current Mercure draft adds URL patterns (the WHATWG URL Pattern
+//! standard, `match_urlpattern=`): compiled by the `urlpattern` crate to
+//! regular expressions of the `regex` crate, whose matching time is linear
+//! (the draft's defence against patterns built to backtrack). Relative
+//! patterns and topics are resolved against the hub's URL.
 
 use std::fmt;
+use std::sync::Arc;
 
 use super::template::{MAX_EXPRESSIONS, Template, Var};
 
@@ -25,6 +32,15 @@ pub enum Selector {
         /// Its matcher.
         matcher: Template,
     },
+    /// A URL pattern, with the hub URL that relative topics resolve against.
+    UrlPattern(Arc<UrlPatternSelector>),
+}
+
+/// A compiled URL pattern.
+pub struct UrlPatternSelector {
+    source: Box<str>,
+    pattern: urlpattern::UrlPattern,
+    base: url::Url,
 }
 
 /// One piece of a template, for building one with [`Selector::from_parts`].
@@ -55,14 +71,8 @@ impl Selector {
             selector: text.to_owned(),
             reason,
         };
-        if text.is_empty() {
-            return Err(err("it is empty"));
-        }
-        if text.chars().any(char::is_control) {
-            return Err(err("it contains a control character"));
-        }
-        if text == "*" {
-            return Ok(Selector::All);
+        if let Some(all) = Selector::wildcard_or_invalid(text)? {
+            return Ok(all);
         }
         if !text.contains(['{', '}']) {
             return Ok(Selector::Exact(text.to_owned()));
@@ -101,6 +111,51 @@ impl Selector {
             }
         }
         Selector::from_parts(text, &parts)
+    }
+
+    /// A URL pattern (`match_urlpattern=`), absolute or relative to `base`,
+    /// the hub's URL. `*` is the wildcard, whatever the matcher type.
+    pub fn url_pattern(text: &str, base: &url::Url) -> Result<Selector, SelectorError> {
+        let err = |reason| SelectorError {
+            selector: text.to_owned(),
+            reason,
+        };
+        if let Some(all) = Selector::wildcard_or_invalid(text)? {
+            return Ok(all);
+        }
+        let init = urlpattern::UrlPatternInit::parse_constructor_string::<regex::Regex>(
+            text,
+            Some(base.clone()),
+        )
+        .map_err(|_| err("it is not a well-formed URL pattern"))?;
+        let options = urlpattern::UrlPatternOptions {
+            // The draft forbids ignoreCase: only the host is case-blind.
+            ignore_case: false,
+            ..Default::default()
+        };
+        let pattern = urlpattern::UrlPattern::parse(init, options)
+            .map_err(|_| err("it is not a well-formed URL pattern"))?;
+        Ok(Selector::UrlPattern(Arc::new(UrlPatternSelector {
+            source: text.into(),
+            pattern,
+            base: base.clone(),
+        })))
+    }
+
+    /// What every matcher type refuses (empty, control characters), and
+    /// `*`, which is every topic whatever the matcher type.
+    fn wildcard_or_invalid(text: &str) -> Result<Option<Selector>, SelectorError> {
+        let err = |reason| SelectorError {
+            selector: text.to_owned(),
+            reason,
+        };
+        if text.is_empty() {
+            return Err(err("it is empty"));
+        }
+        if text.chars().any(char::is_control) {
+            return Err(err("it contains a control character"));
+        }
+        Ok((text == "*").then_some(Selector::All))
     }
 
     /// A template selector from its pieces, as written in `source`. Two
@@ -143,6 +198,7 @@ impl Selector {
             Selector::Exact(exact) => exact == topic,
             Selector::All => true,
             Selector::Template { matcher, .. } => matcher.matches(topic),
+            Selector::UrlPattern(url) => url.matches(topic),
         }
     }
 
@@ -155,6 +211,19 @@ impl Selector {
     }
 }
 
+impl UrlPatternSelector {
+    /// A topic that is no URL reference against the hub's URL matches no
+    /// pattern.
+    fn matches(&self, topic: &str) -> bool {
+        let Ok(url) = self.base.join(topic) else {
+            return false;
+        };
+        self.pattern
+            .test(urlpattern::UrlPatternMatchInput::Url(url))
+            .unwrap_or(false)
+    }
+}
+
 /// Two selectors are equal when they are written the same.
 impl PartialEq for Selector {
     fn eq(&self, other: &Selector) -> bool {
@@ -162,6 +231,7 @@ impl PartialEq for Selector {
             (Selector::Exact(a), Selector::Exact(b)) => a == b,
             (Selector::All, Selector::All) => true,
             (Selector::Template { source: a, .. }, Selector::Template { source: b, .. }) => a == b,
+            (Selector::UrlPattern(a), Selector::UrlPattern(b)) => a.source == b.source,
             _ => false,
         }
     }
@@ -175,6 +245,7 @@ impl fmt::Debug for Selector {
             Selector::Exact(topic) => f.debug_tuple("Exact").field(topic).finish(),
             Selector::All => f.write_str("All"),
             Selector::Template { source, .. } => f.debug_tuple("Template").field(source).finish(),
+            Selector::UrlPattern(url) => f.debug_tuple("UrlPattern").field(&url.source).finish(),
         }
     }
 }
@@ -185,6 +256,7 @@ impl fmt::Display for Selector {
             Selector::Exact(topic) => f.write_str(topic),
             Selector::All => f.write_str("*"),
             Selector::Template { source, .. } => f.write_str(source),
+            Selector::UrlPattern(url) => f.write_str(&url.source),
         }
     }
 }
@@ -223,6 +295,54 @@ mod tests {
         assert!(s.matches("/logs/a/b/c"));
         assert!(!s.matches("/logs/"));
         assert!(sel("{+all}.json").matches("x/y.json"));
+    }
+
+    fn pattern(text: &str) -> Selector {
+        let hub = url::Url::parse("https://hub.example.com/.well-known/mercure").unwrap();
+        Selector::url_pattern(text, &hub).unwrap()
+    }
+
+    #[test]
+    fn url_patterns_follow_the_standard() {
+        // The draft's example.
+        let books = pattern("https://example.com/books/:id");
+        assert!(books.matches("https://example.com/books/1"));
+        assert!(!books.matches("https://example.com/books/1/reviews"));
+        assert!(!books.matches("https://example.com/authors/1"));
+        // Only the host is case-blind.
+        assert!(pattern("https://EXAMPLE.com/x").matches("https://example.com/x"));
+        assert!(!pattern("https://example.com/X").matches("https://example.com/x"));
+        // Relative patterns and topics resolve against the hub's URL.
+        let relative = pattern("/books/:id");
+        assert!(relative.matches("/books/7"));
+        assert!(relative.matches("https://hub.example.com/books/7"));
+        assert!(!relative.matches("https://example.com/books/7"));
+        // Wildcards, groups, and the reserved `*` of every matcher type.
+        assert!(pattern("https://example.com/*").matches("https://example.com/a/b?c"));
+        assert!(pattern("https://example.com/:n(\\d+)").matches("https://example.com/42"));
+        assert!(!pattern("https://example.com/:n(\\d+)").matches("https://example.com/x"));
+        assert!(matches!(pattern("*"), Selector::All));
+        // A topic that is no URL reference matches no pattern.
+        assert!(!pattern("https://*").matches("http://[not a host"));
+        assert_eq!(pattern("/books/:id").to_string(), "/books/:id");
+        assert_eq!(pattern("/a/:b"), pattern("/a/:b"));
+        assert_ne!(pattern("/a/b"), Selector::parse("/a/b").unwrap());
+    }
+
+    #[test]
+    fn a_pattern_built_to_backtrack_is_matched_in_linear_time() {
+        // Nested quantifiers: exponential for a backtracking engine.
+        let evil = pattern("https://example.com/:x((?:a+)+b)");
+        let topic = format!("https://example.com/{}c", "a".repeat(5000));
+        assert!(!evil.matches(&topic));
+    }
+
+    #[test]
+    fn malformed_url_patterns_are_refused() {
+        let hub = url::Url::parse("https://hub.example.com/.well-known/mercure").unwrap();
+        for text in ["https://example.com/:id(", "/books/:id(()", "", "a\nb"] {
+            assert!(Selector::url_pattern(text, &hub).is_err(), "{text:?}");
+        }
     }
 
     #[test]

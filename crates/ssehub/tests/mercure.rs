@@ -1,0 +1,245 @@
+//! The Mercure protocol as the current draft (draft-dunglas-mercure-08,
+//! dunglas/mercure `spec/mercure.md`) writes it, section by section,
+//! against the real server; where the 0.x dialect still in wide use reads
+//! differently, both. docs/API.md's conformance table points here.
+
+mod common;
+
+use common::{RawStream, start};
+
+const HUB_URL: &str = "https://hub.example.com/.well-known/mercure";
+
+async fn hub() -> common::TestHub {
+    start(|c| c.public_url = Some(url::Url::parse(HUB_URL).unwrap())).await
+}
+
+async fn status_of(hub: &common::TestHub, query: &str) -> (u16, serde_json::Value) {
+    let response = hub
+        .http
+        .get(format!("{}?{query}", hub.endpoint()))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    if status == 200 {
+        return (status, serde_json::Value::Null);
+    }
+    (status, response.json().await.unwrap())
+}
+
+/// § Subscription, § Matcher Types: the draft's own example — an exact
+/// topic, a relative one, and a URL pattern — on one connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_the_draft_example_selects_by_exact_topic_and_url_pattern() {
+    let hub = hub().await;
+    let query = "match=https%3A%2F%2Fexample.com%2Ffoo&match=bar\
+                 &match_urlpattern=https%3A%2F%2Fexample.com%2Fbar%2F%3Aid";
+    let mut stream = RawStream::open(&format!("{}?{query}", hub.endpoint()), &[]).await;
+    stream
+        .read_until("the stream's start", |b| b.contains('\n'))
+        .await;
+    for (topic, data) in [
+        ("https://example.com/foo/1", "not exact"),
+        ("https://example.com/bar/1/reviews", "not the pattern"),
+        ("https://example.com/baz", "neither"),
+        ("https://example.com/foo", "exact"),
+        ("bar", "relative exact"),
+        ("https://example.com/bar/1", "pattern"),
+    ] {
+        hub.publish(topic, data).await;
+    }
+    let body = stream
+        .read_until("the last matching event", |b| b.contains("data: pattern\n"))
+        .await;
+    assert_eq!(
+        data_of(body),
+        ["exact", "relative exact", "pattern"],
+        "{body}"
+    );
+}
+
+/// § Matcher Types: `match_exact` is the explicit spelling of exact; `*`
+/// is every topic whatever the matcher type; relative URL patterns and
+/// topics resolve against the hub's URL (`--public-url`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matcher_types_exact_wildcard_and_relative_patterns() {
+    let hub = hub().await;
+    let query = "match_exact=%7Bnot%7D-a-template&match_urlpattern=%2Fbooks%2F%3Aid";
+    let mut stream = RawStream::open(&format!("{}?{query}", hub.endpoint()), &[]).await;
+    let mut all = RawStream::open(&format!("{}?match_urlpattern=*", hub.endpoint()), &[]).await;
+    for (topic, data) in [
+        ("{not}-a-template", "exact, braces and all"),
+        ("/books/7", "relative topic"),
+        ("https://hub.example.com/books/8", "absolute on the hub"),
+        ("https://example.com/books/9", "another host"),
+        ("/books/10", "last"),
+    ] {
+        hub.publish(topic, data).await;
+    }
+    let body = stream
+        .read_until("the last event", |b| b.contains("data: last\n"))
+        .await
+        .to_owned();
+    assert_eq!(
+        data_of(&body),
+        [
+            "exact, braces and all",
+            "relative topic",
+            "absolute on the hub",
+            "last"
+        ],
+        "{body}"
+    );
+    let everything = all
+        .read_until("every event", |b| b.contains("data: last\n"))
+        .await;
+    assert_eq!(everything.matches("data: ").count(), 5, "{everything}");
+}
+
+/// § Subscription: the whole `match` prefix is reserved (ASCII case-blind):
+/// an unknown matcher type is a 400, not silently ignored; so are a value
+/// with a control or format character, and a malformed URL pattern.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_refuses_unknown_matcher_types_and_invalid_values() {
+    let hub = hub().await;
+    for (query, code) in [
+        ("matchURLPattern=%2Fa", "unknown_matcher_type"),
+        ("match_regex=a", "unknown_matcher_type"),
+        ("MATCH_exact=a", "unknown_matcher_type"),
+        ("matches=a", "unknown_matcher_type"),
+        ("match=a&match_uri_template=b", "unknown_matcher_type"),
+        // U+200B ZERO WIDTH SPACE and U+202E RIGHT-TO-LEFT OVERRIDE (Cf).
+        ("match=a%E2%80%8Bb", "invalid_selector"),
+        ("match_urlpattern=%2Fa%E2%80%AE", "invalid_selector"),
+        ("match_exact=a%01b", "invalid_selector"),
+        ("match=a%C2%85b", "invalid_selector"),
+        (
+            "match_urlpattern=https%3A%2F%2Fexample.com%2F%3Aid(",
+            "invalid_selector",
+        ),
+    ] {
+        let (status, json) = status_of(&hub, query).await;
+        assert_eq!(
+            (status, json["error"].as_str()),
+            (400, Some(code)),
+            "{query}: {json}"
+        );
+    }
+    // Parameters outside the namespace are still ignored.
+    let (status, _) = status_of(&hub, "match=a&cache_buster=1&xmatch=2").await;
+    assert_eq!(status, 200);
+}
+
+const PUBLISHER_KEY: &str = "publisher-key-for-the-mercure-tests";
+const SUBSCRIBER_KEY: &str = "subscriber-key-for-the-mercure-tests";
+const DETAIL: &str = "https://mercure.rocks/authorization-detail";
+
+fn token(key: &str, claims: serde_json::Value) -> String {
+    // As the draft's access tokens are typed (RFC 9068).
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.typ = Some("at+jwt".into());
+    let key = jsonwebtoken::EncodingKey::from_secret(key.as_bytes());
+    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+}
+
+fn in_an_hour() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600
+}
+
+/// § Authorization Details: a draft-08 token — its detail type URI,
+/// `match_type` (`exact`, `urlpattern`), an action the hub does not know
+/// (ignored, not fatal) — grants publishing and private reading; a
+/// private update reaches only the subscriber whose URL pattern covers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_draft_08_details_grant_publish_and_private_subscribe() {
+    let hub = start(|c| {
+        c.dev = false;
+        c.public_url = Some(url::Url::parse(HUB_URL).unwrap());
+        c.publisher_jwt_key = Some(PUBLISHER_KEY.into());
+        c.subscriber_jwt_key = Some(SUBSCRIBER_KEY.into());
+    })
+    .await;
+    let publisher = token(
+        PUBLISHER_KEY,
+        serde_json::json!({
+            "exp": in_an_hour(),
+            "authorization_details": [{
+                "type": DETAIL,
+                "actions": ["publish", "moderate"],
+                "topics": [{"match": "https://example.com/books/:id", "match_type": "urlpattern"}],
+            }],
+        }),
+    );
+    let reader = |pattern: &str| {
+        token(
+            SUBSCRIBER_KEY,
+            serde_json::json!({
+                "exp": in_an_hour(),
+                "authorization_details": [{
+                    "type": DETAIL,
+                    "actions": ["subscribe"],
+                    "topics": [{"match": pattern, "match_type": "urlpattern"}],
+                }],
+            }),
+        )
+    };
+    let query = "match_urlpattern=https%3A%2F%2Fexample.com%2Fbooks%2F*";
+    let url = format!("{}?{query}", hub.endpoint());
+    let (books, ones) = (
+        reader("https://example.com/books/*"),
+        reader("https://example.com/books/1"),
+    );
+    let mut all_books =
+        RawStream::open(&url, &[("authorization", &format!("Bearer {books}"))]).await;
+    let mut book_1 = RawStream::open(&url, &[("authorization", &format!("Bearer {ones}"))]).await;
+    let mut anonymous = RawStream::open(&url, &[]).await;
+    let publish = |topic: &str, data: &str, private: bool| {
+        let mut form = vec![("topic", topic.to_owned()), ("data", data.to_owned())];
+        if private {
+            form.push(("private", "on".into()));
+        }
+        hub.http
+            .post(hub.endpoint())
+            .bearer_auth(&publisher)
+            .form(&form)
+            .send()
+    };
+    // Outside the publisher's grant: refused, nothing stored.
+    let refused = publish("https://example.com/authors/1", "no", false)
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    for (topic, data, private) in [
+        ("https://example.com/books/2", "private 2", true),
+        ("https://example.com/books/1", "private 1", true),
+        ("https://example.com/books/3", "public 3", false),
+    ] {
+        let answer = publish(topic, data, private).await.unwrap();
+        assert_eq!(answer.status(), 200, "{topic}");
+    }
+    assert_eq!(
+        received(&mut all_books).await,
+        ["private 2", "private 1", "public 3"]
+    );
+    assert_eq!(received(&mut book_1).await, ["private 1", "public 3"]);
+    assert_eq!(received(&mut anonymous).await, ["public 3"]);
+}
+
+/// The data of every event on `stream` up to the one with `public 3`.
+async fn received(stream: &mut RawStream) -> Vec<String> {
+    let body = stream
+        .read_until("the public event", |b| b.contains("data: public 3\n"))
+        .await;
+    data_of(body).into_iter().map(str::to_owned).collect()
+}
+
+/// The `data:` of every event in a stream's text.
+fn data_of(body: &str) -> Vec<&str> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect()
+}
