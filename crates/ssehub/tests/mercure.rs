@@ -125,6 +125,16 @@ async fn subscription_refuses_unknown_matcher_types_and_invalid_values() {
             "{query}: {json}"
         );
     }
+    // A bound on URL patterns, which cost the most (docs/BENCHMARKS.md).
+    let nine = ["match_urlpattern=%2Fa%2F%3Aid"; 9].join("&");
+    let (status, json) = status_of(&hub, &nine).await;
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (400, Some("too_many_topics")),
+        "{json}"
+    );
+    let (status, _) = status_of(&hub, &["match_urlpattern=%2Fa%2F%3Aid"; 8].join("&")).await;
+    assert_eq!(status, 200);
     // Parameters outside the namespace are still ignored.
     let (status, _) = status_of(&hub, "match=a&cache_buster=1&xmatch=2").await;
     assert_eq!(status, 200);

@@ -9,8 +9,8 @@
 //!
 //! The current Mercure draft adds URL patterns (the WHATWG URL Pattern
 //! standard, `match_urlpattern=`): compiled by the `urlpattern` crate to
-//! regular expressions of the `regex` crate, whose matching time is linear
-//! (the draft's defence against patterns built to backtrack). Relative
+//! regular expressions of the `regex-lite` crate, whose matching time is
+//! linear (the draft's defence against patterns built to backtrack). Relative
 //! patterns and topics are resolved against the hub's URL.
 
 use std::fmt;
@@ -39,8 +39,63 @@ pub enum Selector {
 /// A compiled URL pattern.
 pub struct UrlPatternSelector {
     source: Box<str>,
-    pattern: urlpattern::UrlPattern,
+    pattern: urlpattern::UrlPattern<LiteRegex>,
     base: url::Url,
+}
+
+/// The regular expressions of URL patterns, on `regex-lite`: linear time
+/// like `regex`, without its per-expression caches. With `regex`, each
+/// pattern (up to eight expressions) held 133 KB, so a client with a
+/// thousand streams of 32 patterns could take 4 GB; now 4.7 KB
+/// (`bench/url-pattern-memory`, docs/BENCHMARKS.md).
+/// Expressions are shared: most components of most patterns are the same
+/// "anything" expression, compiled once for all of them.
+pub struct LiteRegex(Arc<regex_lite::Regex>);
+
+/// The expressions compiled, by source text, as long as one is in use.
+static COMPILED: std::sync::Mutex<
+    Option<std::collections::HashMap<Box<str>, std::sync::Weak<regex_lite::Regex>>>,
+> = std::sync::Mutex::new(None);
+
+impl urlpattern::regexp::RegExp for LiteRegex {
+    fn syntax() -> urlpattern::RegexSyntax {
+        urlpattern::RegexSyntax::Rust
+    }
+
+    fn parse(pattern: &str, _flags: &str, _force_eval: bool) -> Result<Self, ()> {
+        let mut compiled = COMPILED.lock().unwrap_or_else(|e| e.into_inner());
+        let compiled = compiled.get_or_insert_with(Default::default);
+        if let Some(shared) = compiled.get(pattern).and_then(std::sync::Weak::upgrade) {
+            return Ok(LiteRegex(shared));
+        }
+        let regex = regex_lite::RegexBuilder::new(pattern)
+            // A bound on what one expression may compile to.
+            .size_limit(64 * 1024)
+            .build()
+            .map_err(drop)?;
+        let regex = Arc::new(regex);
+        // Forget the ones no longer used, now and then (amortized).
+        if compiled.len() >= 1024 && compiled.len().is_power_of_two() {
+            compiled.retain(|_, weak| weak.strong_count() > 0);
+        }
+        compiled.insert(pattern.into(), Arc::downgrade(&regex));
+        Ok(LiteRegex(regex))
+    }
+
+    fn matches<'a>(&self, text: &'a str) -> Option<Vec<Option<&'a str>>> {
+        let captures = self.0.captures(text)?;
+        Some(
+            captures
+                .iter()
+                .skip(1)
+                .map(|c| c.map(|m| m.as_str()))
+                .collect(),
+        )
+    }
+
+    fn pattern_string(&self) -> &str {
+        self.0.as_str()
+    }
 }
 
 /// One piece of a template, for building one with [`Selector::from_parts`].
@@ -123,7 +178,7 @@ impl Selector {
         if let Some(all) = Selector::wildcard_or_invalid(text)? {
             return Ok(all);
         }
-        let init = urlpattern::UrlPatternInit::parse_constructor_string::<regex::Regex>(
+        let init = urlpattern::UrlPatternInit::parse_constructor_string::<LiteRegex>(
             text,
             Some(base.clone()),
         )
@@ -133,7 +188,7 @@ impl Selector {
             ignore_case: false,
             ..Default::default()
         };
-        let pattern = urlpattern::UrlPattern::parse(init, options)
+        let pattern = urlpattern::UrlPattern::<LiteRegex>::parse(init, options)
             .map_err(|_| err("it is not a well-formed URL pattern"))?;
         Ok(Selector::UrlPattern(Arc::new(UrlPatternSelector {
             source: text.into(),
