@@ -178,18 +178,36 @@ impl Selector {
         if let Some(all) = Selector::wildcard_or_invalid(text)? {
             return Ok(all);
         }
-        let init = urlpattern::UrlPatternInit::parse_constructor_string::<LiteRegex>(
-            text,
-            Some(base.clone()),
-        )
-        .map_err(|_| err("it is not a well-formed URL pattern"))?;
-        let options = urlpattern::UrlPatternOptions {
-            // The draft forbids ignoreCase: only the host is case-blind.
-            ignore_case: false,
-            ..Default::default()
+        // A `]` with no `[` before it underflows the crate's parser (an
+        // overflow panic in a debug build): refused here first.
+        let mut depth = 0usize;
+        for c in text.chars() {
+            match c {
+                '[' => depth += 1,
+                ']' if depth == 0 => return Err(err("it has a ']' without a '['")),
+                ']' => depth -= 1,
+                _ => {}
+            }
+        }
+        let compile = || {
+            let init = urlpattern::UrlPatternInit::parse_constructor_string::<LiteRegex>(
+                text,
+                Some(base.clone()),
+            )
+            .ok()?;
+            let options = urlpattern::UrlPatternOptions {
+                // The draft forbids ignoreCase: only the host is case-blind.
+                ignore_case: false,
+                ..Default::default()
+            };
+            urlpattern::UrlPattern::<LiteRegex>::parse(init, options).ok()
         };
-        let pattern = urlpattern::UrlPattern::<LiteRegex>::parse(init, options)
-            .map_err(|_| err("it is not a well-formed URL pattern"))?;
+        // The crate's parser can panic on some malformed patterns (fuzzing
+        // found `]` with no `[`): that is a malformed pattern too.
+        let pattern = std::panic::catch_unwind(std::panic::AssertUnwindSafe(compile))
+            .ok()
+            .flatten()
+            .ok_or_else(|| err("it is not a well-formed URL pattern"))?;
         Ok(Selector::UrlPattern(Arc::new(UrlPatternSelector {
             source: text.into(),
             pattern,
@@ -273,9 +291,14 @@ impl UrlPatternSelector {
         let Ok(url) = self.base.join(topic) else {
             return false;
         };
-        self.pattern
-            .test(urlpattern::UrlPatternMatchInput::Url(url))
-            .unwrap_or(false)
+        // (Under the hub's lock: a panic in the crate is a topic not
+        // matched, never a poisoned hub.)
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.pattern
+                .test(urlpattern::UrlPatternMatchInput::Url(url))
+                .unwrap_or(false)
+        }))
+        .unwrap_or(false)
     }
 }
 
@@ -395,7 +418,14 @@ mod tests {
     #[test]
     fn malformed_url_patterns_are_refused() {
         let hub = url::Url::parse("https://hub.example.com/.well-known/mercure").unwrap();
-        for text in ["https://example.com/:id(", "/books/:id(()", "", "a\nb"] {
+        // (`*?:].+.e` made the crate's parser panic: found by fuzzing.)
+        for text in [
+            "https://example.com/:id(",
+            "/books/:id(()",
+            "",
+            "a\nb",
+            "*?:].+.e\u{35d}",
+        ] {
             assert!(Selector::url_pattern(text, &hub).is_err(), "{text:?}");
         }
     }
