@@ -159,7 +159,7 @@ async fn i7_every_bad_publish_is_refused_with_a_json_error_and_nothing_is_stored
     )
     .await;
     // Malformed values.
-    refused(&hub, FORM, "topic=t&private=maybe", 400, "invalid_boolean").await;
+    refused(&hub, FORM, "topic=t&retain=maybe", 400, "invalid_boolean").await;
     refused(&hub, FORM, "topic=t&retry=soon", 400, "invalid_retry").await;
     refused(&hub, FORM, "topic=t&data=1&data=2", 400, "duplicate_field").await;
     refused(&hub, JSON, "{not json", 400, "invalid_json").await;

@@ -253,3 +253,51 @@ fn data_of(body: &str) -> Vec<&str> {
         .filter_map(|l| l.strip_prefix("data: "))
         .collect()
 }
+
+/// § Publication: the presence of `private` marks an update private,
+/// whatever its value — an empty one, or even `off` — so no value a
+/// publisher sends can leak it to subscribers who may not read it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publication_private_by_presence_whatever_its_value() {
+    let hub = start(|c| {
+        c.dev = false;
+        c.publisher_jwt_key = Some(PUBLISHER_KEY.into());
+        c.subscriber_jwt_key = Some(SUBSCRIBER_KEY.into());
+    })
+    .await;
+    let publisher = token(
+        PUBLISHER_KEY,
+        serde_json::json!({"exp": in_an_hour(), "mercure": {"publish": ["*"]}}),
+    );
+    let reader = token(
+        SUBSCRIBER_KEY,
+        serde_json::json!({"exp": in_an_hour(), "mercure": {"subscribe": ["*"]}}),
+    );
+    let url = format!("{}?topic=p", hub.endpoint());
+    let mut anonymous = RawStream::open(&url, &[]).await;
+    let mut authorized =
+        RawStream::open(&url, &[("authorization", &format!("Bearer {reader}"))]).await;
+    for body in [
+        "topic=p&data=empty&private=",
+        "topic=p&data=bare&private",
+        "topic=p&data=off&private=off",
+        "topic=p&data=false&private=false",
+        "topic=p&data=public%203",
+    ] {
+        let answer = hub
+            .http
+            .post(hub.endpoint())
+            .bearer_auth(&publisher)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200, "{body}");
+    }
+    assert_eq!(received(&mut anonymous).await, ["public 3"]);
+    assert_eq!(
+        received(&mut authorized).await,
+        ["empty", "bare", "off", "false", "public 3"]
+    );
+}

@@ -153,7 +153,11 @@ pub(super) fn from_form(body: &[u8]) -> Result<Publish, ApiError> {
             "id" => publish.id = Some(value),
             "type" => publish.event_type = Some(value),
             "retry" => publish.retry = Some(parse_retry(&value)?),
-            "private" => publish.private = parse_bool(&name, &value)?,
+            // The field's presence marks the update private, whatever its
+            // value (`private=`, even `private=off`): Mercure says so, and
+            // reading `off` as public would deliver to anyone an update its
+            // publisher meant to protect.
+            "private" => publish.private = true,
             "retain" => publish.retain = parse_bool(&name, &value)?,
             "final" => publish.is_final = parse_bool(&name, &value)?,
             _ => {
@@ -283,7 +287,12 @@ mod tests {
         let code = |body: &[u8]| from_form(body).unwrap_err().code;
         assert_eq!(code(b"topic=a&nope=1"), "unknown_field");
         assert_eq!(code(b"topic=a&data=1&data=2"), "duplicate_field");
-        assert_eq!(code(b"topic=a&private=yes"), "invalid_boolean");
+        assert_eq!(code(b"topic=a&retain=yes"), "invalid_boolean");
+        // `private` is a presence, not a boolean.
+        for private in ["private", "private=", "private=off", "private=yes"] {
+            let body = format!("topic=a&{private}");
+            assert!(from_form(body.as_bytes()).unwrap().private, "{private}");
+        }
         assert_eq!(code(b"topic=a&retry=-1"), "invalid_retry");
         assert_eq!(code(b"topic=a&data=%C3"), "invalid_utf8");
     }
