@@ -180,6 +180,7 @@ test('two tabs with one client id: the second takes over, the first stays replac
     assert.match(await first.textContent('#notice'), /open in another tab/);
     await screenshot(first, 'chat-replaced');
     // Watch for 10 s (the retry delay is 500 ms): no stream is opened again.
+    // (This wait is the observation under test, not a wait for a condition.)
     const opened = (await stats(hub.url)).opened;
     await new Promise((r) => setTimeout(r, 10_000));
     const later = await stats(hub.url);
@@ -218,6 +219,8 @@ test('a plain EventSource that ignores `replaced` stops too: its reconnect is re
       window.first.onopen = () => { window.second = open(); };
     });
     await page.waitForFunction(() => window.first.readyState === EventSource.CLOSED, null, { timeout: 10_000 });
+    // Six retry delays of watching: nothing reconnects (the observation
+    // under test).
     const opened = (await stats(hub.url)).opened;
     await new Promise((r) => setTimeout(r, 3_000));
     assert.equal((await stats(hub.url)).opened, opened);
@@ -422,8 +425,13 @@ test('what a publisher sends is shown as text, never run as markup', async () =>
     assert.ok((await page.textContent('.file .name')).startsWith(hostile));
     await page.goto(`${hub.url}/live`);
     await page.waitForFunction(() => window.subscription?.state === 'open', null, { timeout: 10_000 });
-    assert.equal((await publish({ topic: 'live/prices', type: 'prices', data: JSON.stringify([{ symbol: hostile, price: 1 }]) })).status, 200);
-    await page.waitForFunction((text) => [...document.querySelectorAll('#prices td')].some((td) => td.textContent === text), hostile, { timeout: 10_000 });
+    // The demo's ticker replaces the prices every 500 ms: publish until the
+    // hostile row is seen before it is replaced.
+    await until(async () => {
+      assert.equal((await publish({ topic: 'live/prices', type: 'prices', data: JSON.stringify([{ symbol: hostile, price: 1 }]) })).status, 200);
+      return page.waitForFunction((text) => [...document.querySelectorAll('#prices td')].some((td) => td.textContent === text),
+        hostile, { timeout: 300 }).then(() => true, () => false);
+    }, 'the hostile price row shown as text');
     assert.equal(await page.evaluate(() => window.pwned), undefined);
     assert.equal(await page.$$eval('img', (imgs) => imgs.length), 0);
     await page.close();
