@@ -96,7 +96,7 @@
 
     function streamUrl(lastEventId) {
       var url = new URL(hubUrl.toString());
-      topics.forEach(function (topic) { url.searchParams.append('match', topic); });
+      topics.forEach(function (topic) { url.searchParams.append('topic', topic); });
       if (lastEventId) url.searchParams.set('lastEventID', lastEventId);
       if (opts.clientId) url.searchParams.set('client_id', opts.clientId);
       return url.toString();

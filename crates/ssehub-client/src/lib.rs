@@ -86,7 +86,7 @@ impl Publish {
 /// What to subscribe to.
 #[derive(Debug, Clone, Default)]
 pub struct Subscribe {
-    /// Topic selectors (`match=`).
+    /// Topic selectors (`topic=`): exact topics, `*`, or URI templates.
     pub topics: Vec<String>,
     /// Resume after this id.
     pub last_event_id: Option<String>,
@@ -172,7 +172,7 @@ impl Hub {
         let mut query: Vec<(&str, &str)> = options
             .topics
             .iter()
-            .map(|t| ("match", t.as_str()))
+            .map(|t| ("topic", t.as_str()))
             .collect();
         if let Some(client_id) = &options.client_id {
             query.push(("client_id", client_id));

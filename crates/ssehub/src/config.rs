@@ -35,6 +35,17 @@ pub enum StoreKind {
     Memory,
 }
 
+/// What a bare `match=` selector of a subscription means: the two Mercure
+/// dialects disagree (`topic=` is always a URI template, `match_exact=` and
+/// `match_urlpattern=` always what they say).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BareMatch {
+    /// The current Mercure draft: the exact topic, byte for byte.
+    Exact,
+    /// ssehub before the draft: an exact topic, `*`, or a URI template.
+    Template,
+}
+
 /// Declares the settings: the resolved [`Config`], the list of
 /// [`SETTINGS`] that the flags, variables and file keys are made from, and
 /// the step that builds a `Config` from chosen values.
@@ -93,6 +104,9 @@ settings! {
     /// The hub's URL as clients reach it, e.g. https://hub.example.com/.well-known/mercure:
     /// relative URL patterns and topics resolve against it (default: http://LISTEN/.well-known/mercure).
     public_url: Option<url::Url> = "", optional_url;
+    /// What a bare match= selector means: exact (the current Mercure draft: the topic, byte for
+    /// byte) or template (a URI template like books/{id}, as topic= always is).
+    bare_match: BareMatch = "exact", bare_match;
     /// Where history is kept: durable (one file in the data directory; every acknowledged
     /// event survives a crash) or memory (nothing survives a restart).
     store: StoreKind = "durable", store;
@@ -609,6 +623,14 @@ impl Config {
         }
     }
 
+    /// Topics per event and bytes per topic.
+    pub fn topic_limits(&self) -> TopicLimits {
+        TopicLimits {
+            max_topics: self.max_topics,
+            max_topic_length: self.max_topic_length,
+        }
+    }
+
     /// The hub's subscription URL: `--public-url`, or one made of the listen
     /// address.
     pub fn hub_url(&self) -> url::Url {
@@ -660,10 +682,7 @@ impl Config {
             queue_size: self.queue_size,
             history_max_bytes: self.history_max_bytes,
             history_cache: self.history_cache,
-            limits: TopicLimits {
-                max_topics: self.max_topics,
-                max_topic_length: self.max_topic_length,
-            },
+            limits: self.topic_limits(),
             heartbeat: self.heartbeat,
             max_lifetime: self.max_lifetime,
             retry: self.retry,

@@ -186,7 +186,7 @@ async fn i6_counts_return_to_zero_after_1000_connect_disconnect_cycles() {
         let cycles = (0..50).map(|i| async move {
             let query = match i % 3 {
                 0 => format!("match=t{i}&match=shared"),
-                1 => format!("match=books/{{id}}&client_id=c{batch}-{i}"),
+                1 => format!("topic=books/{{id}}&client_id=c{batch}-{i}"),
                 _ => "match=shared&lastEventID=earliest".to_owned(),
             };
             let mut stream = raw_subscribe(addr, &query, None).await;

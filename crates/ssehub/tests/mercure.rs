@@ -301,3 +301,164 @@ async fn publication_private_by_presence_whatever_its_value() {
         ["empty", "bare", "off", "false", "public 3"]
     );
 }
+
+/// § Subscription: a bare `match` is the exact topic (braces are text), as
+/// the draft has it; `topic=` is 0.x's selector, a URI template; and
+/// `--bare-match template` gives `match` 0.x's meaning back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_bare_match_is_exact_and_topic_a_template_in_either_dialect() {
+    for (setting, template_by_match) in [
+        (ssehub::config::BareMatch::Exact, false),
+        (ssehub::config::BareMatch::Template, true),
+    ] {
+        let hub = start(|c| c.bare_match = setting).await;
+        let endpoint = hub.endpoint();
+        let mut by_match =
+            RawStream::open(&format!("{endpoint}?match=books%2F%7Bid%7D"), &[]).await;
+        let mut by_topic =
+            RawStream::open(&format!("{endpoint}?topic=books%2F%7Bid%7D"), &[]).await;
+        hub.publish("books/1", "a book").await;
+        hub.publish("books/{id}", "braces").await;
+        hub.publish("end", "end").await;
+        let mut end =
+            RawStream::open(&format!("{endpoint}?match=end&last_event_id=earliest"), &[]).await;
+        end.read_until("the last event", |b| b.contains("data: end\n"))
+            .await;
+        let wanted = |b: &str| b.contains("data: braces\n");
+        let matched = data_of(by_match.read_until("braces", wanted).await).join(",");
+        let templated = data_of(by_topic.read_until("braces", wanted).await).join(",");
+        let expected = if template_by_match {
+            "a book,braces"
+        } else {
+            "braces"
+        };
+        assert_eq!(matched, expected, "match= with {setting:?}");
+        assert_eq!(templated, "a book,braces", "topic= with {setting:?}");
+    }
+}
+
+/// § Reconciliation: `Mercure-Last-Event-ID` answers every request that
+/// carried a last event id (header or query): the id itself when the
+/// stream goes on after it, `earliest` when it cannot (unknown, or
+/// `earliest` asked for); no such field without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_mercure_last_event_id_says_where_the_stream_goes_on() {
+    let hub = hub().await;
+    let first = hub.publish("r", "one").await;
+    hub.publish("r", "two").await;
+    let endpoint = hub.endpoint();
+    let field = |stream: &RawStream| {
+        stream
+            .response
+            .headers()
+            .get("mercure-last-event-id")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    type Case<'a> = (String, Vec<(&'a str, &'a str)>, Option<&'a str>);
+    let cases: [Case; 5] = [
+        (format!("{endpoint}?match=r"), vec![], None),
+        (
+            format!("{endpoint}?match=r&last_event_id={first}"),
+            vec![],
+            Some(first.as_str()),
+        ),
+        (
+            format!("{endpoint}?match=r"),
+            vec![("last-event-id", first.as_str())],
+            Some(first.as_str()),
+        ),
+        (
+            format!("{endpoint}?match=r&last_event_id=nope"),
+            vec![],
+            Some("earliest"),
+        ),
+        (
+            format!("{endpoint}?match=r&last_event_id=earliest"),
+            vec![],
+            Some("earliest"),
+        ),
+    ];
+    for (url, headers, expected) in cases {
+        let mut stream = RawStream::open(&url, &headers).await;
+        assert_eq!(field(&stream).as_deref(), expected, "{url} {headers:?}");
+        if expected == Some(first.as_str()) {
+            let body = stream
+                .read_until("two", |b| b.contains("data: two\n"))
+                .await;
+            assert_eq!(data_of(body), ["two"], "{body}");
+        }
+    }
+}
+
+/// § Publication: what the draft makes a 400 whatever the token — the
+/// wildcard `*` as a topic, a topic in the hub's own namespace however it
+/// is spelled, format characters, `type=mercure`, ids starting with `#` or
+/// `earliest` — and the 413s for limits; unknown fields are ignored.
+/// Nothing refused is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publication_refuses_what_the_draft_reserves_and_ignores_unknown_fields() {
+    let hub = start(|c| {
+        c.public_url = Some(url::Url::parse(HUB_URL).unwrap());
+        c.max_topics = 3;
+    })
+    .await;
+    let form = "application/x-www-form-urlencoded";
+    for (body, status, code) in [
+        ("topic=*", 400, "invalid_topic"),
+        ("topic=a&topic=*", 400, "invalid_topic"),
+        ("topic=a%E2%80%8Bb", 400, "invalid_topic"),
+        (
+            "topic=%2F.well-known%2Fmercure%2Fsubscriptions%2Fexact%2Fa%2Fb",
+            400,
+            "reserved_topic",
+        ),
+        (
+            "topic=https%3A%2F%2Fhub.example.com%2F.well-known%2Fmercure",
+            400,
+            "reserved_topic",
+        ),
+        (
+            "topic=https%3A%2F%2Fother.example%2F.well-known%2F%256Dercure%2Fx",
+            400,
+            "reserved_topic",
+        ),
+        (
+            "topic=ok&topic=%2Fa%2F..%2F.well-known%2Fmercure%2Fx",
+            400,
+            "reserved_topic",
+        ),
+        ("topic=t&type=mercure", 400, "invalid_type"),
+        ("topic=t&type=a%E2%80%AEb", 400, "invalid_type"),
+        ("topic=t&id=%231", 400, "invalid_id"),
+        ("topic=t&id=earliest", 400, "invalid_id"),
+        ("topic=t&id=a%EF%BB%BFb", 400, "invalid_id"),
+        ("topic=t&retry=1.5", 400, "invalid_retry"),
+        ("topic=a&topic=b&topic=c&topic=d", 413, "too_many_topics"),
+    ] {
+        let (got, text) = hub.post("/.well-known/mercure", form, body).await;
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            (got, json["error"].as_str()),
+            (status, Some(code)),
+            "{body}: {text}"
+        );
+    }
+    let (got, id) = hub
+        .post(
+            "/.well-known/mercure",
+            form,
+            "topic=t&data=kept&colour=red&x-later=1",
+        )
+        .await;
+    assert_eq!(got, 200, "{id}");
+    // Only that one event was stored.
+    let mut all = RawStream::open(
+        &format!("{}?match=*&last_event_id=earliest", hub.endpoint()),
+        &[],
+    )
+    .await;
+    let body = all
+        .read_until("the kept event", |b| b.contains("data: kept\n"))
+        .await;
+    assert_eq!(data_of(body), ["kept"], "{body}");
+}

@@ -427,7 +427,7 @@ async fn private_updates_reach_only_subscribers_whose_token_covers_them() {
         SUBSCRIBER_SECRET,
         json!({"authorization_details": [{"type": "mercure", "actions": ["subscribe"], "topics": [{"match": "orders/:id", "matchType": "URLPattern"}]}]}),
     );
-    let url = format!("{}?match=orders/{{id}}", hub.endpoint());
+    let url = format!("{}?topic=orders/{{id}}", hub.endpoint());
     let cookie = format!("mercureAuthorization={reader_of_1}");
     let authorization = bearer(&reader_of_all);
     let mut streams = [
@@ -475,7 +475,7 @@ async fn private_updates_reach_only_subscribers_whose_token_covers_them() {
     // Replay applies the same rule.
     let mut replay = RawStream::open(
         &format!(
-            "{}?match=orders/{{id}}&lastEventID=earliest",
+            "{}?topic=orders/{{id}}&lastEventID=earliest",
             hub.endpoint()
         ),
         &[("cookie", &cookie)],

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use super::{Kind, StoreKind};
+use super::{BareMatch, Kind, StoreKind};
 
 /// Reads one kind of value, and says how its flag takes it.
 pub struct Parser<T> {
@@ -54,6 +54,14 @@ pub const fn store() -> Parser<StoreKind> {
     value("STORE", |text| {
         <StoreKind as clap::ValueEnum>::from_str(text.trim(), false)
             .map_err(|_| format!("{text:?} is not a store: use durable or memory"))
+    })
+}
+
+/// `exact` or `template`.
+pub const fn bare_match() -> Parser<BareMatch> {
+    value("MEANING", |text| {
+        <BareMatch as clap::ValueEnum>::from_str(text.trim(), false)
+            .map_err(|_| format!("{text:?} is no meaning of match=: use exact or template"))
     })
 }
 

@@ -118,6 +118,12 @@ fn apply(headers: &mut HeaderMap, allowed: &Allowed) {
             );
         }
     }
+    // What a page's fetch may read beyond the simple headers: Mercure's
+    // resume answer, discovery links, and why a token was refused.
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("mercure-last-event-id, link, www-authenticate, retry-after"),
+    );
     headers.append(header::VARY, HeaderValue::from_static("origin"));
 }
 
@@ -143,6 +149,10 @@ mod tests {
             [
                 ("access-control-allow-origin", "http://other.example:8080"),
                 ("access-control-allow-credentials", "true"),
+                (
+                    "access-control-expose-headers",
+                    "mercure-last-event-id, link, www-authenticate, retry-after"
+                ),
                 ("vary", "origin"),
             ]
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -152,7 +162,7 @@ mod tests {
             any_origin: false,
         };
         assert!(answer(&listed, "http://other.example:8080").is_empty());
-        assert_eq!(answer(&listed, "https://app.example").len(), 3);
+        assert_eq!(answer(&listed, "https://app.example").len(), 4);
         assert!(answer(&CorsSettings::default(), "https://app.example").is_empty());
     }
 }

@@ -96,8 +96,8 @@ pub async fn serve(mut socket: TcpStream, app: &AppState, conn: &ConnectionInfo)
     drop(head);
     let origin = request.headers.get("origin").and_then(|o| o.to_str().ok());
     let extra = cors::answer_headers(&app.cors, origin);
-    let stream = match subscribe::open(app, conn, &request.headers, &request.query).await {
-        Ok(stream) => stream,
+    let (stream, more) = match subscribe::open(app, conn, &request.headers, &request.query).await {
+        Ok(opened) => opened,
         Err(error) => {
             let _ = write_error(&mut socket, error, extra).await;
             return Route::Done;
@@ -107,6 +107,7 @@ pub async fn serve(mut socket: TcpStream, app: &AppState, conn: &ConnectionInfo)
     // (long) life of the stream.
     drop(request);
     let mut extra = stream::head(extra);
+    extra.extend(more);
     extra.insert("transfer-encoding", HeaderValue::from_static("chunked"));
     // The stream is the whole exchange: a client reconnects on a new one.
     extra.insert("connection", HeaderValue::from_static("close"));

@@ -91,7 +91,11 @@ impl From<PublishError> for ApiError {
     fn from(err: PublishError) -> ApiError {
         let (status, code) = match &err {
             PublishError::MissingTopic => (StatusCode::BAD_REQUEST, "missing_topic"),
-            PublishError::TooManyTopics { .. } => (StatusCode::BAD_REQUEST, "too_many_topics"),
+            // Mercure: limits on a publish's size answer 413.
+            PublishError::TooManyTopics { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "too_many_topics")
+            }
+            PublishError::TopicTooLong { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "topic_too_long"),
             PublishError::InvalidTopic { .. } => (StatusCode::BAD_REQUEST, "invalid_topic"),
             PublishError::InvalidId(_) => (StatusCode::BAD_REQUEST, "invalid_id"),
             PublishError::InvalidType(_) => (StatusCode::BAD_REQUEST, "invalid_type"),

@@ -31,6 +31,22 @@ pub async fn publish(
     };
     app.limits.publish(&publisher)?;
     let publish = read_publish(&headers, body, app.config.max_body).await?;
+    // (The hub checks again; first, so that an empty or malformed topic
+    // is told as such rather than as one of the hub's.)
+    publish.validate(app.config.topic_limits())?;
+    if let Some(topic) = publish
+        .topics
+        .iter()
+        .find(|t| addresses_hub(t, &app.hub_url))
+    {
+        return Err(ApiError::bad_request(
+            "reserved_topic",
+            format!(
+                "the topic {topic:?} is in the hub's own namespace ({}): only the hub publishes there",
+                app.hub_url.path()
+            ),
+        ));
+    }
     if let Some(grants) = &grants {
         grants.may_publish(&publish.topics).map_err(|topic| {
             insufficient_scope(format!("the token may not publish to the topic {topic:?}"))
@@ -43,6 +59,57 @@ pub async fn publish(
         event.id.clone(),
     )
         .into_response())
+}
+
+/// Whether `topic` names a resource under the hub's URL (its subscription
+/// events, `/.well-known/mercure/subscriptions/...`), which publishers may
+/// not forge. As the Mercure draft has it: the topic resolved against the
+/// hub's URL, whatever its scheme and host, with dot segments removed and
+/// percent-encoded unreserved characters decoded, so `/.well-known/%6Dercure`
+/// or `/x/../.well-known/mercure/a` do not slip through.
+pub(super) fn addresses_hub(topic: &str, hub: &url::Url) -> bool {
+    let Ok(resolved) = hub.join(topic) else {
+        // No URL reference: it cannot name a path of the hub.
+        return false;
+    };
+    let decoded = decode_unreserved(resolved.path());
+    // Decoding may make new dot segments (`%2E%2E`): remove them again.
+    let path = match hub.join(&decoded) {
+        Ok(again) => again.path().to_owned(),
+        Err(_) => decoded,
+    };
+    let own = hub.path().trim_end_matches('/');
+    path == own
+        || path
+            .strip_prefix(own)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// `%XX` decoded where it encodes an unreserved character (RFC 3986:
+/// letters, digits, `-._~`); any other escape is kept as is.
+fn decode_unreserved(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let decoded = (bytes[i] == b'%')
+            .then(|| path.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            .filter(|b| b.is_ascii_alphanumeric() || b"-._~".contains(b));
+        match decoded {
+            Some(b) => {
+                out.push(b as char);
+                i += 3;
+            }
+            None => {
+                let c = path[i..].chars().next().expect("in bounds");
+                out.push(c);
+                i += c.len_utf8();
+            }
+        }
+    }
+    out
 }
 
 /// Reads a publish request body of either kind, enforcing the size limit.
@@ -138,7 +205,8 @@ pub(super) fn from_form(body: &[u8]) -> Result<Publish, ApiError> {
     let mut publish = Publish::default();
     let mut seen = Vec::new();
     for (name, value) in fields {
-        if name != "topic" {
+        const ONCE: [&str; 7] = ["data", "id", "type", "retry", "private", "retain", "final"];
+        if ONCE.contains(&name.as_str()) {
             if seen.contains(&name) {
                 return Err(ApiError::bad_request(
                     "duplicate_field",
@@ -160,14 +228,10 @@ pub(super) fn from_form(body: &[u8]) -> Result<Publish, ApiError> {
             "private" => publish.private = true,
             "retain" => publish.retain = parse_bool(&name, &value)?,
             "final" => publish.is_final = parse_bool(&name, &value)?,
-            _ => {
-                return Err(ApiError::bad_request(
-                    "unknown_field",
-                    format!(
-                        "unknown field {name:?}: expected topic, data, id, type, retry, private, retain or final"
-                    ),
-                ));
-            }
+            // Mercure: "hubs MUST ignore fields they do not recognize", so
+            // that publishers of later versions work. (JSON bodies, ssehub's
+            // own, stay strict: a misspelled field there is an error.)
+            _ => {}
         }
     }
     Ok(publish)
@@ -285,7 +349,10 @@ mod tests {
     #[test]
     fn form_errors_have_codes() {
         let code = |body: &[u8]| from_form(body).unwrap_err().code;
-        assert_eq!(code(b"topic=a&nope=1"), "unknown_field");
+        assert!(
+            from_form(b"topic=a&nope=1&nope=2").is_ok(),
+            "unknown: ignored"
+        );
         assert_eq!(code(b"topic=a&data=1&data=2"), "duplicate_field");
         assert_eq!(code(b"topic=a&retain=yes"), "invalid_boolean");
         // `private` is a presence, not a boolean.
@@ -295,6 +362,34 @@ mod tests {
         }
         assert_eq!(code(b"topic=a&retry=-1"), "invalid_retry");
         assert_eq!(code(b"topic=a&data=%C3"), "invalid_utf8");
+    }
+
+    #[test]
+    fn the_hub_namespace_is_found_however_it_is_spelled() {
+        let hub = url::Url::parse("https://hub.example.com/.well-known/mercure").unwrap();
+        for topic in [
+            "/.well-known/mercure",
+            "/.well-known/mercure/subscriptions/exact/a/b",
+            "https://elsewhere.example/.well-known/mercure/subscriptions",
+            "https://hub.example.com/.well-known/%6Dercure/x",
+            "/.well-known/mercure/../mercure/x",
+            "/x/../.well-known/mercure",
+            "/.well-known/mercure/%2E%2E/mercure/x",
+            "/.well-known/%2E/mercure",
+            "mercure/x",
+        ] {
+            assert!(addresses_hub(topic, &hub), "{topic}");
+        }
+        for topic in [
+            "/.well-known/mercurey",
+            "/.well-known/mercure%2Fx",
+            "https://example.com/books/1",
+            "urn:uuid:1",
+            "books",
+            "http://[::1",
+        ] {
+            assert!(!addresses_hub(topic, &hub), "{topic}");
+        }
     }
 
     #[test]

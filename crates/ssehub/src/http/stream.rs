@@ -64,13 +64,25 @@ pub(super) struct EventStream {
 }
 
 impl EventStream {
-    pub(super) fn new(subscription: Subscription, admission: Admission) -> EventStream {
-        EventStream {
+    /// The stream of `subscription`, and the headers of its answer beyond
+    /// [`head`]'s.
+    pub(super) fn new(
+        subscription: Subscription,
+        admission: Admission,
+    ) -> (EventStream, HeaderMap) {
+        let mut headers = HeaderMap::new();
+        if let Some(after) = &subscription.resumed_after {
+            let value = HeaderValue::from_str(after)
+                .unwrap_or_else(|_| HeaderValue::from_static("earliest"));
+            headers.insert("mercure-last-event-id", value);
+        }
+        let stream = EventStream {
             replay: subscription.replay,
             events: subscription.events,
             _registration: subscription.registration,
             _admission: admission,
-        }
+        };
+        (stream, headers)
     }
 
     /// Whether the hub asked for the connection to be closed without a word.

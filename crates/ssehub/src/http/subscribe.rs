@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use super::auth::{Credentials, Grants};
 use super::stream::{self, EventStream};
 use super::{ApiError, AppState, ConnectionInfo, form};
+use crate::config::BareMatch;
 use crate::hub::{Selector, Subscribe, client_topic};
 
 /// Opens a stream for the topics in the query string, served by hyper (most
@@ -20,12 +21,12 @@ pub async fn subscribe(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let stream = open(&app, &conn, &headers, query.as_deref().unwrap_or("")).await?;
+    let (stream, more) = open(&app, &conn, &headers, query.as_deref().unwrap_or("")).await?;
     if let Some(watch) = &conn.kill_watch {
         watch.watch(stream.kill_signal());
     }
     // CORS headers come from the router's middleware, as for every answer.
-    Ok((stream::head(HeaderMap::new()), Body::from_stream(stream)).into_response())
+    Ok((stream::head(more), Body::from_stream(stream)).into_response())
 }
 
 /// Most URL patterns in one subscription: each is compiled to regular
@@ -37,9 +38,7 @@ const MAX_URL_PATTERNS: usize = 8;
 /// characters (Unicode `Cf`: zero-width and direction marks, which make two
 /// topics look the same).
 fn matcher(value: &str) -> Result<String, ApiError> {
-    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
-    let invisible = |c: char| c.is_control() || c.general_category() == GeneralCategory::Format;
-    if value.chars().any(invisible) {
+    if value.chars().any(crate::hub::is_invisible) {
         return Err(ApiError::bad_request(
             "invalid_selector",
             format!("the matcher {value:?} contains a control or invisible format character"),
@@ -69,13 +68,14 @@ pub(super) fn may_be(app: &AppState, grants: &Grants, client_id: &str) -> Result
 }
 
 /// Checks credentials and limits, registers the subscriber, and returns its
-/// stream; or the error to answer.
+/// stream and the headers of its answer beyond [`stream::head`]'s; or the
+/// error to answer.
 pub(super) async fn open(
     app: &AppState,
     conn: &ConnectionInfo,
     headers: &HeaderMap,
     query: &str,
-) -> Result<EventStream, ApiError> {
+) -> Result<(EventStream, HeaderMap), ApiError> {
     let fields = form::parse(query.as_bytes())
         .map_err(|e| ApiError::bad_request("invalid_utf8", e.to_string()))?;
     let credentials = Credentials {
@@ -101,8 +101,14 @@ pub(super) async fn open(
     let mut patterns = 0;
     for (name, value) in fields {
         match name.as_str() {
-            "match" | "topic" => request.selectors.push(Selector::parse(&matcher(&value)?)?),
-            "match_exact" => request.selectors.push(match matcher(&value)?.as_str() {
+            // Mercure 0.x: an exact topic, `*` or a URI template.
+            "topic" => request.selectors.push(Selector::parse(&matcher(&value)?)?),
+            "match" if app.config.bare_match == BareMatch::Template => {
+                request.selectors.push(Selector::parse(&matcher(&value)?)?);
+            }
+            // The current draft: the exact topic (`*` is every topic, for
+            // any matcher type).
+            "match" | "match_exact" => request.selectors.push(match matcher(&value)?.as_str() {
                 "*" => Selector::All,
                 exact => Selector::Exact(exact.to_owned()),
             }),
@@ -124,8 +130,8 @@ pub(super) async fn open(
                 return Err(ApiError::bad_request(
                     "unknown_matcher_type",
                     format!(
-                        "{other:?} is no matcher type: use match (exact, or a URI template), \
-                         match_exact or match_urlpattern"
+                        "{other:?} is no matcher type: use match or match_exact (the exact \
+                         topic), match_urlpattern (a URL pattern) or topic (a URI template)"
                     ),
                 ));
             }

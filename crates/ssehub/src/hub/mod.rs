@@ -44,7 +44,10 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use queue::TrySendError;
 
 pub use crate::event::Event;
-pub use publish::{Publish, PublishError, RESERVED_ID_PREFIX, TopicLimits, validate_topic};
+pub use publish::{
+    MERCURE_TYPE, Publish, PublishError, RESERVED_ID_PREFIX, TopicLimits, is_invisible,
+    validate_topic,
+};
 pub use replay::{PIECE_BYTES, Piece, Replay};
 pub use selector::{Part, Selector, SelectorError};
 pub use subscription::{

@@ -34,13 +34,20 @@ pub enum PublishError {
         /// The limit.
         limit: usize,
     },
-    /// A topic is empty, too long or contains control characters.
+    /// A topic is empty, contains control or format characters, or is
+    /// reserved (`*`).
     #[error("invalid topic {topic:?}: {reason}")]
     InvalidTopic {
         /// The topic as given.
         topic: String,
         /// What is wrong with it.
         reason: String,
+    },
+    /// A topic is longer than the configured limit.
+    #[error("a topic is longer than {limit} bytes")]
+    TopicTooLong {
+        /// The limit.
+        limit: usize,
     },
     /// The id cannot be sent or is reserved.
     #[error("invalid id: {0}")]
@@ -102,6 +109,19 @@ pub const BROWSER_TYPES: [&str; 2] = ["error", "open"];
 /// could pass for the hub's words.
 pub const RESERVED_ID_PREFIX: &str = "urn:ssehub:";
 
+/// The event type of the hub's own Mercure events (subscription events): a
+/// subscriber listening for it must be able to trust it came from the hub.
+pub const MERCURE_TYPE: &str = "mercure";
+
+/// A character no topic, id, event type or matcher may contain: a control
+/// character (C0, DEL, C1), which could break the stream's framing, or a
+/// format character (Unicode `Cf`: zero-width and direction marks), which
+/// makes two different names look the same.
+pub fn is_invisible(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    c.is_control() || c.general_category() == GeneralCategory::Format
+}
+
 impl Publish {
     /// Checks everything that does not depend on the hub's state.
     pub fn validate(&self, limits: TopicLimits) -> Result<(), PublishError> {
@@ -118,12 +138,22 @@ impl Publish {
         }
         if let Some(id) = &self.id {
             sse_codec::validate_id(id).map_err(|e| PublishError::InvalidId(e.to_string()))?;
+            if id.chars().any(is_invisible) {
+                return Err(PublishError::InvalidId(
+                    "the id contains a control or invisible format character".into(),
+                ));
+            }
             if id.is_empty() {
                 return Err(PublishError::InvalidId("the id is empty".into()));
             }
             if id.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(PublishError::InvalidId(
                     "ids made only of digits are reserved for ids the hub assigns".into(),
+                ));
+            }
+            if id.starts_with('#') {
+                return Err(PublishError::InvalidId(
+                    "ids starting with '#' are reserved for ids the hub assigns".into(),
                 ));
             }
             if id == "earliest" {
@@ -140,6 +170,16 @@ impl Publish {
         if let Some(event_type) = &self.event_type {
             sse_codec::validate_event_type(event_type)
                 .map_err(|e| PublishError::InvalidType(e.to_string()))?;
+            if event_type.chars().any(is_invisible) {
+                return Err(PublishError::InvalidType(
+                    "the type contains a control or invisible format character".into(),
+                ));
+            }
+            if event_type == MERCURE_TYPE {
+                return Err(PublishError::InvalidType(
+                    "\"mercure\" is the type of the hub's own events (subscription events)".into(),
+                ));
+            }
             if CONTROL_TYPES.contains(&event_type.as_str()) {
                 return Err(PublishError::InvalidType(format!(
                     "{event_type:?} is a control event the hub sends itself"
@@ -158,12 +198,15 @@ impl Publish {
 
 /// Checks one topic name.
 pub fn validate_topic(topic: &str, max_length: usize) -> Result<(), PublishError> {
+    if topic.len() > max_length {
+        return Err(PublishError::TopicTooLong { limit: max_length });
+    }
     let reason = if topic.is_empty() {
         "it is empty".to_owned()
-    } else if topic.len() > max_length {
-        format!("it is longer than {max_length} bytes")
-    } else if topic.chars().any(char::is_control) {
-        "it contains a control character".to_owned()
+    } else if topic == "*" {
+        "\"*\" is the wildcard that selects every topic, so it cannot name one".to_owned()
+    } else if topic.chars().any(is_invisible) {
+        "it contains a control or invisible format character".to_owned()
     } else {
         return Ok(());
     };
@@ -199,10 +242,19 @@ mod tests {
             publish(&["a", "b", "c"]).validate(LIMITS),
             Err(PublishError::TooManyTopics { limit: 2 })
         );
-        assert!(matches!(
+        assert_eq!(
             publish(&["123456789"]).validate(LIMITS),
-            Err(PublishError::InvalidTopic { .. })
-        ));
+            Err(PublishError::TopicTooLong { limit: 8 })
+        );
+        for bad in ["*", "a\u{200b}b", "a\u{202e}", "a\u{85}"] {
+            assert!(
+                matches!(
+                    publish(&[bad]).validate(LIMITS),
+                    Err(PublishError::InvalidTopic { .. })
+                ),
+                "{bad:?}"
+            );
+        }
         assert!(matches!(
             publish(&["a\nb"]).validate(LIMITS),
             Err(PublishError::InvalidTopic { .. })
@@ -237,6 +289,24 @@ mod tests {
             with("a", "x\r").validate(LIMITS),
             Err(PublishError::InvalidType(_))
         ));
+        for id in ["#1", "earliest", "a\u{200d}", "urn:ssehub:x"] {
+            assert!(
+                matches!(
+                    with(id, "t").validate(LIMITS),
+                    Err(PublishError::InvalidId(_))
+                ),
+                "{id:?}"
+            );
+        }
+        for ty in ["mercure", "reset", "error", "a\u{feff}"] {
+            assert!(
+                matches!(
+                    with("a", ty).validate(LIMITS),
+                    Err(PublishError::InvalidType(_))
+                ),
+                "{ty:?}"
+            );
+        }
         assert_eq!(with("urn:uuid:1", "x").validate(LIMITS), Ok(()));
     }
 }

@@ -35,6 +35,7 @@ impl Hub {
     /// events; dropping it unregisters the subscriber.
     pub fn subscribe(self: &Arc<Self>, request: Subscribe) -> Result<Subscription, SubscribeError> {
         let mut request = request.validated(self.config.limits)?;
+        let asked = request.last_event_id.is_some();
         if request.last_event_id.is_none()
             && let Some(client_id) = &request.client_id
         {
@@ -66,10 +67,21 @@ impl Hub {
                 limit: self.config.max_replay,
             });
         }
+        // Mercure's answer to a Last-Event-ID: the id the stream continues
+        // from, or `earliest` when it starts elsewhere (so a client that
+        // compares sees the loss).
+        let resumed_after = asked.then(|| match resume {
+            Resume::After {
+                check_gaps: true, ..
+            } if backlog.gapped.is_empty() => request.last_event_id.clone().unwrap_or_default(),
+            _ => "earliest".to_owned(),
+        });
         let opening = Opening::build(self, &st, &request, resume, &backlog, &topics);
         let seqs = backlog.events.iter().map(|e| e.seq).collect();
         let wildcard = topics.wildcard;
-        Ok(self.register(&mut st, request, wildcard, opening, (seqs, address)))
+        let mut subscription = self.register(&mut st, request, wildcard, opening, (seqs, address));
+        subscription.resumed_after = resumed_after;
+        Ok(subscription)
     }
 
     /// [`Hub::subscribe`] for a caller on the async threads. A subscription
@@ -138,6 +150,7 @@ impl Hub {
                 replay: Some(Box::new(replay)),
                 events: live,
                 registration: Registration::new(self, id),
+                resumed_after: None,
             };
         }
         for name in &opening.open_topics {
@@ -176,6 +189,7 @@ impl Hub {
             replay: Some(Box::new(replay)),
             events: live,
             registration: Registration::new(self, id),
+            resumed_after: None,
         }
     }
 

@@ -133,6 +133,10 @@ pub struct Subscription {
     /// Unregisters the subscriber when dropped; a stream keeps it as long
     /// as it is open.
     pub registration: Registration,
+    /// When the request carried a last event id: the id the stream goes on
+    /// after, or `earliest` when it could not (unknown, trimmed, or asked
+    /// for). Mercure answers it as `Mercure-Last-Event-ID`.
+    pub resumed_after: Option<String>,
 }
 
 impl Subscription {
