@@ -261,7 +261,7 @@ async fn attack_for(
     match attack {
         Attack::Redos => {
             let hostile: String = (0..14).map(|i| format!("{{+v{i}}}x")).collect::<String>() + "Q";
-            let query = format!("match={}", percent(&hostile));
+            let query = format!("topic={}", percent(&hostile));
             for i in 0..200 {
                 if let Ok(stream) =
                     stalled_request(hub, attacker(i), &subscribe_request(&query), None).await
