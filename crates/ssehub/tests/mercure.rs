@@ -144,12 +144,51 @@ const PUBLISHER_KEY: &str = "publisher-key-for-the-mercure-tests";
 const SUBSCRIBER_KEY: &str = "subscriber-key-for-the-mercure-tests";
 const DETAIL: &str = "https://mercure.rocks/authorization-detail";
 
-fn token(key: &str, claims: serde_json::Value) -> String {
-    // As the draft's access tokens are typed (RFC 9068).
+/// Signs `claims` with `key` under a header of `typ` (none: no `typ`).
+fn sign(key: &str, typ: Option<&str>, claims: &serde_json::Value) -> String {
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
-    header.typ = Some("at+jwt".into());
+    header.typ = typ.map(str::to_owned);
     let key = jsonwebtoken::EncodingKey::from_secret(key.as_bytes());
-    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    jsonwebtoken::encode(&header, claims, &key).unwrap()
+}
+
+/// A draft-08 access token as the Mercure hub's own `mercure-token`
+/// command builds one: `typ: at+jwt`, and every claim RFC 9068 asks issuers
+/// for (`iss`, `aud` naming the hub, `sub`, `client_id`, `iat`, `exp`,
+/// `jti`), with these authorization details.
+fn token(key: &str, claims: serde_json::Value) -> String {
+    let now = in_an_hour() - 3600;
+    let mut full = serde_json::json!({
+        "iss": "https://example.com",
+        "aud": HUB_URL,
+        "sub": "urn:uuid:bb3de268-05b0-4c65-b44e-8f9acefc29d6",
+        "client_id": "https://example.com",
+        "iat": now,
+        "exp": now + 3600,
+        "jti": "urn:uuid:e70ff8d7-59d5-4a92-b0b7-505e8f6d09fa",
+    });
+    for (name, value) in claims.as_object().unwrap() {
+        full[name] = value.clone();
+    }
+    sign(key, Some("at+jwt"), &full)
+}
+
+/// A 0.x token as Symfony's Mercure component builds one
+/// (`LcobucciFactory`): `typ: JWT`, the `mercure` claim, and an `exp` an
+/// hour ahead written with microseconds, a fraction of a second.
+fn symfony_token(key: &str, mercure: serde_json::Value) -> String {
+    let exp = in_an_hour() as f64 + 0.123456;
+    sign(
+        key,
+        Some("JWT"),
+        &serde_json::json!({"exp": exp, "mercure": mercure}),
+    )
+}
+
+/// A 0.x token as the Mercure documentation's JavaScript examples sign
+/// one: no `typ`, no `exp`, only the `mercure` claim.
+fn js_example_token(key: &str, mercure: serde_json::Value) -> String {
+    sign(key, None, &serde_json::json!({"mercure": mercure}))
 }
 
 fn in_an_hour() -> u64 {
@@ -265,14 +304,8 @@ async fn publication_private_by_presence_whatever_its_value() {
         c.subscriber_jwt_key = Some(SUBSCRIBER_KEY.into());
     })
     .await;
-    let publisher = token(
-        PUBLISHER_KEY,
-        serde_json::json!({"exp": in_an_hour(), "mercure": {"publish": ["*"]}}),
-    );
-    let reader = token(
-        SUBSCRIBER_KEY,
-        serde_json::json!({"exp": in_an_hour(), "mercure": {"subscribe": ["*"]}}),
-    );
+    let publisher = symfony_token(PUBLISHER_KEY, serde_json::json!({"publish": ["*"]}));
+    let reader = symfony_token(SUBSCRIBER_KEY, serde_json::json!({"subscribe": ["*"]}));
     let url = format!("{}?topic=p", hub.endpoint());
     let mut anonymous = RawStream::open(&url, &[]).await;
     let mut authorized =
@@ -461,4 +494,357 @@ async fn publication_refuses_what_the_draft_reserves_and_ignores_unknown_fields(
         .read_until("the kept event", |b| b.contains("data: kept\n"))
         .await;
     assert_eq!(data_of(body), ["kept"], "{body}");
+}
+
+/// A hub with both keys, at [`HUB_URL`], not in dev mode.
+async fn secured_hub() -> common::TestHub {
+    start(|c| {
+        c.dev = false;
+        c.public_url = Some(url::Url::parse(HUB_URL).unwrap());
+        c.publisher_jwt_key = Some(PUBLISHER_KEY.into());
+        c.subscriber_jwt_key = Some(SUBSCRIBER_KEY.into());
+    })
+    .await
+}
+
+const METADATA_URL: &str =
+    "https://hub.example.com/.well-known/oauth-protected-resource/.well-known/mercure";
+
+/// Publishes `topic` with `authorization` (a whole header value, or none);
+/// status, `WWW-Authenticate`, body.
+async fn publish_as(
+    hub: &common::TestHub,
+    authorization: Option<&str>,
+    topic: &str,
+) -> (u16, Option<String>, String) {
+    let mut request = hub.http.post(hub.endpoint()).form(&[("topic", topic)]);
+    if let Some(value) = authorization {
+        request = request.header("authorization", value);
+    }
+    let answer = request.send().await.unwrap();
+    let challenge = answer
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (
+        answer.status().as_u16(),
+        challenge,
+        answer.text().await.unwrap(),
+    )
+}
+
+/// § Token Validation, § Error Responses: a draft-08 access token must be
+/// `typ: at+jwt`, unexpired (and past `nbf`), with `exp`, `iss` and an
+/// `aud` naming this hub, signed by the configured key with the configured
+/// algorithm; every failure is one `401` with `error="invalid_token"`, no
+/// token a `401` without an error code, a token that does not cover the
+/// topic a `403 insufficient_scope`, a malformed header a `400
+/// invalid_request`; each challenge points to the metadata.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_validation_holds_access_tokens_to_rfc_9068() {
+    let hub = secured_hub().await;
+    let grant = serde_json::json!([{
+        "type": DETAIL,
+        "actions": ["publish"],
+        "topics": [{"match": "https://example.com/books/:id", "match_type": "urlpattern"}],
+    }]);
+    let good = token(
+        PUBLISHER_KEY,
+        serde_json::json!({"authorization_details": grant}),
+    );
+    let (status, _, id) = publish_as(
+        &hub,
+        Some(&format!("Bearer {good}")),
+        "https://example.com/books/1",
+    )
+    .await;
+    assert_eq!(status, 200, "{id}");
+    // Any case of the scheme (RFC 9110).
+    let (status, _, _) = publish_as(
+        &hub,
+        Some(&format!("bEARER {good}")),
+        "https://example.com/books/2",
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    let claims = |changes: serde_json::Value| {
+        let mut claims = serde_json::json!({"authorization_details": grant});
+        for (name, value) in changes.as_object().unwrap() {
+            claims[name] = value.clone();
+        }
+        claims
+    };
+    let now = in_an_hour() - 3600;
+    // `token` fills in the other RFC 9068 claims.
+    let full = |changes| token(PUBLISHER_KEY, claims(changes));
+    let unsigned = {
+        use base64::Engine;
+        let b64 = |v: serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        format!(
+            "{}.{}.",
+            b64(serde_json::json!({"alg": "none", "typ": "at+jwt"})),
+            b64(
+                serde_json::json!({"iss": "x", "aud": HUB_URL, "exp": now + 60, "authorization_details": grant})
+            )
+        )
+    };
+    let bad = [
+        (
+            "not at+jwt",
+            sign(
+                PUBLISHER_KEY,
+                Some("JWT"),
+                &claims(serde_json::json!({"iss": "x", "aud": HUB_URL, "exp": now + 60})),
+            ),
+        ),
+        (
+            "no typ",
+            sign(
+                PUBLISHER_KEY,
+                None,
+                &claims(serde_json::json!({"iss": "x", "aud": HUB_URL, "exp": now + 60})),
+            ),
+        ),
+        (
+            "no exp",
+            sign(
+                PUBLISHER_KEY,
+                Some("at+jwt"),
+                &claims(serde_json::json!({"iss": "x", "aud": HUB_URL})),
+            ),
+        ),
+        (
+            "no iss",
+            sign(
+                PUBLISHER_KEY,
+                Some("at+jwt"),
+                &claims(serde_json::json!({"aud": HUB_URL, "exp": now + 60})),
+            ),
+        ),
+        (
+            "no aud",
+            sign(
+                PUBLISHER_KEY,
+                Some("at+jwt"),
+                &claims(serde_json::json!({"iss": "x", "exp": now + 60})),
+            ),
+        ),
+        (
+            "another hub",
+            full(serde_json::json!({"aud": "https://other.example/.well-known/mercure"})),
+        ),
+        ("expired", full(serde_json::json!({"exp": now - 60}))),
+        ("not yet", full(serde_json::json!({"nbf": now + 600}))),
+        (
+            "another key",
+            token(SUBSCRIBER_KEY, claims(serde_json::json!({}))),
+        ),
+        ("alg none", unsigned),
+        (
+            "bad detail",
+            full(
+                serde_json::json!({"authorization_details": [{"type": DETAIL, "actions": ["publish"], "topics": [{"match": "a", "match_type": "regex"}]}]}),
+            ),
+        ),
+        ("garbage", "not.a.token".to_owned()),
+    ];
+    for (why, token) in bad {
+        let (status, challenge, body) = publish_as(
+            &hub,
+            Some(&format!("Bearer {token}")),
+            "https://example.com/books/3",
+        )
+        .await;
+        assert_eq!(status, 401, "{why}: {body}");
+        assert_eq!(
+            challenge.as_deref(),
+            Some(
+                format!("Bearer error=\"invalid_token\", resource_metadata=\"{METADATA_URL}\"")
+                    .as_str()
+            ),
+            "{why}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(json["error"], "invalid_token", "{why}");
+    }
+    let (status, challenge, _) = publish_as(&hub, None, "https://example.com/books/3").await;
+    assert_eq!(
+        (status, challenge.as_deref()),
+        (
+            401,
+            Some(format!("Bearer resource_metadata=\"{METADATA_URL}\"").as_str())
+        )
+    );
+    let (status, challenge, _) = publish_as(
+        &hub,
+        Some(&format!("Bearer {good}")),
+        "https://example.com/authors/1",
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert!(
+        challenge
+            .unwrap()
+            .starts_with("Bearer error=\"insufficient_scope\", resource_metadata=")
+    );
+    let (status, challenge, _) =
+        publish_as(&hub, Some("Basic YTpi"), "https://example.com/books/3").await;
+    assert_eq!(status, 400);
+    assert!(
+        challenge
+            .unwrap()
+            .starts_with("Bearer error=\"invalid_request\"")
+    );
+    // Only the two good publishes were stored.
+    let mut all = RawStream::open(
+        &format!("{}?match=*&last_event_id=earliest", hub.endpoint()),
+        &[],
+    )
+    .await;
+    let body = all
+        .read_until("the position marker", |b| b.contains("\n\n"))
+        .await;
+    assert_eq!(body.matches("data:").count(), 2, "{body}");
+}
+
+/// § Discovery (Protected Resource Metadata): served where RFC 9728 puts
+/// it for the hub's URL, naming the resource identifier tokens must carry
+/// in `aud`, the header method, the draft's detail type, the cookie, and
+/// both matcher types.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_protected_resource_metadata() {
+    let hub = secured_hub().await;
+    let (status, document) = hub
+        .get_json("/.well-known/oauth-protected-resource/.well-known/mercure")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        document,
+        serde_json::json!({
+            "resource": HUB_URL,
+            "bearer_methods_supported": ["header"],
+            "authorization_details_types_supported": [DETAIL],
+            "mercure_cookie": "__Secure-mercure_access_token",
+            "mercure_matcher_types_supported": ["exact", "urlpattern"],
+        })
+    );
+}
+
+/// The official ways of building tokens work unchanged: Symfony's
+/// (`typ: JWT`, the `mercure` claim, a fractional `exp`), the JavaScript
+/// examples' (no `typ`, no `exp`), and the Mercure hub's `mercure-token`
+/// (draft-08); subscribers present theirs in either cookie name, and see
+/// the private update their grant covers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_token_shapes_publish_and_subscribe_unchanged() {
+    let hub = secured_hub().await;
+    let subscriber_details = serde_json::json!({"authorization_details": [{
+        "type": DETAIL, "actions": ["subscribe"], "topics": [{"match": "*"}],
+    }]});
+    let readers = [
+        (
+            "mercureAuthorization",
+            symfony_token(
+                SUBSCRIBER_KEY,
+                serde_json::json!({"subscribe": ["books/{id}"]}),
+            ),
+        ),
+        (
+            "mercureAuthorization",
+            js_example_token(SUBSCRIBER_KEY, serde_json::json!({"subscribe": ["*"]})),
+        ),
+        (
+            "__Secure-mercure_access_token",
+            token(SUBSCRIBER_KEY, subscriber_details),
+        ),
+    ];
+    let mut streams = Vec::new();
+    for (cookie, reader) in &readers {
+        let url = format!("{}?topic=books/{{id}}", hub.endpoint());
+        streams.push(RawStream::open(&url, &[("cookie", &format!("{cookie}={reader}"))]).await);
+    }
+    let publishers = [
+        symfony_token(
+            PUBLISHER_KEY,
+            serde_json::json!({"publish": ["books/{id}"]}),
+        ),
+        js_example_token(PUBLISHER_KEY, serde_json::json!({"publish": ["*"]})),
+        token(
+            PUBLISHER_KEY,
+            serde_json::json!({"authorization_details": [{
+                "type": DETAIL, "actions": ["publish"], "topics": [{"match": "*"}],
+            }]}),
+        ),
+    ];
+    for (i, publisher) in publishers.iter().enumerate() {
+        let answer = hub
+            .http
+            .post(hub.endpoint())
+            .bearer_auth(publisher)
+            .form(&[
+                ("topic", format!("books/{i}")),
+                ("data", format!("private {i}")),
+                ("private", "on".into()),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200, "publisher {i}");
+    }
+    for (i, stream) in streams.iter_mut().enumerate() {
+        let body = stream
+            .read_until("the last update", |b| b.contains("data: private 2\n"))
+            .await;
+        assert_eq!(
+            data_of(body),
+            ["private 0", "private 1", "private 2"],
+            "reader {i}"
+        );
+    }
+}
+
+/// § Security Considerations (CSRF): a publish authenticated by a cookie
+/// must come from the hub's origin or a `--cors-origin`, by `Origin` or
+/// `Referer`; a header token needs neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cookie_publish_must_come_from_a_trusted_page() {
+    let hub = start(|c| {
+        c.dev = false;
+        c.public_url = Some(url::Url::parse(HUB_URL).unwrap());
+        c.publisher_jwt_key = Some(PUBLISHER_KEY.into());
+        c.cors_origins = vec!["https://app.example".into()];
+    })
+    .await;
+    let publisher = symfony_token(PUBLISHER_KEY, serde_json::json!({"publish": ["*"]}));
+    let cookie = format!("mercureAuthorization={publisher}");
+    for (headers, expected) in [
+        (vec![], 403),
+        (vec![("origin", "https://evil.example")], 403),
+        (vec![("referer", "https://evil.example/page")], 403),
+        (vec![("origin", "null")], 403),
+        (vec![("origin", "https://hub.example.com")], 200),
+        (vec![("origin", "https://app.example")], 200),
+        (vec![("referer", "https://app.example/orders?x=1")], 200),
+    ] {
+        let mut request = hub
+            .http
+            .post(hub.endpoint())
+            .header("cookie", &cookie)
+            .form(&[("topic", "t")]);
+        for (name, value) in &headers {
+            request = request.header(*name, *value);
+        }
+        let answer = request.send().await.unwrap();
+        let status = answer.status().as_u16();
+        let body = answer.text().await.unwrap();
+        assert_eq!(status, expected, "{headers:?}: {body}");
+        if expected == 403 {
+            assert!(body.contains("cross_site_publish"), "{body}");
+        }
+    }
+    let (status, _, _) = publish_as(&hub, Some(&format!("Bearer {publisher}")), "t").await;
+    assert_eq!(status, 200);
 }

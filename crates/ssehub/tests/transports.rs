@@ -230,7 +230,7 @@ on_each_path!(a_stream_carries_the_same_bytes:
 async fn a_refusal_is_the_same_json(path: Path) -> (u16, Vec<(String, String)>, String) {
     let hub = start(|c| c.cors_origins = vec!["https://app.example".into()]).await;
     let mut raw = Raw::for_path(hub.server.addr, path, None).await;
-    raw.send("GET /.well-known/mercure?match=a&match=%7Bunclosed HTTP/1.1\r\nHost: hub\r\nOrigin: https://app.example\r\n\r\n")
+    raw.send("GET /.well-known/mercure?match=a&topic=%7Bunclosed HTTP/1.1\r\nHost: hub\r\nOrigin: https://app.example\r\n\r\n")
         .await;
     let (status, headers) = raw.head().await;
     let length: usize = header(&headers, "content-length").unwrap().parse().unwrap();

@@ -8,6 +8,14 @@
 //! refused before any signature check. Grants are read from the `mercure`
 //! claim or from `authorization_details`; a malformed grant rejects the whole
 //! token rather than silently narrowing it.
+//!
+//! Two profiles, by what the token says it is: an access token of the
+//! current Mercure draft (header `typ: at+jwt`, or a draft-08 authorization
+//! detail) must carry `exp`, an `aud` naming this hub's resource identifier,
+//! and `iss` (RFC 9068); a 0.x token (the `mercure` claim, as Symfony and
+//! API Platform issue it) needs them only where the operator asks for them.
+//! Refusals carry the `WWW-Authenticate: Bearer` challenge of RFC 6750 with
+//! the `resource_metadata` of RFC 9728.
 
 use std::collections::HashSet;
 use std::str::FromStr;
@@ -38,6 +46,9 @@ pub struct Grants {
     pub subscribe: Vec<Selector>,
     /// The `exp` claim.
     pub expires_at: Option<SystemTime>,
+    /// The token came in a cookie: the browser sends it on its own, so a
+    /// publish with it must come from a trusted page (CSRF).
+    pub by_cookie: bool,
 }
 
 impl Grants {
@@ -59,6 +70,10 @@ pub struct Verifier {
     validation: Validation,
     /// What relative URL patterns in grants resolve against.
     hub_url: url::Url,
+    /// The `aud` a draft-08 access token must name.
+    resource: String,
+    /// Refuse tokens without `exp`.
+    require_exp: bool,
 }
 
 /// Settings of the auth layer.
@@ -80,6 +95,40 @@ pub struct AuthSettings {
     pub hub_url: Option<url::Url>,
 }
 
+impl AuthSettings {
+    /// The hub's resource identifier, which access tokens name in `aud`:
+    /// the required audience when one is set, else the hub's URL.
+    pub fn resource(&self) -> String {
+        match (&self.audience, &self.hub_url) {
+            (Some(audience), _) => audience.clone(),
+            (None, Some(url)) => url.to_string(),
+            (None, None) => DEFAULT_HUB_URL.to_owned(),
+        }
+    }
+
+    /// Where the hub's protected resource metadata is (RFC 9728: the
+    /// resource identifier's path after `/.well-known/oauth-protected-resource`),
+    /// as a URL for challenges and as the path it is served at.
+    pub fn metadata_url(&self) -> url::Url {
+        let resource = url::Url::parse(&self.resource())
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            .or_else(|| self.hub_url.clone())
+            .unwrap_or_else(|| url::Url::parse(DEFAULT_HUB_URL).expect("a URL"));
+        let mut metadata = resource.clone();
+        let path = resource.path().trim_end_matches('/');
+        metadata.set_path(&format!("{METADATA_PREFIX}{path}"));
+        metadata.set_query(None);
+        metadata.set_fragment(None);
+        metadata
+    }
+}
+
+/// The well-known prefix of protected resource metadata (RFC 9728).
+pub const METADATA_PREFIX: &str = "/.well-known/oauth-protected-resource";
+
+const DEFAULT_HUB_URL: &str = "http://localhost/.well-known/mercure";
+
 impl Verifier {
     /// A verifier for one role.
     pub fn new(key: &str, settings: &AuthSettings) -> Result<Verifier, String> {
@@ -87,12 +136,13 @@ impl Verifier {
             .map_err(|_| format!("unknown JWT algorithm {:?}", settings.algorithm))?;
         let key = decoding_key(key, algorithm)?;
         let mut validation = Validation::new(algorithm);
-        validation.leeway = LEEWAY_SECONDS;
-        validation.validate_nbf = true;
+        // `exp` and `nbf` are checked here (`check_times`): the crate reads
+        // them as whole seconds only, and refuses a token with
+        // `"exp": 1767225600.5`, which RFC 7519 allows and Symfony's token
+        // factory issues.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
         validation.required_spec_claims = HashSet::new();
-        if settings.require_exp {
-            validation.required_spec_claims.insert("exp".to_owned());
-        }
         match &settings.audience {
             Some(audience) => {
                 validation.set_audience(&[audience]);
@@ -106,22 +156,80 @@ impl Verifier {
             validation.set_issuer(&[issuer]);
             validation.required_spec_claims.insert("iss".to_owned());
         }
-        let hub_url = settings.hub_url.clone().unwrap_or_else(|| {
-            url::Url::parse("http://localhost/.well-known/mercure").expect("a URL")
-        });
+        let hub_url = settings
+            .hub_url
+            .clone()
+            .unwrap_or_else(|| url::Url::parse(DEFAULT_HUB_URL).expect("a URL"));
         Ok(Verifier {
             key,
             validation,
+            resource: settings.resource(),
             hub_url,
+            require_exp: settings.require_exp,
         })
     }
 
     /// Checks a token and reads its grants.
     pub fn verify(&self, token: &str) -> Result<Grants, String> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| describe(&e))?;
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|e| describe(&e))?;
-        data.claims.grants(&self.hub_url)
+        let claims = data.claims;
+        claims.check_times(unix_now())?;
+        if self.require_exp && claims.exp.is_none() {
+            return Err("the token has no exp claim".into());
+        }
+        let access_token = header.typ.as_deref().is_some_and(is_access_token_type);
+        if access_token || claims.has_draft_detail() {
+            self.check_access_token(access_token, &claims)?;
+        }
+        claims.grants(&self.hub_url)
     }
+
+    /// What RFC 9068 (and so the current Mercure draft) requires of an
+    /// access token beyond the signature.
+    fn check_access_token(&self, typed: bool, claims: &Claims) -> Result<(), String> {
+        if !typed {
+            return Err(
+                "a token with Mercure draft-08 authorization details must have the header typ \
+                 at+jwt (RFC 9068)"
+                    .into(),
+            );
+        }
+        if claims.exp.is_none() {
+            return Err("an access token (typ at+jwt) must have an exp claim".into());
+        }
+        if claims.iss.is_none() {
+            return Err("an access token (typ at+jwt) must have an iss claim".into());
+        }
+        let names_this_hub = match &claims.aud {
+            Some(serde_json::Value::String(aud)) => *aud == self.resource,
+            Some(serde_json::Value::Array(auds)) => {
+                auds.iter().any(|a| a.as_str() == Some(&self.resource))
+            }
+            _ => false,
+        };
+        if !names_this_hub {
+            return Err(format!(
+                "an access token (typ at+jwt) must name this hub in aud: {:?} (its resource \
+                 identifier: --jwt-audience, else --public-url)",
+                self.resource
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `at+jwt` or `application/at+jwt`, in any case (RFC 9068, RFC 7515).
+fn is_access_token_type(typ: &str) -> bool {
+    let typ = typ.to_ascii_lowercase();
+    typ.strip_prefix("application/").unwrap_or(&typ) == "at+jwt"
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn decoding_key(key: &str, algorithm: Algorithm) -> Result<DecodingKey, String> {
@@ -165,7 +273,11 @@ fn describe(err: &jsonwebtoken::errors::Error) -> String {
 #[derive(Deserialize)]
 struct Claims {
     sub: Option<String>,
-    exp: Option<u64>,
+    /// NumericDates may have a fraction (RFC 7519).
+    exp: Option<f64>,
+    nbf: Option<f64>,
+    iss: Option<String>,
+    aud: Option<serde_json::Value>,
     mercure: Option<MercureClaim>,
     authorization_details: Option<Vec<serde_json::Value>>,
 }
@@ -184,6 +296,26 @@ struct MercureClaim {
 const LEEWAY_SECONDS: u64 = 5;
 
 impl Claims {
+    /// `exp` and `nbf` against `now` (seconds), with the leeway.
+    fn check_times(&self, now: f64) -> Result<(), String> {
+        let leeway = LEEWAY_SECONDS as f64;
+        if self.exp.is_some_and(|exp| now > exp + leeway) {
+            return Err("the token has expired".into());
+        }
+        if self.nbf.is_some_and(|nbf| nbf > now + leeway) {
+            return Err("the token is not valid yet (nbf)".into());
+        }
+        Ok(())
+    }
+
+    /// Whether it carries an authorization detail of the current draft.
+    fn has_draft_detail(&self) -> bool {
+        self.authorization_details
+            .iter()
+            .flatten()
+            .any(|d| d.get("type").and_then(|t| t.as_str()) == Some(DETAIL_TYPE))
+    }
+
     fn grants(self, hub_url: &url::Url) -> Result<Grants, String> {
         let mut grants = Grants {
             subject: self.sub,
@@ -192,8 +324,10 @@ impl Claims {
             // that ends at once and is reopened with the same token. An
             // expiry too far ahead to represent is none.
             // (It is accepted through the whole second `exp + leeway`.)
+            // (A float cast saturates: an `exp` past u64 seconds is none.)
             expires_at: self
                 .exp
+                .map(|s| s.max(0.0).ceil() as u64)
                 .and_then(|s| s.checked_add(LEEWAY_SECONDS + 1))
                 .and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s))),
             ..Grants::default()
@@ -294,7 +428,18 @@ pub struct Auth {
     cookie_name: String,
     allow_query_token: bool,
     admin_token: Option<String>,
+    /// The challenge's `resource_metadata` parameter.
+    metadata: String,
+    /// The hub's protected resource metadata document (RFC 9728).
+    metadata_document: serde_json::Value,
 }
+
+/// The cookie name the current Mercure draft recommends; read besides the
+/// configured one (`mercureAuthorization` by default, 0.x's).
+pub const DRAFT_COOKIE: &str = "__Secure-mercure_access_token";
+
+/// 0.x's cookie name, `--cookie-name`'s default.
+pub const CLASSIC_COOKIE: &str = "mercureAuthorization";
 
 /// Where a token may be found on a request.
 pub struct Credentials<'a> {
@@ -320,10 +465,25 @@ impl Auth {
         Ok(Auth {
             publisher: verifier(&settings.publisher_key, "publisher")?,
             subscriber: verifier(&settings.subscriber_key, "subscriber")?,
+            metadata: format!("resource_metadata=\"{}\"", settings.metadata_url()),
+            metadata_document: serde_json::json!({
+                "resource": settings.resource(),
+                "bearer_methods_supported": ["header"],
+                "authorization_details_types_supported": [DETAIL_TYPE],
+                // The draft's cookie name, unless the operator chose one.
+                "mercure_cookie": if cookie_name == CLASSIC_COOKIE { DRAFT_COOKIE } else { &cookie_name },
+                "mercure_matcher_types_supported": ["exact", "urlpattern"],
+            }),
             cookie_name,
             allow_query_token,
             admin_token,
         })
+    }
+
+    /// The protected resource metadata document: what a client puts in a
+    /// token's `aud`, how it presents the token, what grants mean here.
+    pub fn metadata_document(&self) -> &serde_json::Value {
+        &self.metadata_document
     }
 
     /// Whether publishers can authenticate at all.
@@ -331,12 +491,24 @@ impl Auth {
         self.publisher.is_some()
     }
 
-    /// The token presented, by Mercure's precedence: header, query, cookie.
-    fn token<'a>(&self, credentials: &'a Credentials<'_>) -> Result<Option<&'a str>, ApiError> {
+    /// The token presented, by Mercure's precedence: header, query, cookie
+    /// (the configured name first, then the draft's); and whether it came
+    /// in a cookie.
+    fn token<'a>(
+        &self,
+        credentials: &'a Credentials<'_>,
+    ) -> Result<Option<(&'a str, bool)>, ApiError> {
         if let Some(presented) = bearer(credentials.headers) {
-            return presented
-                .map(Some)
-                .ok_or_else(|| invalid_token("the Authorization header is not a Bearer token"));
+            // RFC 6750's `invalid_request`: the presentation is malformed.
+            return presented.map(|t| Some((t, false))).ok_or_else(|| {
+                self.challenge(
+                    ApiError::bad_request(
+                        "invalid_request",
+                        "the Authorization header is not a Bearer token",
+                    ),
+                    Some("invalid_request"),
+                )
+            });
         }
         if self.allow_query_token
             && let Some((_, token)) = credentials
@@ -344,17 +516,64 @@ impl Auth {
                 .iter()
                 .find(|(name, _)| name == "authorization" || name == "access_token")
         {
-            return Ok(Some(token));
+            return Ok(Some((token, false)));
         }
-        Ok(credentials
-            .headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(name, _)| *name == self.cookie_name)
-            .map(|(_, value)| value))
+        let cookie = |wanted: &str| {
+            credentials
+                .headers
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .filter_map(|pair| pair.trim().split_once('='))
+                .find(|(name, _)| *name == wanted)
+                .map(|(_, value)| (value, true))
+        };
+        Ok(cookie(&self.cookie_name).or_else(|| cookie(DRAFT_COOKIE)))
+    }
+
+    /// `error` with the hub's Bearer challenge: its `error` code (none when
+    /// no token was presented) and where its metadata is.
+    fn challenge(&self, error: ApiError, code: Option<&str>) -> ApiError {
+        let value = match code {
+            Some(code) => format!("Bearer error=\"{code}\", {}", self.metadata),
+            None => format!("Bearer {}", self.metadata),
+        };
+        error.with_header(header::WWW_AUTHENTICATE, &value)
+    }
+
+    fn unauthorized(&self, message: &str) -> ApiError {
+        self.challenge(
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message),
+            None,
+        )
+    }
+
+    fn invalid_token(&self, reason: &str) -> ApiError {
+        let error = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            format!("invalid token: {reason}"),
+        );
+        self.challenge(error, Some("invalid_token"))
+    }
+
+    /// 403 for a valid token that does not cover the request.
+    pub fn insufficient_scope(&self, message: String) -> ApiError {
+        let error = ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope", message);
+        self.challenge(error, Some("insufficient_scope"))
+    }
+
+    /// A token's grants, or why it is refused.
+    fn grants(
+        &self,
+        verifier: &Verifier,
+        token: &str,
+        by_cookie: bool,
+    ) -> Result<Grants, ApiError> {
+        let mut grants = verifier.verify(token).map_err(|e| self.invalid_token(&e))?;
+        grants.by_cookie = by_cookie;
+        Ok(grants)
     }
 
     /// A publisher's grants: `Ok(None)` for an anonymous publisher, allowed
@@ -365,16 +584,15 @@ impl Auth {
         dev: bool,
     ) -> Result<Option<Grants>, ApiError> {
         match (self.token(credentials)?, &self.publisher) {
-            (Some(token), Some(verifier)) => verifier
-                .verify(token)
-                .map(Some)
-                .map_err(|e| invalid_token(&e)),
+            (Some((token, by_cookie)), Some(verifier)) => {
+                self.grants(verifier, token, by_cookie).map(Some)
+            }
             (Some(_), None) if dev => Ok(None),
-            (Some(_), None) => Err(invalid_token("this hub has no publisher key configured")),
+            (Some(_), None) => Err(self.invalid_token("this hub has no publisher key configured")),
             (None, _) if dev => Ok(None),
-            (None, _) => Err(unauthorized(
-                "publishing needs a token (Authorization: Bearer ...)",
-            )),
+            (None, _) => {
+                Err(self.unauthorized("publishing needs a token (Authorization: Bearer ...)"))
+            }
         }
     }
 
@@ -385,15 +603,14 @@ impl Auth {
         anonymous_allowed: bool,
     ) -> Result<Option<Grants>, ApiError> {
         match (self.token(credentials)?, &self.subscriber) {
-            (Some(token), Some(verifier)) => verifier
-                .verify(token)
-                .map(Some)
-                .map_err(|e| invalid_token(&e)),
-            (Some(_), None) => Err(invalid_token("this hub has no subscriber key configured")),
+            (Some((token, by_cookie)), Some(verifier)) => {
+                self.grants(verifier, token, by_cookie).map(Some)
+            }
+            (Some(_), None) => Err(self.invalid_token("this hub has no subscriber key configured")),
             (None, _) if anonymous_allowed => Ok(None),
-            (None, _) => Err(unauthorized(
-                "subscribing needs a token (cookie or Authorization header)",
-            )),
+            (None, _) => {
+                Err(self.unauthorized("subscribing needs a token (cookie or Authorization header)"))
+            }
         }
     }
 
@@ -404,14 +621,16 @@ impl Auth {
             return if dev {
                 Ok(())
             } else {
-                Err(unauthorized("the admin API needs --admin-token (or --dev)"))
+                Err(admin_unauthorized(
+                    "the admin API needs --admin-token (or --dev)",
+                ))
             };
         };
         let presented = bearer(headers).flatten().unwrap_or("");
         if bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
             Ok(())
         } else if presented.is_empty() {
-            Err(unauthorized(
+            Err(admin_unauthorized(
                 "the admin API needs Authorization: Bearer <admin token>",
             ))
         } else {
@@ -439,26 +658,10 @@ fn bearer(headers: &HeaderMap) -> Option<Option<&str>> {
     Some(token)
 }
 
-fn unauthorized(message: &str) -> ApiError {
+/// The admin API's own credential is no OAuth token: a plain challenge.
+fn admin_unauthorized(message: &str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
         .with_header(header::WWW_AUTHENTICATE, "Bearer")
-}
-
-fn invalid_token(reason: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "invalid_token",
-        format!("invalid token: {reason}"),
-    )
-    .with_header(header::WWW_AUTHENTICATE, "Bearer error=\"invalid_token\"")
-}
-
-/// 403 for a valid token that does not cover the request.
-pub fn insufficient_scope(message: String) -> ApiError {
-    ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope", message).with_header(
-        header::WWW_AUTHENTICATE,
-        "Bearer error=\"insufficient_scope\"",
-    )
 }
 
 #[cfg(test)]
@@ -552,6 +755,127 @@ mod tests {
             .unwrap();
             assert!(claims.grants(&hub()).is_err(), "{detail}");
         }
+    }
+
+    const KEY: &str = "a-secret-of-enough-length";
+
+    fn verifier(configure: impl FnOnce(&mut AuthSettings)) -> Verifier {
+        let mut settings = AuthSettings {
+            algorithm: "HS256".into(),
+            hub_url: Some(hub()),
+            ..AuthSettings::default()
+        };
+        configure(&mut settings);
+        Verifier::new(KEY, &settings).unwrap()
+    }
+
+    fn sign(typ: Option<&str>, claims: serde_json::Value) -> String {
+        let mut header = jsonwebtoken::Header::new(Algorithm::HS256);
+        header.typ = typ.map(str::to_owned);
+        let key = jsonwebtoken::EncodingKey::from_secret(KEY.as_bytes());
+        jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    }
+
+    fn soon() -> f64 {
+        unix_now() + 600.0
+    }
+
+    /// RFC 9068's profile for tokens that say they are access tokens (or
+    /// carry the draft's details): `typ`, `exp`, `iss`, and an `aud` naming
+    /// this hub.
+    #[test]
+    fn access_tokens_must_name_the_hub_expire_and_say_who_issued_them() {
+        let verifier = verifier(|_| {});
+        let detail = serde_json::json!([{
+            "type": DETAIL_TYPE, "actions": ["subscribe"], "topics": [{"match": "*"}]
+        }]);
+        let full = serde_json::json!({
+            "iss": "https://example.com", "aud": hub().as_str(), "exp": soon(),
+            "sub": "s", "authorization_details": detail,
+        });
+        for typ in ["at+jwt", "application/at+jwt", "AT+JWT"] {
+            assert!(
+                verifier.verify(&sign(Some(typ), full.clone())).is_ok(),
+                "{typ}"
+            );
+        }
+        let mut listed = full.clone();
+        listed["aud"] = serde_json::json!(["other", hub().as_str()]);
+        assert!(verifier.verify(&sign(Some("at+jwt"), listed)).is_ok());
+        for (typ, without, or_with) in [
+            (Some("JWT"), None, None),
+            (None, None, None),
+            (Some("at+jwt"), Some("exp"), None),
+            (Some("at+jwt"), Some("iss"), None),
+            (Some("at+jwt"), Some("aud"), None),
+            (
+                Some("at+jwt"),
+                None,
+                Some(serde_json::json!(
+                    "https://other.example/.well-known/mercure"
+                )),
+            ),
+            (Some("at+jwt"), None, Some(serde_json::json!(["a", "b"]))),
+        ] {
+            let mut claims = full.clone();
+            if let Some(claim) = without {
+                claims.as_object_mut().unwrap().remove(claim);
+            }
+            if let Some(aud) = or_with {
+                claims["aud"] = aud;
+            }
+            let refused = verifier.verify(&sign(typ, claims.clone()));
+            assert!(refused.is_err(), "{typ:?} {claims}");
+        }
+        // `typ: at+jwt` alone holds a 0.x-shaped token to the profile too.
+        let classic = serde_json::json!({"mercure": {"subscribe": ["*"]}});
+        assert!(
+            verifier
+                .verify(&sign(Some("at+jwt"), classic.clone()))
+                .is_err()
+        );
+        assert!(verifier.verify(&sign(None, classic)).is_ok());
+    }
+
+    /// RFC 7519 NumericDates may have fractions; Symfony's token factory
+    /// writes `exp` with microseconds.
+    #[test]
+    fn fractional_times_are_read() {
+        let verifier = verifier(|_| {});
+        let claims = |exp: f64| serde_json::json!({"exp": exp, "mercure": {"publish": ["*"]}});
+        assert!(
+            verifier
+                .verify(&sign(Some("JWT"), claims(soon() + 0.25)))
+                .is_ok()
+        );
+        let expired = verifier.verify(&sign(Some("JWT"), claims(unix_now() - 60.5)));
+        assert_eq!(expired.unwrap_err(), "the token has expired");
+        let early = serde_json::json!({"nbf": soon() + 0.5, "mercure": {"publish": ["*"]}});
+        assert!(verifier.verify(&sign(None, early)).is_err());
+    }
+
+    #[test]
+    fn the_metadata_is_where_rfc_9728_puts_it() {
+        let settings = AuthSettings {
+            hub_url: Some(hub()),
+            ..AuthSettings::default()
+        };
+        assert_eq!(
+            settings.metadata_url().as_str(),
+            "https://hub.example.com/.well-known/oauth-protected-resource/.well-known/mercure"
+        );
+        assert_eq!(settings.resource(), hub().as_str());
+        let named = AuthSettings {
+            audience: Some("urn:example:hub".into()),
+            ..settings
+        };
+        assert_eq!(named.resource(), "urn:example:hub");
+        assert!(
+            named
+                .metadata_url()
+                .as_str()
+                .starts_with("https://hub.example.com/")
+        );
     }
 
     #[test]

@@ -31,6 +31,11 @@ enum Allowed {
 }
 
 impl CorsSettings {
+    /// Whether `origin` is listed by name (`*` lists none).
+    pub(super) fn lists(&self, origin: &str) -> bool {
+        self.origins.iter().any(|o| o == origin)
+    }
+
     fn allowed(&self, origin: &str) -> Option<Allowed> {
         if self.origins.iter().any(|o| o == origin) {
             HeaderValue::from_str(origin).ok().map(Allowed::Origin)

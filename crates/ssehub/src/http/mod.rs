@@ -9,6 +9,7 @@ mod cors;
 mod deadline;
 mod demo;
 mod direct;
+mod discovery;
 mod error;
 mod form;
 #[cfg(fuzzing)]
@@ -79,7 +80,16 @@ pub struct ConnectionInfo {
 }
 
 fn router(state: AppState) -> Router {
-    Router::new()
+    // Where RFC 9728 puts the metadata of the hub's URL; and of the default
+    // one, for a hub behind a proxy that serves it under another path.
+    let metadata = state.config.auth_settings().metadata_url();
+    let default_metadata = "/.well-known/oauth-protected-resource/.well-known/mercure";
+    let mut router = Router::new();
+    if metadata.path() != default_metadata {
+        router = router.route(metadata.path(), get(discovery::metadata));
+    }
+    router
+        .route(default_metadata, get(discovery::metadata))
         .route(
             "/.well-known/mercure",
             get(subscribe::subscribe).post(publish::publish),

@@ -8,7 +8,7 @@ use bytes::BytesMut;
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use super::auth::{Credentials, insufficient_scope};
+use super::auth::Credentials;
 use super::{ApiError, AppState, ConnectionInfo, form};
 use crate::hub::Publish;
 
@@ -24,6 +24,9 @@ pub async fn publish(
         query: &[],
     };
     let grants = app.auth.publisher(&credentials, app.config.dev)?;
+    if grants.as_ref().is_some_and(|g| g.by_cookie) {
+        from_a_trusted_page(&app, &headers)?;
+    }
     // The rate is per publisher: the token's subject, else the address.
     let publisher = match grants.as_ref().and_then(|g| g.subject.as_deref()) {
         Some(subject) => format!("sub:{subject}"),
@@ -49,7 +52,8 @@ pub async fn publish(
     }
     if let Some(grants) = &grants {
         grants.may_publish(&publish.topics).map_err(|topic| {
-            insufficient_scope(format!("the token may not publish to the topic {topic:?}"))
+            app.auth
+                .insufficient_scope(format!("the token may not publish to the topic {topic:?}"))
         })?;
     }
     let event = app.hub.publish(publish).await?;
@@ -59,6 +63,43 @@ pub async fn publish(
         event.id.clone(),
     )
         .into_response())
+}
+
+/// A publish authenticated by a cookie must come from the hub's own origin
+/// or one listed in `--cors-origin`, by its `Origin` (or else `Referer`):
+/// the browser attaches the cookie to a form another site submits (CSRF),
+/// and `SameSite` is not enforced everywhere. Without either header it is
+/// refused too.
+fn from_a_trusted_page(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let origin = headers
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| {
+            let referer = headers.get(header::REFERER)?.to_str().ok()?;
+            Some(
+                url::Url::parse(referer)
+                    .ok()?
+                    .origin()
+                    .ascii_serialization(),
+            )
+        });
+    let trusted = origin.as_deref().is_some_and(|origin| {
+        origin == app.hub_url.origin().ascii_serialization() || app.cors.lists(origin)
+    });
+    if trusted {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cross_site_publish",
+            format!(
+                "a publish authenticated by a cookie must come from a page of the hub's origin or \
+                 of a --cors-origin (by its Origin or Referer), not {}",
+                origin.as_deref().unwrap_or("a request with neither")
+            ),
+        ))
+    }
 }
 
 /// Whether `topic` names a resource under the hub's URL (its subscription
