@@ -255,8 +255,9 @@ async fn follow(
                     .to_owned();
             } else if let Some(data) = current.strip_prefix(b"data: ") {
                 // Order is checked on the ids of events (an id line alone,
-                // such as the resume position, is not an event).
-                if let Ok(numeric) = last_id.parse::<u64>() {
+                // such as the resume position, is not an event). ssehub's
+                // ids are `#N`; other hubs' may be bare numbers.
+                if let Ok(numeric) = last_id.trim_start_matches('#').parse::<u64>() {
                     if numeric <= last_seq_id && last_seq_id != 0 {
                         seen.out_of_order += 1;
                     }

@@ -55,14 +55,14 @@ pub fn resume_position(id: &str) -> Option<Bytes> {
     sse_codec::id_line(id).ok()
 }
 
-/// `id: N` and a blank line: dispatches nothing in a browser but moves its
+/// `id: #N` and a blank line: dispatches nothing in a browser but moves its
 /// last event id to `seq`, so a reconnect before the next event loses
 /// nothing.
 pub fn position(seq: u64) -> Bytes {
     sse_codec::Event::default()
-        .id(&seq.to_string())
+        .id(&crate::hub::ids::hub_id(seq))
         .encode()
-        .expect("digits are a valid id")
+        .expect("a hub id is a valid id")
 }
 
 /// `event: reset`: history does not cover the client's position. The data is
@@ -143,7 +143,7 @@ mod tests {
         assert!(event("a\nb", None, "x", None).is_err());
         assert_eq!(retry_hint(Duration::from_millis(1500)), "retry: 1500\n");
         assert_eq!(resume_position("x-1").unwrap(), "id: x-1\n");
-        assert_eq!(position(42), "id: 42\n\n");
+        assert_eq!(position(42), "id: #42\n\n");
         assert_eq!(
             reset("history_trimmed", &["a", "b"]),
             "event: reset\ndata: {\"reason\":\"history_trimmed\",\"topics\":[\"a\",\"b\"]}\n\n"

@@ -129,9 +129,11 @@ async fn opening(target: &Target, query: &str, last_event_id: &str) -> String {
     .await;
     stream
         .read_until("the position marker", |b| {
-            b.lines()
-                .any(|l| l.starts_with("id: ") && l[4..].parse::<u64>().is_ok())
-                && b.ends_with("\n\n")
+            b.lines().any(|l| {
+                l.strip_prefix("id: ")
+                    .and_then(ssehub::hub::ids::seq_of)
+                    .is_some()
+            }) && b.ends_with("\n\n")
         })
         .await
         .to_owned()

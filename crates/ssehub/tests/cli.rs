@@ -275,7 +275,7 @@ async fn an_unwritable_log_stops_neither_the_hub_nor_its_shutdown() {
         .publish(&ssehub_client::Publish::new("logs", "still serving"))
         .await
         .unwrap();
-    assert_eq!(id, "1");
+    assert_eq!(id, "#1");
     common::send_signal(child.id(), 15);
     let status = common::wait_until("an exit after SIGTERM", || {
         let exited = child.try_wait().unwrap();

@@ -378,6 +378,8 @@ async fn subscription_bare_match_is_exact_and_topic_a_template_in_either_dialect
 async fn reconciliation_mercure_last_event_id_says_where_the_stream_goes_on() {
     let hub = hub().await;
     let first = hub.publish("r", "one").await;
+    // A hub id is a fragment (`#1`): in a URL it is percent-encoded.
+    let encoded = first.replace('#', "%23");
     hub.publish("r", "two").await;
     let endpoint = hub.endpoint();
     let field = |stream: &RawStream| {
@@ -391,7 +393,7 @@ async fn reconciliation_mercure_last_event_id_says_where_the_stream_goes_on() {
     let cases: [Case; 5] = [
         (format!("{endpoint}?match=r"), vec![], None),
         (
-            format!("{endpoint}?match=r&last_event_id={first}"),
+            format!("{endpoint}?match=r&last_event_id={encoded}"),
             vec![],
             Some(first.as_str()),
         ),
@@ -847,4 +849,68 @@ async fn a_cookie_publish_must_come_from_a_trusted_page() {
     }
     let (status, _, _) = publish_as(&hub, Some(&format!("Bearer {publisher}")), "t").await;
     assert_eq!(status, 200);
+}
+
+/// § Subscription (`QUERY`): the parameters may come in a form-encoded
+/// body; with the query's they make one list, and of `last_event_id` the
+/// query's wins (the `Last-Event-ID` header over both). Another body type
+/// is a 415, a body too large a 413.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_by_query_reads_the_body_and_the_query_as_one() {
+    let hub = hub().await;
+    let one = hub.publish("a", "one").await.replace('#', "%23");
+    let two = hub.publish("b", "two").await.replace('#', "%23");
+    hub.publish("c", "three").await;
+    let query = reqwest::Method::from_bytes(b"QUERY").unwrap();
+    let open = |url: String, body: String, header: Option<&str>| {
+        let mut request = hub
+            .http
+            .request(query.clone(), url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        if let Some(id) = header {
+            request = request.header("last-event-id", id);
+        }
+        request.send()
+    };
+    let endpoint = hub.endpoint();
+    // Selectors from both; the body's position loses to the query's.
+    let mut answer = open(
+        format!("{endpoint}?match=c&last_event_id={two}"),
+        format!("match=a&match=b&last_event_id={one}"),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status(), 200);
+    let mut body = String::new();
+    while !body.contains("data: three\n") {
+        let chunk = answer.chunk().await.unwrap().expect("the stream goes on");
+        body.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    assert_eq!(data_of(&body), ["three"], "{body}");
+    // All of it in the body, and the header's position over the body's.
+    let answer = open(
+        endpoint.clone(),
+        format!("match=a&match=b&last_event_id={two}"),
+        Some("#1"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.headers()["mercure-last-event-id"], "#1");
+    let refused = hub
+        .http
+        .request(query.clone(), endpoint.clone())
+        .header("content-type", "application/json")
+        .body(r#"{"match":"a"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 415);
+    let huge = format!("match={}", "a".repeat(300 * 1024));
+    let refused = open(endpoint.clone(), huge, None).await.unwrap();
+    assert_eq!(refused.status(), 413);
+    // The body's names are held to the same rules as the query's.
+    let refused = open(endpoint, "match_nope=a".into(), None).await.unwrap();
+    assert_eq!(refused.status(), 400);
 }

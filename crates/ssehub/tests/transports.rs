@@ -199,15 +199,15 @@ async fn a_stream_carries_the_same_bytes(path: Path) {
     assert_eq!(status, 200);
     assert_stream_head(path, &headers);
     // The opening bytes: the retry hint, then the position marker.
-    assert_eq!(raw.body_until("\n\n").await, "retry: 1500\nid: 1\n\n");
+    assert_eq!(raw.body_until("\n\n").await, "retry: 1500\nid: #1\n\n");
     hub.wait_for_stat("connections", 1).await;
     hub.publish("job", "working").await;
-    assert_eq!(raw.body_until("\n\n").await, "id: 2\ndata: working\n\n");
+    assert_eq!(raw.body_until("\n\n").await, "id: #2\ndata: working\n\n");
     let mut done = ssehub_client::Publish::new("job", "done");
     done.is_final = true;
     hub.publish_with(done).await;
     let rest = raw.body_until("event: complete").await;
-    assert_eq!(rest, "id: 3\ndata: done\n\nevent: complete\ndata: job\n\n");
+    assert_eq!(rest, "id: #3\ndata: done\n\nevent: complete\ndata: job\n\n");
     // The hub ended the stream: the last chunk, then the connection's fate
     // is the path's own.
     assert_eq!(raw.chunk().await, "");

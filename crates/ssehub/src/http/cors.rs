@@ -78,7 +78,7 @@ pub async fn cors(State(app): State<AppState>, request: Request, next: Next) -> 
         apply(headers, &allowed);
         headers.insert(
             header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("GET, POST, DELETE"),
+            HeaderValue::from_static("GET, POST, DELETE, QUERY"),
         );
         headers.insert(
             header::ACCESS_CONTROL_ALLOW_HEADERS,

@@ -92,7 +92,9 @@ fn router(state: AppState) -> Router {
         .route(default_metadata, get(discovery::metadata))
         .route(
             "/.well-known/mercure",
-            get(subscribe::subscribe).post(publish::publish),
+            get(subscribe::subscribe)
+                .post(publish::publish)
+                .fallback(other_method),
         )
         .route("/healthz", get(healthz))
         .route("/v1/stats", get(admin::stats))
@@ -146,6 +148,23 @@ async fn healthz(
 
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+/// The hub URL's methods beyond `GET` and `POST`: `QUERY` subscribes with
+/// its parameters in the body; any other is refused.
+async fn other_method(
+    state: axum::extract::State<AppState>,
+    conn: axum::extract::Extension<ConnectionInfo>,
+    method: axum::http::Method,
+    headers: HeaderMap,
+    query: axum::extract::RawQuery,
+    body: axum::body::Body,
+) -> Result<axum::response::Response, ApiError> {
+    if method.as_str() == "QUERY" {
+        subscribe::subscribe_by_query(state, conn, headers, query, body).await
+    } else {
+        Err(method_not_allowed().await)
+    }
 }
 
 async fn method_not_allowed() -> ApiError {

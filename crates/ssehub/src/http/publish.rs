@@ -160,6 +160,19 @@ pub async fn read_publish(
     max_body: usize,
 ) -> Result<Publish, ApiError> {
     let kind = body_kind(headers)?;
+    let bytes = read_body(headers, body, max_body).await?;
+    match kind {
+        BodyKind::Form => from_form(&bytes),
+        BodyKind::Json => from_json(&bytes),
+    }
+}
+
+/// Reads a whole request body, at most `max_body` bytes (else `413`).
+pub(super) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    max_body: usize,
+) -> Result<BytesMut, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -185,10 +198,7 @@ pub async fn read_publish(
         }
         bytes.extend_from_slice(&chunk);
     }
-    match kind {
-        BodyKind::Form => from_form(&bytes),
-        BodyKind::Json => from_json(&bytes),
-    }
+    Ok(bytes)
 }
 
 /// Most bytes of a refused body read (and thrown away) before answering.

@@ -4,7 +4,7 @@
 
 use axum::body::Body;
 use axum::extract::{Extension, RawQuery, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::auth::{Credentials, Grants};
@@ -28,6 +28,53 @@ pub async fn subscribe(
     // CORS headers come from the router's middleware, as for every answer.
     Ok((stream::head(more), Body::from_stream(stream)).into_response())
 }
+
+/// `QUERY /.well-known/mercure`: a subscription whose parameters (all of
+/// them, or those too many for a URL) are in the body, form-encoded, as the
+/// current Mercure draft allows. The body's parameters and the query's make
+/// one list; of single-valued ones (`last_event_id`), the query's wins (the
+/// `Last-Event-ID` header wins over both).
+pub async fn subscribe_by_query(
+    State(app): State<AppState>,
+    Extension(conn): Extension<ConnectionInfo>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_none_or(|essence| {
+            essence
+                .trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !form {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_content_type",
+            "a QUERY subscription's body is application/x-www-form-urlencoded",
+        ));
+    }
+    let body = super::publish::read_body(&headers, body, MAX_QUERY_BODY).await?;
+    let mut all = String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::bad_request("invalid_utf8", "the body is not UTF-8"))?;
+    // Later pairs win for single-valued parameters: the query's come last.
+    if let Some(query) = query.filter(|q| !q.is_empty()) {
+        all.push('&');
+        all.push_str(&query);
+    }
+    let (stream, more) = open(&app, &conn, &headers, &all).await?;
+    if let Some(watch) = &conn.kill_watch {
+        watch.watch(stream.kill_signal());
+    }
+    Ok((stream::head(more), Body::from_stream(stream)).into_response())
+}
+
+/// Most bytes of a QUERY subscription's body: room for every selector a
+/// subscription may have, at their longest, escaped.
+const MAX_QUERY_BODY: usize = 256 * 1024;
 
 /// Most URL patterns in one subscription: each is compiled to regular
 /// expressions, about 4.7 KB, fourteen times an exact topic

@@ -24,6 +24,7 @@ mod acks;
 mod clock;
 mod commit;
 mod directory;
+pub mod ids;
 mod kept;
 mod publish;
 pub mod queue;
@@ -327,7 +328,7 @@ impl Hub {
                 return Err(PublishError::DuplicateId(id.clone()));
             }
             let seq = st.last_seq + 1;
-            let id = publish.id.unwrap_or_else(|| seq.to_string());
+            let id = publish.id.unwrap_or_else(|| ids::hub_id(seq));
             let wire = frames::event(
                 &id,
                 publish.event_type.as_deref(),
@@ -356,7 +357,7 @@ impl Hub {
             };
             // Reserve the id and close finished topics now, so publishes that
             // arrive while this one commits see them.
-            if event.id != seq.to_string() {
+            if event.id != ids::hub_id(seq) {
                 st.ids.insert(event.id.clone(), seq);
             }
             if event.is_final {
@@ -792,7 +793,7 @@ mod tests {
         let data: Vec<&str> = events.iter().map(|e| e.1.as_str()).collect();
         assert_eq!(data, ["b-state", "a-state"]);
         // The marker moves the position past the unrelated event.
-        assert_eq!(position, "3");
+        assert_eq!(position, "#3");
     }
 
     #[tokio::test]

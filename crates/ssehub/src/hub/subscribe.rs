@@ -312,8 +312,8 @@ impl Resume {
                 }
             };
         }
-        match id.parse::<u64>() {
-            Ok(seq) if seq <= st.applied_seq && id == seq.to_string() => Resume::After {
+        match super::ids::seq_of(id) {
+            Some(seq) if seq <= st.applied_seq => Resume::After {
                 seq,
                 check_gaps: true,
             },
