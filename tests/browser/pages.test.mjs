@@ -112,7 +112,7 @@ test('a hub restart in the middle of an answer ends with the whole answer shown 
     assert.ok(shown.endsWith('回答会接着继续。'), shown);
     assert.equal(shown.split(question).length, 2, 'the answer is shown once');
     // Each fragment is stored once: ids strictly increase, texts add up.
-    const ids = stored.filter((e) => e.id).map((e) => Number(e.id));
+    const ids = stored.filter((e) => e.id).map((e) => Number(e.id.replace(/^#/, '')));
     assert.deepEqual(ids, [...ids].sort((a, b) => a - b));
     assert.equal(new Set(ids).size, ids.length);
     await screenshot(page, 'chat-after-restart');

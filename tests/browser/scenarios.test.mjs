@@ -246,7 +246,7 @@ async function otherOrigin(hubUrl) {
     window.publish = async (data) => {
       try {
         const res = await fetch('${hubUrl}/.well-known/mercure', { method: 'POST', body: new URLSearchParams({ topic: 'cross', data }) });
-        return { status: res.status, body: await res.json() };
+        return { status: res.status, body: await res.text() };
       } catch (e) { return { error: e.message }; }
     };`;
   const pages = {

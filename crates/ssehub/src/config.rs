@@ -107,6 +107,9 @@ settings! {
     /// What a bare match= selector means: exact (the current Mercure draft: the topic, byte for
     /// byte) or template (a URI template like books/{id}, as topic= always is).
     bare_match: BareMatch = "exact", bare_match;
+    /// Active subscriptions (Mercure): publish an event when a subscription starts or ends, and
+    /// list them at /.well-known/mercure/subscriptions.
+    subscriptions: bool = "false", switch;
     /// Where history is kept: durable (one file in the data directory; every acknowledged
     /// event survives a crash) or memory (nothing survives a restart).
     store: StoreKind = "durable", store;

@@ -914,3 +914,162 @@ async fn subscription_by_query_reads_the_body_and_the_query_as_one() {
     let refused = open(endpoint, "match_nope=a".into(), None).await.unwrap();
     assert_eq!(refused.status(), 400);
 }
+
+/// § Active Subscriptions: with `--subscriptions`, each matcher of a stream
+/// is a subscription; its start and end are private `mercure` events on
+/// `/.well-known/mercure/subscriptions/{match_type}/{match}/{subscriber}`
+/// (each percent-encoded once) carrying the draft's document and the
+/// token's payload; the API lists them for a token granted `subscribe` on
+/// its path, with the cursor in a `Link` header, and `403` for others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_subscriptions_events_and_api() {
+    let hub = start(|c| {
+        c.dev = false;
+        c.subscriptions = true;
+        c.public_url = Some(url::Url::parse(HUB_URL).unwrap());
+        c.publisher_jwt_key = Some(PUBLISHER_KEY.into());
+        c.subscriber_jwt_key = Some(SUBSCRIBER_KEY.into());
+    })
+    .await;
+    let watcher = token(
+        SUBSCRIBER_KEY,
+        serde_json::json!({"authorization_details": [{
+            "type": DETAIL, "actions": ["subscribe"],
+            "topics": [{"match": "/.well-known/mercure/subscriptions{/*}?", "match_type": "urlpattern"}],
+        }]}),
+    );
+    let subscriber = token(
+        SUBSCRIBER_KEY,
+        serde_json::json!({"authorization_details": [
+            {"type": DETAIL, "actions": ["subscribe"],
+             "topics": [{"match": "https://example.com/:selector", "match_type": "urlpattern"}],
+             "payload": {"foo": "bar"}},
+        ]}),
+    );
+    let bearer = |t: &str| format!("Bearer {t}");
+    let events_url = format!(
+        "{}?match_urlpattern=%2F.well-known%2Fmercure%2Fsubscriptions%2F*",
+        hub.endpoint()
+    );
+    let mut events = RawStream::open(&events_url, &[("authorization", &bearer(&watcher))]).await;
+    let mut anonymous = RawStream::open(&format!("{}?match=*", hub.endpoint()), &[]).await;
+    let url = format!(
+        "{}?match_urlpattern=https%3A%2F%2Fexample.com%2F%3Aselector",
+        hub.endpoint()
+    );
+    let stream = RawStream::open(&url, &[("authorization", &bearer(&subscriber))]).await;
+    // (The watcher's own subscription is one too: its event may come first.)
+    let example = "\"match\":\"https://example.com/:selector\"";
+    let body = events
+        .read_until("the subscription's start", |b| b.contains(example))
+        .await
+        .to_owned();
+    assert!(body.contains("event: mercure\n"), "{body}");
+    let data = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .find(|d| d.contains(example))
+        .unwrap();
+    let document: serde_json::Value = serde_json::from_str(data).unwrap();
+    let subscriber_id = document["subscriber"].as_str().unwrap().to_owned();
+    assert!(subscriber_id.starts_with("urn:uuid:"), "{document}");
+    let topic = format!(
+        "/.well-known/mercure/subscriptions/urlpattern/https%3A%2F%2Fexample.com%2F%3Aselector/{}",
+        subscriber_id.replace(':', "%3A")
+    );
+    assert_eq!(
+        document,
+        serde_json::json!({
+            "id": topic,
+            "type": "subscription",
+            "match_type": "urlpattern",
+            "match": "https://example.com/:selector",
+            "subscriber": subscriber_id,
+            "active": true,
+            "payload": {"foo": "bar"},
+        })
+    );
+    let (_, metadata) = hub
+        .get_json("/.well-known/oauth-protected-resource/.well-known/mercure")
+        .await;
+    assert_eq!(metadata["mercure_subscriptions"], true);
+    // The API: the collection, per matcher, the one subscription.
+    let get = |path: String, token: Option<String>| {
+        let mut request = hub.http.get(format!("{}{path}", hub.url));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    let answer = get(
+        "/.well-known/mercure/subscriptions".into(),
+        Some(watcher.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status(), 200);
+    let link = answer.headers()["link"].to_str().unwrap().to_owned();
+    assert!(
+        link.starts_with(&format!("<{HUB_URL}>; rel=\"mercure\"; last-event-id=\"#")),
+        "{link}"
+    );
+    let collection: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(collection["type"], "subscriptions");
+    let listed = collection["subscriptions"].as_array().unwrap();
+    assert!(listed.contains(&document), "{collection}");
+    let one: serde_json::Value = get(topic.clone(), Some(watcher.clone()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one, document);
+    let per_matcher = get(
+        "/.well-known/mercure/subscriptions/urlpattern/https%3A%2F%2Fexample.com%2F%3Aselector"
+            .into(),
+        Some(watcher.clone()),
+    )
+    .await
+    .unwrap();
+    let per_matcher: serde_json::Value = per_matcher.json().await.unwrap();
+    assert_eq!(per_matcher["subscriptions"], serde_json::json!([document]));
+    // Only a token granted the path reads it.
+    assert_eq!(
+        get(topic.clone(), Some(subscriber.clone()))
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(get(topic.clone(), None).await.unwrap().status(), 401);
+    // The end: `active: false`, and the API forgets it.
+    drop(stream);
+    let body = events
+        .read_until("the subscription's end", |b| b.contains("\"active\":false"))
+        .await
+        .to_owned();
+    assert!(body.contains(&subscriber_id));
+    common::wait_until("the API to forget the subscription", || async {
+        let status = get(topic.clone(), Some(watcher.clone()))
+            .await
+            .unwrap()
+            .status();
+        (status == 404).then_some(())
+    })
+    .await;
+    // Anonymous subscribers saw none of it: the events are private.
+    let publisher = js_example_token(PUBLISHER_KEY, serde_json::json!({"publish": ["*"]}));
+    let answer = hub
+        .http
+        .post(hub.endpoint())
+        .bearer_auth(publisher)
+        .form(&[("topic", "public"), ("data", "public 3")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let seen = anonymous
+        .read_until("the public event", |b| b.contains("data: public 3\n"))
+        .await;
+    assert!(!seen.contains("subscription"), "{seen}");
+}

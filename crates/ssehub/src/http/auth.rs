@@ -49,9 +49,22 @@ pub struct Grants {
     /// The token came in a cookie: the browser sends it on its own, so a
     /// publish with it must come from a trusted page (CSRF).
     pub by_cookie: bool,
+    /// Payloads of `subscribe` grants, in the token's order, with the
+    /// topics they are for (0.x's `mercure.payload` last, for all).
+    pub payloads: Vec<(Vec<Selector>, serde_json::Value)>,
 }
 
 impl Grants {
+    /// The payload of the first `subscribe` grant that covers a
+    /// subscription's matcher, read as a topic (Mercure's active
+    /// subscriptions show it).
+    pub fn payload_for(&self, matcher: &str) -> Option<&serde_json::Value> {
+        self.payloads
+            .iter()
+            .find(|(selectors, _)| selectors.iter().any(|s| s.matches(matcher)))
+            .map(|(_, payload)| payload)
+    }
+
     /// Whether the token may publish to every one of `topics`.
     pub fn may_publish(&self, topics: &[String]) -> Result<(), String> {
         match topics
@@ -289,6 +302,7 @@ struct MercureClaim {
     publish: Vec<String>,
     #[serde(default)]
     subscribe: Vec<String>,
+    payload: Option<serde_json::Value>,
 }
 
 /// Seconds a token is still accepted after its `exp` (and before its
@@ -332,7 +346,9 @@ impl Claims {
                 .and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s))),
             ..Grants::default()
         };
+        let mut classic_payload = None;
         if let Some(mercure) = self.mercure {
+            classic_payload = mercure.payload;
             if mercure.publish.len() + mercure.subscribe.len() > MAX_TOPICS {
                 return Err("the mercure claim lists too many topics".into());
             }
@@ -363,6 +379,9 @@ impl Claims {
             for detail in mercure {
                 read_detail(detail, &mut grants, hub_url)?;
             }
+        }
+        if let Some(payload) = classic_payload {
+            grants.payloads.push((vec![Selector::All], payload));
         }
         Ok(grants)
     }
@@ -408,10 +427,20 @@ fn read_detail(
         };
         selectors.push(selector);
     }
+    let payload = match detail.get("payload") {
+        None => None,
+        Some(payload) if payload.is_object() => Some(payload),
+        Some(_) => return Err(bad("payload must be an object")),
+    };
     for action in actions {
         match action.as_str() {
             Some("publish") => grants.publish.extend(selectors.iter().cloned()),
-            Some("subscribe") => grants.subscribe.extend(selectors.iter().cloned()),
+            Some("subscribe") => {
+                grants.subscribe.extend(selectors.iter().cloned());
+                if let Some(payload) = payload {
+                    grants.payloads.push((selectors.clone(), payload.clone()));
+                }
+            }
             // Actions of later specifications grant nothing here, and do not
             // invalidate the token (the draft says so).
             Some(_) => {}
@@ -542,7 +571,8 @@ impl Auth {
         error.with_header(header::WWW_AUTHENTICATE, &value)
     }
 
-    fn unauthorized(&self, message: &str) -> ApiError {
+    /// 401 for a request that needs a token and has none.
+    pub fn unauthorized(&self, message: &str) -> ApiError {
         self.challenge(
             ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message),
             None,

@@ -12,5 +12,9 @@ use super::AppState;
 
 /// The metadata document.
 pub async fn metadata(State(app): State<AppState>) -> Json<serde_json::Value> {
-    Json(app.auth.metadata_document().clone())
+    let mut document = app.auth.metadata_document().clone();
+    if app.config.subscriptions {
+        document["mercure_subscriptions"] = true.into();
+    }
+    Json(document)
 }

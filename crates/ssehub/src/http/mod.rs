@@ -17,6 +17,7 @@ pub mod fuzzing;
 pub mod limits;
 mod pages;
 pub mod peers;
+mod presence;
 mod publish;
 mod stream;
 mod subscribe;
@@ -51,6 +52,8 @@ pub struct AppState {
     cors: Arc<cors::CorsSettings>,
     /// The hub's URL, which relative URL patterns and topics resolve against.
     hub_url: Arc<url::Url>,
+    /// The open streams' subscriptions (with `--subscriptions`).
+    presence: Arc<presence::Registry>,
     /// The demo backend's settings; `None` when the demos are off.
     demo: Option<Arc<crate::demo::DemoSettings>>,
     /// Cancelled at shutdown: every stream ends with a retry hint.
@@ -95,6 +98,11 @@ fn router(state: AppState) -> Router {
             get(subscribe::subscribe)
                 .post(publish::publish)
                 .fallback(other_method),
+        )
+        .route("/.well-known/mercure/subscriptions", get(presence::list))
+        .route(
+            "/.well-known/mercure/subscriptions/{*rest}",
+            get(presence::list),
         )
         .route("/healthz", get(healthz))
         .route("/v1/stats", get(admin::stats))
@@ -246,6 +254,7 @@ impl Server {
                 any_origin: config.dev && config.cors_origins.is_empty(),
             }),
             hub_url: Arc::new(config.hub_url()),
+            presence: Arc::default(),
             demo: config.demos_on().then(|| Arc::new(config.demo_settings())),
             hub: hub.clone(),
             config: Arc::new(config),

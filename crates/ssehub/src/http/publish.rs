@@ -369,6 +369,7 @@ pub(super) fn from_json(body: &[u8]) -> Result<Publish, ApiError> {
         private: parsed.private,
         retain: parsed.retain,
         is_final: parsed.is_final,
+        by_hub: false,
     })
 }
 
@@ -393,6 +394,7 @@ mod tests {
                 private: true,
                 retain: true,
                 is_final: true,
+                by_hub: false,
             }
         );
     }

@@ -31,6 +31,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 
 use super::limits::Admission;
+use super::presence::Presence;
 use crate::hub::queue::{KillSignal, Receiver};
 use crate::hub::{Piece, Registration, Replay, Subscription};
 
@@ -61,6 +62,8 @@ pub(super) struct EventStream {
     _registration: Registration,
     /// Releases the stream's place in the connection limits.
     _admission: Admission,
+    /// Its active subscriptions (with `--subscriptions`), which end with it.
+    _presence: Option<Box<Presence>>,
 }
 
 impl EventStream {
@@ -69,6 +72,7 @@ impl EventStream {
     pub(super) fn new(
         subscription: Subscription,
         admission: Admission,
+        presence: Option<Box<Presence>>,
     ) -> (EventStream, HeaderMap) {
         let mut headers = HeaderMap::new();
         if let Some(after) = &subscription.resumed_after {
@@ -81,6 +85,7 @@ impl EventStream {
             events: subscription.events,
             _registration: subscription.registration,
             _admission: admission,
+            _presence: presence,
         };
         (stream, headers)
     }

@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::auth::{Credentials, Grants};
+use super::presence::{Matcher, Presence};
 use super::stream::{self, EventStream};
 use super::{ApiError, AppState, ConnectionInfo, form};
 use crate::config::BareMatch;
@@ -146,7 +147,29 @@ pub(super) async fn open(
         ..Subscribe::default()
     };
     let mut patterns = 0;
+    // As the subscriber wrote them, for active subscriptions.
+    let mut matchers = Vec::new();
+    let template = |value: &str| {
+        if value.contains('{') {
+            "template"
+        } else {
+            "exact"
+        }
+    };
     for (name, value) in fields {
+        let match_type = match name.as_str() {
+            "topic" => template(&value),
+            "match" if app.config.bare_match == BareMatch::Template => template(&value),
+            "match" | "match_exact" => "exact",
+            "match_urlpattern" => "urlpattern",
+            _ => "",
+        };
+        if !match_type.is_empty() && app.config.subscriptions {
+            matchers.push(Matcher {
+                match_type,
+                value: value.clone(),
+            });
+        }
         match name.as_str() {
             // Mercure 0.x: an exact topic, `*` or a URI template.
             "topic" => request.selectors.push(Selector::parse(&matcher(&value)?)?),
@@ -215,5 +238,7 @@ pub(super) async fn open(
     // (Boxed: what it holds while it waits is not part of every stream's
     // task.)
     let subscription = Box::pin(app.hub.subscribe_async(request)).await?;
-    Ok(EventStream::new(subscription, admission))
+    let presence =
+        (!matchers.is_empty()).then(|| Box::new(Presence::start(app, &matchers, &grants)));
+    Ok(EventStream::new(subscription, admission, presence))
 }

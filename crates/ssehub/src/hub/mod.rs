@@ -515,6 +515,13 @@ impl Hub {
         self.connections.fetch_sub(1, Relaxed);
     }
 
+    /// The id of the newest event the hub has sent out (as a hub id, which
+    /// resumes after it), or `None` before the first.
+    pub fn last_event_id(&self) -> Option<String> {
+        let seq = self.state().applied_seq;
+        (seq > 0).then(|| ids::hub_id(seq))
+    }
+
     /// Current counters.
     pub fn stats(&self) -> Stats {
         let st = self.state();

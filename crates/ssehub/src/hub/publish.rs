@@ -20,6 +20,9 @@ pub struct Publish {
     pub retain: bool,
     /// The topics are finished after this event.
     pub is_final: bool,
+    /// The hub's own event (a subscription event): it may have the type
+    /// reserved for those. Never set from a request.
+    pub by_hub: bool,
 }
 
 /// Why a publish was refused. Nothing is stored when this is returned.
@@ -175,7 +178,7 @@ impl Publish {
                     "the type contains a control or invisible format character".into(),
                 ));
             }
-            if event_type == MERCURE_TYPE {
+            if event_type == MERCURE_TYPE && !self.by_hub {
                 return Err(PublishError::InvalidType(
                     "\"mercure\" is the type of the hub's own events (subscription events)".into(),
                 ));
