@@ -168,6 +168,9 @@ settings! {
     jwt_issuer: Option<String> = "", optional_text;
     /// Refuse tokens without `exp`.
     jwt_require_exp: bool = "false", switch;
+    /// A secret (at least 16 characters) that makes the hub's event ids opaque: the order of
+    /// events encrypted, so ids disclose no counts or timing (the same secret on every restart).
+    event_id_key: Option<String> = "", admin_token, secret;
     /// Name of the cookie carrying the token.
     cookie_name: String = "mercureAuthorization", text;
     /// Accept tokens in the `authorization` or `access_token` query parameter (they end up in
@@ -692,6 +695,10 @@ impl Config {
             drain_timeout: self.shutdown_timeout,
             max_replay: self.max_replay,
             max_acks: self.max_acks,
+            event_ids: match &self.event_id_key {
+                Some(secret) => crate::hub::ids::EventIds::opaque(secret),
+                None => crate::hub::ids::EventIds::Sequential,
+            },
         }
     }
 }

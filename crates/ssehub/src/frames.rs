@@ -55,12 +55,12 @@ pub fn resume_position(id: &str) -> Option<Bytes> {
     sse_codec::id_line(id).ok()
 }
 
-/// `id: #N` and a blank line: dispatches nothing in a browser but moves its
-/// last event id to `seq`, so a reconnect before the next event loses
-/// nothing.
-pub fn position(seq: u64) -> Bytes {
+/// `id: ID` and a blank line, with the hub's id of the newest event:
+/// dispatches nothing in a browser but moves its last event id there, so a
+/// reconnect before the next event loses nothing.
+pub fn position(id: &str) -> Bytes {
     sse_codec::Event::default()
-        .id(&crate::hub::ids::hub_id(seq))
+        .id(id)
         .encode()
         .expect("a hub id is a valid id")
 }
@@ -143,7 +143,7 @@ mod tests {
         assert!(event("a\nb", None, "x", None).is_err());
         assert_eq!(retry_hint(Duration::from_millis(1500)), "retry: 1500\n");
         assert_eq!(resume_position("x-1").unwrap(), "id: x-1\n");
-        assert_eq!(position(42), "id: #42\n\n");
+        assert_eq!(position("#42"), "id: #42\n\n");
         assert_eq!(
             reset("history_trimmed", &["a", "b"]),
             "event: reset\ndata: {\"reason\":\"history_trimmed\",\"topics\":[\"a\",\"b\"]}\n\n"

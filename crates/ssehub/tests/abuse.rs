@@ -131,7 +131,7 @@ async fn opening(target: &Target, query: &str, last_event_id: &str) -> String {
         .read_until("the position marker", |b| {
             b.lines().any(|l| {
                 l.strip_prefix("id: ")
-                    .and_then(ssehub::hub::ids::seq_of)
+                    .and_then(|id| ssehub::hub::ids::EventIds::Sequential.seq_of(id))
                     .is_some()
             }) && b.ends_with("\n\n")
         })

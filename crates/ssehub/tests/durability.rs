@@ -52,7 +52,7 @@ async fn all_events(url: &str) -> Vec<(String, String)> {
 }
 
 fn seq(id: &str) -> u64 {
-    ssehub::hub::ids::seq_of(id).unwrap()
+    ssehub::hub::ids::EventIds::Sequential.seq_of(id).unwrap()
 }
 
 /// Several publishers publish as fast as they can; the hub is killed with

@@ -1073,3 +1073,40 @@ async fn active_subscriptions_events_and_api() {
         .await;
     assert!(!seen.contains("subscription"), "{seen}");
 }
+
+/// § Reconciliation (opaque ids): with `--event-id-key`, hub ids are `#` and
+/// 22 characters that show no order, and resuming from one is as exact as
+/// from `#N`; the sequential form means nothing to such a hub.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_opaque_ids_resume_exactly_and_show_no_order() {
+    let hub = start(|c| c.event_id_key = Some("an event id key of enough length".into())).await;
+    let ids = [
+        hub.publish("o", "one").await,
+        hub.publish("o", "two").await,
+        hub.publish("o", "three").await,
+    ];
+    for id in &ids {
+        assert!(id.starts_with('#') && id.len() == 23, "{id}");
+    }
+    assert_ne!(ids[0], ids[1]);
+    let url = format!("{}?match=o", hub.endpoint());
+    let mut stream = RawStream::open(&url, &[("last-event-id", &ids[0])]).await;
+    assert_eq!(
+        stream.response.headers()["mercure-last-event-id"],
+        ids[0].as_str()
+    );
+    let body = stream
+        .read_until("three", |b| b.contains("data: three\n"))
+        .await;
+    assert_eq!(data_of(body), ["two", "three"], "{body}");
+    assert!(body.contains(&format!("id: {}\n", ids[2])), "{body}");
+    let mut sequential = RawStream::open(&url, &[("last-event-id", "#1")]).await;
+    assert_eq!(
+        sequential.response.headers()["mercure-last-event-id"],
+        "earliest"
+    );
+    let body = sequential
+        .read_until("a reset", |b| b.contains("event: reset"))
+        .await;
+    assert!(body.contains("unknown_last_event_id"), "{body}");
+}

@@ -9,7 +9,9 @@ use common::{PATIENCE, data_of, next_event, start, wait_for_position};
 use ssehub_client::{Publish, Subscribe};
 
 fn seq(id: &str) -> u64 {
-    ssehub::hub::ids::seq_of(id).unwrap_or_else(|| panic!("a hub id: {id:?}"))
+    ssehub::hub::ids::EventIds::Sequential
+        .seq_of(id)
+        .unwrap_or_else(|| panic!("a hub id: {id:?}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

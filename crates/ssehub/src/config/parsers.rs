@@ -100,7 +100,8 @@ pub const fn optional_url() -> Parser<Option<url::Url>> {
     })
 }
 
-/// The admin credential: nothing, or at least 16 bytes.
+/// A secret of at least 16 characters, or none (the admin token, the
+/// event id key).
 pub const fn admin_token() -> Parser<Option<String>> {
     value("TOKEN", |text| match text.len() {
         0 => Ok(None),

@@ -30,7 +30,7 @@ impl Kept {
     pub fn of(event: &Event) -> Kept {
         Kept {
             seq: event.seq,
-            id: (event.id != super::ids::hub_id(event.seq)).then(|| event.id.as_str().into()),
+            id: (!super::ids::is_hub_id(&event.id)).then(|| event.id.as_str().into()),
             topics: event.topics.clone().into_boxed_slice(),
             private: event.private,
             published_at: event.published_at,

@@ -101,6 +101,8 @@ pub struct HubConfig {
     pub max_replay: usize,
     /// Client ids whose acknowledged position is kept.
     pub max_acks: usize,
+    /// How the hub writes the ids it gives.
+    pub event_ids: ids::EventIds,
 }
 
 /// Counters and sizes, as `GET /v1/stats` shows them.
@@ -328,7 +330,9 @@ impl Hub {
                 return Err(PublishError::DuplicateId(id.clone()));
             }
             let seq = st.last_seq + 1;
-            let id = publish.id.unwrap_or_else(|| ids::hub_id(seq));
+            let id = publish
+                .id
+                .unwrap_or_else(|| self.config.event_ids.name(seq));
             let wire = frames::event(
                 &id,
                 publish.event_type.as_deref(),
@@ -357,7 +361,7 @@ impl Hub {
             };
             // Reserve the id and close finished topics now, so publishes that
             // arrive while this one commits see them.
-            if event.id != ids::hub_id(seq) {
+            if !ids::is_hub_id(&event.id) {
                 st.ids.insert(event.id.clone(), seq);
             }
             if event.is_final {
@@ -519,7 +523,7 @@ impl Hub {
     /// resumes after it), or `None` before the first.
     pub fn last_event_id(&self) -> Option<String> {
         let seq = self.state().applied_seq;
-        (seq > 0).then(|| ids::hub_id(seq))
+        (seq > 0).then(|| self.config.event_ids.name(seq))
     }
 
     /// Current counters.
@@ -698,6 +702,7 @@ mod tests {
             drain_timeout: Duration::from_secs(10),
             max_replay: 1_000_000,
             max_acks: 1000,
+            event_ids: ids::EventIds::Sequential,
         }
     }
 
@@ -1235,6 +1240,7 @@ mod properties {
                 drain_timeout: Duration::from_secs(10),
                 max_replay: 1_000_000,
                 max_acks: 1000,
+                event_ids: ids::EventIds::Sequential,
             },
             Arc::new(MemoryStore),
         )

@@ -45,7 +45,12 @@ impl Hub {
         }
         let prematch = self.prematch(&request.selectors);
         let mut st = self.state();
-        let resume = Resume::resolve(&st, request.last_event_id.as_deref(), &request.private);
+        let resume = Resume::resolve(
+            &st,
+            &self.config.event_ids,
+            request.last_event_id.as_deref(),
+            &request.private,
+        );
         let topics = Topics::select(&st, &request.selectors, prematch);
         if topics.matched_under_lock > 10_000 {
             // Only if the directory was rebuilt between the two steps.
@@ -291,7 +296,12 @@ impl Resume {
     /// seq, as long as the hub has got that far. The id of a private event
     /// the subscriber may not see is as unknown as an id never used: how the
     /// hub answers must not tell which private ids exist.
-    fn resolve(st: &State, last_event_id: Option<&str>, private: &[Selector]) -> Resume {
+    fn resolve(
+        st: &State,
+        ids: &super::ids::EventIds,
+        last_event_id: Option<&str>,
+        private: &[Selector],
+    ) -> Resume {
         let Some(id) = last_event_id else {
             return Resume::Fresh;
         };
@@ -312,7 +322,7 @@ impl Resume {
                 }
             };
         }
-        match super::ids::seq_of(id) {
+        match ids.seq_of(id) {
             Some(seq) if seq <= st.applied_seq => Resume::After {
                 seq,
                 check_gaps: true,
@@ -553,7 +563,9 @@ impl Opening {
             _ => None,
         };
         if position != Some(st.applied_seq) {
-            tail.extend_from_slice(&frames::position(st.applied_seq));
+            tail.extend_from_slice(&frames::position(
+                &hub.config.event_ids.name(st.applied_seq),
+            ));
         }
         let mut open_topics: Vec<String> = Vec::new();
         for name in &topics.exact {
