@@ -161,6 +161,10 @@
           // EventSource's own `error` (a connection problem) is no event of
           // the hub's: only messages (they have data) go to handlers.
           if (!('data' in event)) return;
+          // Subscription events (`mercure`) are live only and carry the
+          // stream's position, an id already seen: they are never replayed,
+          // so never duplicates.
+          if (type === 'mercure') return handlers[type](event.data, event);
           if (!firstTime(event.lastEventId)) return;
           if (event.lastEventId) {
             handle.lastEventId = event.lastEventId;

@@ -278,6 +278,20 @@ async fn authorization_draft_08_details_grant_publish_and_private_subscribe() {
     assert_eq!(received(&mut anonymous).await, ["public 3"]);
 }
 
+/// Publishes a raw form `body` with `publisher`'s token; it must be taken.
+async fn publish_form(hub: &common::TestHub, publisher: &str, body: &str) {
+    let answer = hub
+        .http
+        .post(hub.endpoint())
+        .bearer_auth(publisher)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200, "{body}");
+}
+
 /// The data of every event on `stream` up to the one with `public 3`.
 async fn received(stream: &mut RawStream) -> Vec<String> {
     let body = stream
@@ -317,16 +331,7 @@ async fn publication_private_by_presence_whatever_its_value() {
         "topic=p&data=false&private=false",
         "topic=p&data=public%203",
     ] {
-        let answer = hub
-            .http
-            .post(hub.endpoint())
-            .bearer_auth(&publisher)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answer.status(), 200, "{body}");
+        publish_form(&hub, &publisher, body).await;
     }
     assert_eq!(received(&mut anonymous).await, ["public 3"]);
     assert_eq!(
@@ -438,6 +443,7 @@ async fn publication_refuses_what_the_draft_reserves_and_ignores_unknown_fields(
     })
     .await;
     let form = "application/x-www-form-urlencoded";
+    let long_id = format!("topic=t&id={}", "i".repeat(257));
     for (body, status, code) in [
         ("topic=*", 400, "invalid_topic"),
         ("topic=a&topic=*", 400, "invalid_topic"),
@@ -469,8 +475,14 @@ async fn publication_refuses_what_the_draft_reserves_and_ignores_unknown_fields(
         ("topic=t&id=a%EF%BB%BFb", 400, "invalid_id"),
         ("topic=t&retry=1.5", 400, "invalid_retry"),
         ("topic=a&topic=b&topic=c&topic=d", 413, "too_many_topics"),
+        // Spaces around an id: HTTP would strip them from a Last-Event-ID.
+        ("topic=t&id=%20earliest", 400, "invalid_id"),
+        ("topic=t&id=%232%20", 400, "invalid_id"),
+        (long_id.as_str(), 413, "id_too_long"),
     ] {
-        let (got, text) = hub.post("/.well-known/mercure", form, body).await;
+        let (got, text) = hub
+            .post("/.well-known/mercure", form, body.to_owned())
+            .await;
         let json: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(
             (got, json["error"].as_str()),
@@ -817,6 +829,7 @@ async fn a_cookie_publish_must_come_from_a_trusted_page() {
         c.dev = false;
         c.public_url = Some(url::Url::parse(HUB_URL).unwrap());
         c.publisher_jwt_key = Some(PUBLISHER_KEY.into());
+        c.subscriber_jwt_key = Some(SUBSCRIBER_KEY.into());
         c.cors_origins = vec!["https://app.example".into()];
     })
     .await;
@@ -849,6 +862,20 @@ async fn a_cookie_publish_must_come_from_a_trusted_page() {
     }
     let (status, _, _) = publish_as(&hub, Some(&format!("Bearer {publisher}")), "t").await;
     assert_eq!(status, 200);
+    // Moving a client's acknowledged position is a change too.
+    let reader = symfony_token(SUBSCRIBER_KEY, serde_json::json!({"subscribe": ["*"]}));
+    for (origin, expected) in [("https://evil.example", 403), ("https://app.example", 204)] {
+        let answer = hub
+            .http
+            .post(format!("{}/v1/ack", hub.url))
+            .header("cookie", format!("mercureAuthorization={reader}"))
+            .header("origin", origin)
+            .form(&[("client_id", "victim"), ("last_event_id", "#1")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), expected, "{origin}");
+    }
 }
 
 /// § Subscription (`QUERY`): the parameters may come in a form-encoded
@@ -1009,10 +1036,16 @@ async fn active_subscriptions_events_and_api() {
     .unwrap();
     assert_eq!(answer.status(), 200);
     let link = answer.headers()["link"].to_str().unwrap().to_owned();
-    assert!(
-        link.starts_with(&format!("<{HUB_URL}>; rel=\"mercure\"; last-event-id=\"#")),
-        "{link}"
+    assert_eq!(
+        link,
+        format!(
+            "<{HUB_URL}>; rel=\"mercure\"; last-event-id=\"earliest\"; type=\"mercure\"; \
+             content-type=\"application/json\""
+        )
     );
+    // Subscription events are live only: none was stored (so no flood of
+    // connections can fill the store or push events out of history).
+    assert_eq!(hub.server.hub.stats().published, 0);
     let collection: serde_json::Value = answer.json().await.unwrap();
     assert_eq!(collection["type"], "subscriptions");
     let listed = collection["subscriptions"].as_array().unwrap();
@@ -1109,4 +1142,51 @@ async fn reconciliation_opaque_ids_resume_exactly_and_show_no_order() {
         .read_until("a reset", |b| b.contains("event: reset"))
         .await;
     assert!(body.contains("unknown_last_event_id"), "{body}");
+}
+
+/// § Subscribers, the draft's two examples: routing never widens reading —
+/// a token for books 1 and 7 listening to every book gets the private
+/// update of book 1, not of book 2 — and an alternate topic narrows the
+/// audience: a token for `users/42/*` gets the private update of book 1
+/// published with the alternate topic `users/42/books/1`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_the_drafts_examples_of_routing_and_alternate_topics() {
+    let hub = secured_hub().await;
+    let reader = |topics: serde_json::Value| {
+        token(
+            SUBSCRIBER_KEY,
+            serde_json::json!({"authorization_details": [{
+                "type": DETAIL, "actions": ["subscribe"], "topics": topics,
+            }]}),
+        )
+    };
+    let books = reader(serde_json::json!([
+        {"match": "https://example.com/books/1", "match_type": "exact"},
+        {"match": "https://example.com/books/7", "match_type": "exact"},
+    ]));
+    let user = reader(serde_json::json!([
+        {"match": "https://example.com/users/42/*", "match_type": "urlpattern"},
+    ]));
+    let url = format!(
+        "{}?match_urlpattern=https%3A%2F%2Fexample.com%2Fbooks%2F%3Aid",
+        hub.endpoint()
+    );
+    let mut by_books =
+        RawStream::open(&url, &[("authorization", &format!("Bearer {books}"))]).await;
+    let mut by_user = RawStream::open(&url, &[("authorization", &format!("Bearer {user}"))]).await;
+    let publisher = token(
+        PUBLISHER_KEY,
+        serde_json::json!({"authorization_details": [{
+            "type": DETAIL, "actions": ["publish"], "topics": [{"match": "*"}],
+        }]}),
+    );
+    for body in [
+        "topic=https://example.com/books/2&data=book%202&private=on",
+        "topic=https://example.com/books/1&topic=https://example.com/users/42/books/1&data=book%201&private=on",
+        "topic=https://example.com/books/3&data=public%203",
+    ] {
+        publish_form(&hub, &publisher, body).await;
+    }
+    assert_eq!(received(&mut by_books).await, ["book 1", "public 3"]);
+    assert_eq!(received(&mut by_user).await, ["book 1", "public 3"]);
 }

@@ -310,3 +310,42 @@ async fn wildcard_selectors_receive_matching_topics_only() {
     assert_eq!(next_event(&mut stream).await.data, "yes");
     assert_eq!(hub.stats().await["subscriptions"], 1);
 }
+
+/// I3 for a topic the hub forgot (its history evicted by the size limit)
+/// and that became known again — by a subscriber holding it open, or by a
+/// new event — before a client resumes from inside the forgotten part: the
+/// client is told with a `reset`, never given a silent gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i3_a_forgotten_topic_known_again_still_resets_a_client_from_before() {
+    for known_again_by in ["a subscriber", "a new event"] {
+        let hub = start(|c| c.history_max_bytes = 64 * 1024).await;
+        let first = hub.publish("legit/t", "one").await;
+        hub.publish("legit/t", "two").await;
+        for i in 0..40 {
+            hub.publish(&format!("other/{i}"), &"x".repeat(4096)).await;
+        }
+        let _holder = match known_again_by {
+            "a subscriber" => Some(
+                common::RawStream::open(&format!("{}?match=legit/t", hub.endpoint()), &[]).await,
+            ),
+            _ => {
+                hub.publish("legit/t", "three").await;
+                None
+            }
+        };
+        let mut resumed = common::RawStream::open(
+            &format!("{}?match=legit/t", hub.endpoint()),
+            &[("last-event-id", &first)],
+        )
+        .await;
+        assert_eq!(
+            resumed.response.headers()["mercure-last-event-id"],
+            "earliest",
+            "{known_again_by}"
+        );
+        let body = resumed
+            .read_until("a reset", |b| b.contains("event: reset"))
+            .await;
+        assert!(!body.contains("data: two"), "{known_again_by}: {body}");
+    }
+}

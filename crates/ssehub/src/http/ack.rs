@@ -74,6 +74,9 @@ pub async fn acknowledge(
         .auth
         .subscriber(&credentials, app.config.anonymous_subscribers)?
         .unwrap_or_default();
+    if grants.by_cookie {
+        super::cors::from_a_trusted_page(&app, &headers)?;
+    }
     subscribe::may_be(&app, &grants, &client_id)?;
     app.hub.acknowledge(&client_id, &last_event_id);
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -192,7 +192,18 @@ impl Verifier {
         if self.require_exp && claims.exp.is_none() {
             return Err("the token has no exp claim".into());
         }
-        let access_token = header.typ.as_deref().is_some_and(is_access_token_type);
+        let access_token = match header.typ.as_deref() {
+            None => false,
+            Some(typ) if is_access_token_type(typ) => true,
+            Some(typ) if is_plain_jwt_type(typ) => false,
+            // An ID token, a security event token...: issued for another
+            // purpose, not to be taken for access.
+            Some(typ) => {
+                return Err(format!(
+                    "the token's typ {typ:?} is none of a Mercure token's: at+jwt (or JWT for 0.x)"
+                ));
+            }
+        };
         if access_token || claims.has_draft_detail() {
             self.check_access_token(access_token, &claims)?;
         }
@@ -235,8 +246,18 @@ impl Verifier {
 
 /// `at+jwt` or `application/at+jwt`, in any case (RFC 9068, RFC 7515).
 fn is_access_token_type(typ: &str) -> bool {
+    media_type(typ) == "at+jwt"
+}
+
+/// `JWT` (or `application/jwt`), what 0.x token factories write.
+fn is_plain_jwt_type(typ: &str) -> bool {
+    media_type(typ) == "jwt"
+}
+
+/// A `typ` compared as RFC 7515 has it: in any case, `application/` left out.
+fn media_type(typ: &str) -> String {
     let typ = typ.to_ascii_lowercase();
-    typ.strip_prefix("application/").unwrap_or(&typ) == "at+jwt"
+    typ.strip_prefix("application/").unwrap_or(&typ).to_owned()
 }
 
 fn unix_now() -> f64 {
@@ -417,8 +438,11 @@ fn read_detail(
             .filter(|m| !m.is_empty() && m.len() <= MAX_PATTERN)
             .ok_or_else(|| bad("each topic needs a non-empty match string"))?;
         let kind = topic.get("match_type").or_else(|| topic.get("matchType"));
+        // The type is checked even for `*`: a type the hub does not know
+        // invalidates the token, whatever the pattern.
         let selector = match kind.map(|t| t.as_str()) {
-            _ if pattern == "*" => Selector::All,
+            None | Some(Some("exact" | "Exact")) if pattern == "*" => Selector::All,
+            Some(Some("urlpattern" | "URLPattern")) if pattern == "*" => Selector::All,
             None | Some(Some("exact" | "Exact")) => Selector::Exact(pattern.to_owned()),
             Some(Some("urlpattern" | "URLPattern")) => {
                 Selector::url_pattern(pattern, hub_url).map_err(|e| bad(&e.to_string()))?
@@ -775,6 +799,8 @@ mod tests {
             serde_json::json!({"type": "mercure", "actions": ["publish"], "topics": [{"match": "a", "matchType": "Regex"}]}),
             serde_json::json!({"type": "https://mercure.rocks/authorization-detail", "actions": ["publish"], "topics": [{"match": "a", "match_type": "URLPattern "}]}),
             serde_json::json!({"type": "https://mercure.rocks/authorization-detail", "actions": ["publish"], "topics": [{"match": "/a/:id(", "match_type": "urlpattern"}]}),
+            serde_json::json!({"type": "https://mercure.rocks/authorization-detail", "actions": ["publish"], "topics": [{"match": "*", "match_type": "nonsense"}]}),
+            serde_json::json!({"type": "https://mercure.rocks/authorization-detail", "actions": ["subscribe"], "topics": [{"match": "*"}], "payload": "not an object"}),
         ] {
             let claims: Claims = serde_json::from_value(serde_json::json!({
                 "authorization_details": [
@@ -856,6 +882,15 @@ mod tests {
             }
             let refused = verifier.verify(&sign(typ, claims.clone()));
             assert!(refused.is_err(), "{typ:?} {claims}");
+        }
+        // Tokens typed for another purpose are refused, whatever they carry.
+        for typ in ["id_token+jwt", "secevent+jwt", " at+jwt", "JOSE"] {
+            let claims = serde_json::json!({"mercure": {"subscribe": ["*"]}});
+            assert!(verifier.verify(&sign(Some(typ), claims)).is_err(), "{typ}");
+        }
+        for typ in ["JWT", "jwt", "application/jwt"] {
+            let claims = serde_json::json!({"mercure": {"subscribe": ["*"]}});
+            assert!(verifier.verify(&sign(Some(typ), claims)).is_ok(), "{typ}");
         }
         // `typ: at+jwt` alone holds a 0.x-shaped token to the profile too.
         let classic = serde_json::json!({"mercure": {"subscribe": ["*"]}});

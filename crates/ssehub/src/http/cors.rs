@@ -33,11 +33,11 @@ enum Allowed {
 impl CorsSettings {
     /// Whether `origin` is listed by name (`*` lists none).
     pub(super) fn lists(&self, origin: &str) -> bool {
-        self.origins.iter().any(|o| o == origin)
+        origin != "*" && self.origins.iter().any(|o| o == origin)
     }
 
     fn allowed(&self, origin: &str) -> Option<Allowed> {
-        if self.origins.iter().any(|o| o == origin) {
+        if self.lists(origin) {
             HeaderValue::from_str(origin).ok().map(Allowed::Origin)
         } else if self.origins.iter().any(|o| o == "*") {
             Some(Allowed::Any)
@@ -132,6 +132,44 @@ fn apply(headers: &mut HeaderMap, allowed: &Allowed) {
     headers.append(header::VARY, HeaderValue::from_static("origin"));
 }
 
+/// A request that changes something (a publish, an acknowledgement) and is
+/// authenticated by a cookie must come from the hub's own origin or one
+/// listed in `--cors-origin`, by its `Origin` (or else `Referer`): the
+/// browser attaches the cookie to a form another site submits (CSRF), and
+/// `SameSite` is not enforced everywhere. Without either header it is
+/// refused too.
+pub(super) fn from_a_trusted_page(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let origin = headers
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| {
+            let referer = headers.get(header::REFERER)?.to_str().ok()?;
+            Some(
+                url::Url::parse(referer)
+                    .ok()?
+                    .origin()
+                    .ascii_serialization(),
+            )
+        });
+    let trusted = origin.as_deref().is_some_and(|origin| {
+        origin == app.hub_url.origin().ascii_serialization() || app.cors.lists(origin)
+    });
+    if trusted {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cross_site_publish",
+            format!(
+                "a request authenticated by a cookie must come from a page of the hub's origin or \
+                 of a --cors-origin (by its Origin or Referer), not {}",
+                origin.as_deref().unwrap_or("a request with neither")
+            ),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,5 +207,23 @@ mod tests {
         assert!(answer(&listed, "http://other.example:8080").is_empty());
         assert_eq!(answer(&listed, "https://app.example").len(), 4);
         assert!(answer(&CorsSettings::default(), "https://app.example").is_empty());
+    }
+
+    /// `*` in the list lets any origin read without credentials; it is no
+    /// origin itself, not even when a request says `Origin: *`.
+    #[test]
+    fn a_star_is_no_origin_with_credentials() {
+        let star = CorsSettings {
+            origins: vec!["*".into()],
+            any_origin: false,
+        };
+        assert!(!star.lists("*"));
+        let headers = answer(&star, "*");
+        assert!(headers.contains(&("access-control-allow-origin".into(), "*".into())));
+        assert!(
+            !headers
+                .iter()
+                .any(|(k, _)| k == "access-control-allow-credentials")
+        );
     }
 }

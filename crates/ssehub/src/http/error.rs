@@ -98,6 +98,7 @@ impl From<PublishError> for ApiError {
             PublishError::TopicTooLong { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "topic_too_long"),
             PublishError::InvalidTopic { .. } => (StatusCode::BAD_REQUEST, "invalid_topic"),
             PublishError::InvalidId(_) => (StatusCode::BAD_REQUEST, "invalid_id"),
+            PublishError::IdTooLong { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "id_too_long"),
             PublishError::InvalidType(_) => (StatusCode::BAD_REQUEST, "invalid_type"),
             PublishError::DuplicateId(_) => (StatusCode::CONFLICT, "duplicate_id"),
             PublishError::TopicFinished(_) => (StatusCode::CONFLICT, "topic_finished"),

@@ -214,7 +214,23 @@ pub struct Server {
 
 impl Server {
     /// Opens the store, binds and starts serving in the background.
-    pub async fn start(config: Config) -> Result<Server, StartError> {
+    pub async fn start(mut config: Config) -> Result<Server, StartError> {
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        if config.public_url.is_none() {
+            // The hub's URL, unless told: the address it listens on, as
+            // bound (a port 0 is the one the system chose).
+            config.public_url = url::Url::parse(&format!("http://{addr}/.well-known/mercure")).ok();
+        }
         let auth = auth::Auth::new(
             &config.auth_settings(),
             config.cookie_name.clone(),
@@ -227,17 +243,6 @@ impl Server {
         }
         let store = config.open_store()?;
         let hub = Hub::open(config.hub(), store)?;
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| StartError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
         let shutdown = CancellationToken::new();
         let state = AppState {
             auth: Arc::new(auth),

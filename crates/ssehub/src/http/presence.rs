@@ -4,14 +4,16 @@
 //! `--subscriptions`; off, nothing of this exists and a stream costs
 //! nothing more.
 //!
-//! Each matcher of a stream is one subscription. When the stream opens, the
-//! hub publishes, for each, a private update of type `mercure` on
-//! `{hub path}/subscriptions/{match_type}/{match}/{subscriber}` (both
-//! percent-encoded once) whose data is the subscription's document with
-//! `active: true`; when it ends, the same with `active: false`. The
+//! Each matcher of a stream is one subscription (identical ones once). When
+//! the stream opens, the hub sends, for each, a private event of type
+//! `mercure` on `{hub path}/subscriptions/{match_type}/{match}/{subscriber}`
+//! (both percent-encoded once) whose data is the subscription's document
+//! with `active: true`; when it ends, the same with `active: false`. The
 //! subscriber is a random `urn:uuid:` per connection, never taken from the
 //! client. Like any private update, these reach only subscribers whose
 //! token grants `subscribe` on their topic; the API answers only them.
+//! They are live only ([`Hub::announce`]): anyone can open connections, and
+//! stored, their events would fill the store and evict everyone's history.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -23,7 +25,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::auth::{Credentials, Grants};
 use super::{ApiError, AppState};
-use crate::hub::{Hub, Publish};
+use crate::hub::{Hub, MERCURE_TYPE};
 
 /// Everything but RFC 3986's unreserved characters is encoded: RFC 6570's
 /// simple expansion, once.
@@ -56,8 +58,6 @@ pub struct Presence {
     subscriber: String,
     /// Each subscription's topic and document (active).
     subscriptions: Vec<(String, serde_json::Value)>,
-    /// The publish of their start: their end is published after it.
-    started: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Presence {
@@ -96,15 +96,15 @@ impl Presence {
                 subscriber.clone(),
                 subscriptions.iter().map(|(_, d)| d.clone()).collect(),
             );
-        let hub = app.hub.clone();
-        let updates: Vec<Publish> = subscriptions.iter().map(|(t, d)| update(t, d)).collect();
-        let started = tokio::spawn(async move { publish_all(&hub, updates).await });
+        for (topic, document) in &subscriptions {
+            app.hub
+                .announce(topic.clone(), MERCURE_TYPE, &document.to_string());
+        }
         Presence {
             hub: app.hub.clone(),
             registry: app.presence.clone(),
             subscriber,
             subscriptions,
-            started: Some(started),
         }
     }
 }
@@ -116,43 +116,10 @@ impl Drop for Presence {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.subscriber);
-        let updates: Vec<Publish> = std::mem::take(&mut self.subscriptions)
-            .into_iter()
-            .map(|(topic, mut document)| {
-                document["active"] = false.into();
-                update(&topic, &document)
-            })
-            .collect();
-        let (hub, started) = (self.hub.clone(), self.started.take());
-        // A stream ends on the runtime; a test's hub dropped outside one
-        // has no one left to tell.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if let Some(started) = started {
-                    let _ = started.await;
-                }
-                publish_all(&hub, updates).await;
-            });
-        }
-    }
-}
-
-/// A subscription event: private, of the reserved type `mercure`.
-fn update(topic: &str, document: &serde_json::Value) -> Publish {
-    Publish {
-        topics: vec![topic.to_owned()],
-        data: document.to_string(),
-        event_type: Some(crate::hub::MERCURE_TYPE.to_owned()),
-        private: true,
-        by_hub: true,
-        ..Publish::default()
-    }
-}
-
-async fn publish_all(hub: &Hub, updates: Vec<Publish>) {
-    for update in updates {
-        if let Err(err) = hub.publish(update).await {
-            tracing::warn!(%err, "a subscription event could not be published");
+        for (topic, mut document) in std::mem::take(&mut self.subscriptions) {
+            document["active"] = false.into();
+            self.hub
+                .announce(topic, MERCURE_TYPE, &document.to_string());
         }
     }
 }

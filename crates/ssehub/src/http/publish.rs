@@ -25,7 +25,7 @@ pub async fn publish(
     };
     let grants = app.auth.publisher(&credentials, app.config.dev)?;
     if grants.as_ref().is_some_and(|g| g.by_cookie) {
-        from_a_trusted_page(&app, &headers)?;
+        super::cors::from_a_trusted_page(&app, &headers)?;
     }
     // The rate is per publisher: the token's subject, else the address.
     let publisher = match grants.as_ref().and_then(|g| g.subject.as_deref()) {
@@ -65,43 +65,6 @@ pub async fn publish(
         .into_response())
 }
 
-/// A publish authenticated by a cookie must come from the hub's own origin
-/// or one listed in `--cors-origin`, by its `Origin` (or else `Referer`):
-/// the browser attaches the cookie to a form another site submits (CSRF),
-/// and `SameSite` is not enforced everywhere. Without either header it is
-/// refused too.
-fn from_a_trusted_page(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let origin = headers
-        .get(header::ORIGIN)
-        .and_then(|o| o.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| {
-            let referer = headers.get(header::REFERER)?.to_str().ok()?;
-            Some(
-                url::Url::parse(referer)
-                    .ok()?
-                    .origin()
-                    .ascii_serialization(),
-            )
-        });
-    let trusted = origin.as_deref().is_some_and(|origin| {
-        origin == app.hub_url.origin().ascii_serialization() || app.cors.lists(origin)
-    });
-    if trusted {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "cross_site_publish",
-            format!(
-                "a publish authenticated by a cookie must come from a page of the hub's origin or \
-                 of a --cors-origin (by its Origin or Referer), not {}",
-                origin.as_deref().unwrap_or("a request with neither")
-            ),
-        ))
-    }
-}
-
 /// Whether `topic` names a resource under the hub's URL (its subscription
 /// events, `/.well-known/mercure/subscriptions/...`), which publishers may
 /// not forge. As the Mercure draft has it: the topic resolved against the
@@ -119,7 +82,9 @@ pub(super) fn addresses_hub(topic: &str, hub: &url::Url) -> bool {
         Ok(again) => again.path().to_owned(),
         Err(_) => decoded,
     };
-    let own = hub.path().trim_end_matches('/');
+    // The hub's own path, normalized the same way (`/my%2Dhub` is `/my-hub`).
+    let own = decode_unreserved(hub.path());
+    let own = own.trim_end_matches('/');
     path == own
         || path
             .strip_prefix(own)
@@ -369,7 +334,6 @@ pub(super) fn from_json(body: &[u8]) -> Result<Publish, ApiError> {
         private: parsed.private,
         retain: parsed.retain,
         is_final: parsed.is_final,
-        by_hub: false,
     })
 }
 
@@ -394,7 +358,6 @@ mod tests {
                 private: true,
                 retain: true,
                 is_final: true,
-                by_hub: false,
             }
         );
     }
@@ -443,6 +406,15 @@ mod tests {
         ] {
             assert!(!addresses_hub(topic, &hub), "{topic}");
         }
+    }
+
+    #[test]
+    fn the_hub_namespace_is_normalized_on_both_sides() {
+        let hub = url::Url::parse("https://hub.example.com/my%2Dhub").unwrap();
+        for topic in ["/my-hub/subscriptions/x", "/my%2Dhub", "/my%2dhub/a"] {
+            assert!(addresses_hub(topic, &hub), "{topic}");
+        }
+        assert!(!addresses_hub("/my-hubs/x", &hub));
     }
 
     #[test]

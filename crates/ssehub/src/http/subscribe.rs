@@ -86,6 +86,12 @@ const MAX_URL_PATTERNS: usize = 8;
 /// characters (Unicode `Cf`: zero-width and direction marks, which make two
 /// topics look the same).
 fn matcher(value: &str) -> Result<String, ApiError> {
+    if value.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_selector",
+            "a matcher is empty: no topic is empty",
+        ));
+    }
     if value.chars().any(crate::hub::is_invisible) {
         return Err(ApiError::bad_request(
             "invalid_selector",
@@ -164,7 +170,8 @@ pub(super) async fn open(
             "match_urlpattern" => "urlpattern",
             _ => "",
         };
-        if !match_type.is_empty() && app.config.subscriptions {
+        let known = |m: &Matcher| m.match_type == match_type && m.value == value;
+        if !match_type.is_empty() && app.config.subscriptions && !matchers.iter().any(known) {
             matchers.push(Matcher {
                 match_type,
                 value: value.clone(),

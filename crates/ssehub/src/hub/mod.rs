@@ -412,6 +412,42 @@ impl Hub {
         }
     }
 
+    /// Sends a private event of the hub's own (Mercure's subscription
+    /// events) to the subscribers of `topic` allowed to see it, live only:
+    /// it is not stored, kept in history or replayed, and takes no place in
+    /// the order. Its id is the hub's position (the newest event's id, as
+    /// the position marker has it): a client that reconnects after it
+    /// resumes exactly where it was. So a flood of connections, whose
+    /// subscription events these are, can neither fill the store nor push
+    /// anyone's events out of history.
+    pub fn announce(&self, topic: String, event_type: &str, data: &str) {
+        let mut st = self.state();
+        let id = (st.applied_seq > 0).then(|| self.config.event_ids.name(st.applied_seq));
+        let wire = sse_codec::Event {
+            id: id.as_deref(),
+            event_type: Some(event_type),
+            data: Some(data),
+            retry: None,
+            comment: None,
+        }
+        .encode()
+        .expect("the hub's own fields are valid");
+        let event = Arc::new(Event {
+            seq: st.applied_seq,
+            id: id.unwrap_or_default(),
+            topics: vec![topic],
+            event_type: Some(event_type.to_owned()),
+            data: String::new(),
+            retry: None,
+            private: true,
+            retain: false,
+            is_final: false,
+            published_at: SystemTime::now(),
+            wire,
+        });
+        self.fan_out(&mut st, &event);
+    }
+
     /// A commit failed: release what the events reserved.
     fn abandon(&self, st: &mut State, event: &Event) {
         if st.ids.get(&event.id) == Some(&event.seq) {
@@ -1440,19 +1476,25 @@ mod properties {
                 event_type: event_type.clone(),
                 ..Publish::default()
             }));
+            let invisible = |text: &str| text.chars().any(publish::is_invisible);
             let bad_id = id.as_deref().is_some_and(|i| {
                 i.is_empty()
-                    || i.contains(['\r', '\n', '\0'])
+                    || invisible(i)
                     || i.bytes().all(|b| b.is_ascii_digit())
                     || i == "earliest"
+                    || i.starts_with('#')
+                    || i.starts_with([' ', '\t'])
+                    || i.ends_with([' ', '\t'])
+                    || i.len() > publish::MAX_ID_LENGTH
                     || i.starts_with(publish::RESERVED_ID_PREFIX)
             });
             let bad_type = event_type.as_deref().is_some_and(|t| {
-                t.contains(['\r', '\n'])
+                invisible(t)
+                    || t == publish::MERCURE_TYPE
                     || publish::CONTROL_TYPES.contains(&t)
                     || publish::BROWSER_TYPES.contains(&t)
             });
-            let bad_topic = topic.contains(['\r', '\n']);
+            let bad_topic = invisible(&topic) || topic == "*" || topic.len() > 1024;
             match result {
                 Err(_) => prop_assert!(bad_id || bad_type || bad_topic),
                 Ok(event) => {

@@ -20,9 +20,6 @@ pub struct Publish {
     pub retain: bool,
     /// The topics are finished after this event.
     pub is_final: bool,
-    /// The hub's own event (a subscription event): it may have the type
-    /// reserved for those. Never set from a request.
-    pub by_hub: bool,
 }
 
 /// Why a publish was refused. Nothing is stored when this is returned.
@@ -49,6 +46,12 @@ pub enum PublishError {
     /// A topic is longer than the configured limit.
     #[error("a topic is longer than {limit} bytes")]
     TopicTooLong {
+        /// The limit.
+        limit: usize,
+    },
+    /// The id is longer than ids may be.
+    #[error("the id is longer than {limit} bytes")]
+    IdTooLong {
         /// The limit.
         limit: usize,
     },
@@ -112,6 +115,10 @@ pub const BROWSER_TYPES: [&str; 2] = ["error", "open"];
 /// could pass for the hub's words.
 pub const RESERVED_ID_PREFIX: &str = "urn:ssehub:";
 
+/// Most bytes of a publisher's id: it comes back in `Last-Event-ID` headers
+/// (and acknowledgements), which must stay small.
+pub const MAX_ID_LENGTH: usize = 256;
+
 /// The event type of the hub's own Mercure events (subscription events): a
 /// subscriber listening for it must be able to trust it came from the hub.
 pub const MERCURE_TYPE: &str = "mercure";
@@ -146,6 +153,18 @@ impl Publish {
                     "the id contains a control or invisible format character".into(),
                 ));
             }
+            if id.len() > MAX_ID_LENGTH {
+                return Err(PublishError::IdTooLong {
+                    limit: MAX_ID_LENGTH,
+                });
+            }
+            if id.starts_with([' ', '\t']) || id.ends_with([' ', '\t']) {
+                // HTTP strips them from a `Last-Event-ID`: ` earliest` would
+                // come back as `earliest`, ` #2` as the hub's `#2`.
+                return Err(PublishError::InvalidId(
+                    "an id may not start or end with a space or a tab".into(),
+                ));
+            }
             if id.is_empty() {
                 return Err(PublishError::InvalidId("the id is empty".into()));
             }
@@ -178,7 +197,7 @@ impl Publish {
                     "the type contains a control or invisible format character".into(),
                 ));
             }
-            if event_type == MERCURE_TYPE && !self.by_hub {
+            if event_type == MERCURE_TYPE {
                 return Err(PublishError::InvalidType(
                     "\"mercure\" is the type of the hub's own events (subscription events)".into(),
                 ));
@@ -250,6 +269,7 @@ mod tests {
             Err(PublishError::TopicTooLong { limit: 8 })
         );
         for bad in ["*", "a\u{200b}b", "a\u{202e}", "a\u{85}"] {
+            // (and a topic's length is its own error, above)
             assert!(
                 matches!(
                     publish(&[bad]).validate(LIMITS),
@@ -292,7 +312,15 @@ mod tests {
             with("a", "x\r").validate(LIMITS),
             Err(PublishError::InvalidType(_))
         ));
-        for id in ["#1", "earliest", "a\u{200d}", "urn:ssehub:x"] {
+        for id in [
+            "#1",
+            "earliest",
+            "a\u{200d}",
+            "urn:ssehub:x",
+            " earliest",
+            "#2 ",
+            "\ta",
+        ] {
             assert!(
                 matches!(
                     with(id, "t").validate(LIMITS),

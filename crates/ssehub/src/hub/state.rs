@@ -127,6 +127,11 @@ pub(super) struct Topic {
     pub history: VecDeque<Arc<Kept>>,
     /// Highest seq removed from `history`.
     pub trimmed_up_to: u64,
+    /// What the hub had forgotten when this topic (again) became known:
+    /// events of a topic of this name up to there may have existed and be
+    /// gone, so a client resuming from before gets a `reset`, as it does
+    /// while the topic is forgotten.
+    pub known_from: u64,
     pub retained: Option<Arc<Kept>>,
     pub finished: bool,
     /// Subscribers that named this topic exactly. A list, not a set: one
@@ -138,10 +143,11 @@ pub(super) struct Topic {
 }
 
 impl Topic {
-    pub fn new(now: SystemTime) -> Topic {
+    pub fn new(now: SystemTime, known_from: u64) -> Topic {
         Topic {
             history: VecDeque::new(),
             trimmed_up_to: 0,
+            known_from,
             retained: None,
             finished: false,
             subscribers: SmallVec::new(),
@@ -232,7 +238,7 @@ impl State {
             let topic = self
                 .topics
                 .entry(name.clone())
-                .or_insert_with(|| Topic::new(now));
+                .or_insert_with(|| Topic::new(now, self.forgotten_up_to));
             if !topic.has_stored() {
                 self.directory.add(name);
             }

@@ -161,7 +161,7 @@ impl Hub {
         for name in &opening.open_topics {
             st.topics
                 .entry(name.clone())
-                .or_insert_with(|| Topic::new(now))
+                .or_insert_with(|| Topic::new(now, st.forgotten_up_to))
                 .subscribers
                 .push(id);
         }
@@ -471,7 +471,8 @@ impl<'a> Backlog<'a> {
                 }
                 Resume::Unknown => (true, 0),
                 Resume::After { seq, check_gaps } => {
-                    let trimmed = topic.map_or(st.forgotten_up_to, |t| t.trimmed_up_to);
+                    let trimmed =
+                        topic.map_or(st.forgotten_up_to, |t| t.trimmed_up_to.max(t.known_from));
                     (check_gaps && trimmed > seq, seq)
                 }
             };
