@@ -35,6 +35,9 @@ const VARIABLE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
+/// Most subscriptions one answer of the API lists.
+const MAX_LISTED: usize = 10_000;
+
 /// One matcher of a stream, as the subscriber gave it.
 #[derive(Debug, Clone)]
 pub struct Matcher {
@@ -50,7 +53,7 @@ pub struct Registry {
     streams: Mutex<BTreeMap<String, Vec<serde_json::Value>>>,
 }
 
-/// Held by a stream while it is open: publishes its subscriptions' end and
+/// Held by a stream while it is open: announces its subscriptions' end and
 /// leaves the registry when dropped.
 pub struct Presence {
     hub: Arc<Hub>,
@@ -61,7 +64,7 @@ pub struct Presence {
 }
 
 impl Presence {
-    /// Registers the stream's subscriptions and publishes their start.
+    /// Registers the stream's subscriptions and announces their start.
     pub fn start(app: &AppState, matchers: &[Matcher], grants: &Grants) -> Presence {
         let subscriber = format!("urn:uuid:{}", uuid::Uuid::new_v4());
         let base = app.hub_url.path().trim_end_matches('/').to_owned();
@@ -180,10 +183,13 @@ pub async fn list(
         .streams
         .lock()
         .unwrap_or_else(|e| e.into_inner());
+    // A collection is cut at a bound (the draft lets hubs truncate): an
+    // answer's cost stays bounded however many streams are open.
     let mut documents: Vec<serde_json::Value> = streams
         .values()
         .flatten()
         .filter(|d| wanted(d))
+        .take(MAX_LISTED)
         .cloned()
         .collect();
     drop(streams);
