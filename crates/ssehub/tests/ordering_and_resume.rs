@@ -348,4 +348,32 @@ async fn i3_a_forgotten_topic_known_again_still_resets_a_client_from_before() {
             .await;
         assert!(!body.contains("data: two"), "{known_again_by}: {body}");
     }
+    // A template or `*` can no longer name a forgotten topic: resuming
+    // from before it, they are told too.
+    let hub = start(|c| c.history_max_bytes = 64 * 1024).await;
+    let first = hub.publish("legit/t", "one").await;
+    hub.publish("legit/t", "two").await;
+    for i in 0..40 {
+        hub.publish(&format!("other/{i}"), &"x".repeat(4096)).await;
+    }
+    for query in [
+        "topic=legit%2F%7Bx%7D",
+        "match=*",
+        "match_urlpattern=legit%2F%3Ax",
+    ] {
+        let mut resumed = common::RawStream::open(
+            &format!("{}?{query}", hub.endpoint()),
+            &[("last-event-id", &first)],
+        )
+        .await;
+        assert_eq!(
+            resumed.response.headers()["mercure-last-event-id"],
+            "earliest",
+            "{query}"
+        );
+        let body = resumed
+            .read_until("a reset", |b| b.contains("event: reset"))
+            .await;
+        assert!(!body.contains("data: two"), "{query}: {body}");
+    }
 }

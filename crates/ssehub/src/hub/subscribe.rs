@@ -78,7 +78,9 @@ impl Hub {
         let resumed_after = asked.then(|| match resume {
             Resume::After {
                 check_gaps: true, ..
-            } if backlog.gapped.is_empty() => request.last_event_id.clone().unwrap_or_default(),
+            } if backlog.gapped.is_empty() && !backlog.forgotten => {
+                request.last_event_id.clone().unwrap_or_default()
+            }
             _ => "earliest".to_owned(),
         });
         let opening = Opening::build(self, &st, &request, resume, &backlog, &topics);
@@ -445,6 +447,9 @@ pub(super) struct Backlog<'a> {
     pub(super) events: Vec<&'a Arc<Kept>>,
     /// Topics whose history no longer covers the client's position.
     gapped: Vec<String>,
+    /// A template or `*` resuming from before a topic the hub forgot: that
+    /// topic may have matched, and no name of it is left to match.
+    forgotten: bool,
 }
 
 impl<'a> Backlog<'a> {
@@ -498,7 +503,16 @@ impl<'a> Backlog<'a> {
         events.retain(|e| may_see(e, private));
         events.sort_unstable_by_key(|e| e.seq);
         events.dedup_by_key(|e| e.seq);
-        Backlog { events, gapped }
+        // A forgotten topic is matched by no wildcard any more: the hub
+        // cannot tell whether it was one of this subscriber's, so it says
+        // it may have missed something.
+        let forgotten = topics.wildcard
+            && matches!(resume, Resume::After { seq, check_gaps: true } if st.forgotten_up_to > seq);
+        Backlog {
+            events,
+            gapped,
+            forgotten,
+        }
     }
 }
 
@@ -548,7 +562,7 @@ impl Opening {
         {
             head.extend_from_slice(&line);
         }
-        if !backlog.gapped.is_empty() || resume == Resume::Unknown {
+        if !backlog.gapped.is_empty() || backlog.forgotten || resume == Resume::Unknown {
             let reason = if resume == Resume::Unknown {
                 "unknown_last_event_id"
             } else {
