@@ -311,6 +311,18 @@ async fn wildcard_selectors_receive_matching_topics_only() {
     assert_eq!(hub.stats().await["subscriptions"], 1);
 }
 
+/// A hub whose topic `legit/t` (two events) was evicted by the size limit
+/// and forgotten; and the id of its first event.
+async fn forgotten_legit_topic() -> (common::TestHub, String) {
+    let hub = start(|c| c.history_max_bytes = 64 * 1024).await;
+    let first = hub.publish("legit/t", "one").await;
+    hub.publish("legit/t", "two").await;
+    for i in 0..40 {
+        hub.publish(&format!("other/{i}"), &"x".repeat(4096)).await;
+    }
+    (hub, first)
+}
+
 /// I3 for a topic the hub forgot (its history evicted by the size limit)
 /// and that became known again — by a subscriber holding it open, or by a
 /// new event — before a client resumes from inside the forgotten part: the
@@ -318,12 +330,7 @@ async fn wildcard_selectors_receive_matching_topics_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn i3_a_forgotten_topic_known_again_still_resets_a_client_from_before() {
     for known_again_by in ["a subscriber", "a new event"] {
-        let hub = start(|c| c.history_max_bytes = 64 * 1024).await;
-        let first = hub.publish("legit/t", "one").await;
-        hub.publish("legit/t", "two").await;
-        for i in 0..40 {
-            hub.publish(&format!("other/{i}"), &"x".repeat(4096)).await;
-        }
+        let (hub, first) = forgotten_legit_topic().await;
         let _holder = match known_again_by {
             "a subscriber" => Some(
                 common::RawStream::open(&format!("{}?match=legit/t", hub.endpoint()), &[]).await,
@@ -350,12 +357,7 @@ async fn i3_a_forgotten_topic_known_again_still_resets_a_client_from_before() {
     }
     // A template or `*` can no longer name a forgotten topic: resuming
     // from before it, they are told too.
-    let hub = start(|c| c.history_max_bytes = 64 * 1024).await;
-    let first = hub.publish("legit/t", "one").await;
-    hub.publish("legit/t", "two").await;
-    for i in 0..40 {
-        hub.publish(&format!("other/{i}"), &"x".repeat(4096)).await;
-    }
+    let (hub, first) = forgotten_legit_topic().await;
     for query in [
         "topic=legit%2F%7Bx%7D",
         "match=*",

@@ -22,12 +22,7 @@ pub async fn subscribe(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let (stream, more) = open(&app, &conn, &headers, query.as_deref().unwrap_or("")).await?;
-    if let Some(watch) = &conn.kill_watch {
-        watch.watch(stream.kill_signal());
-    }
-    // CORS headers come from the router's middleware, as for every answer.
-    Ok((stream::head(more), Body::from_stream(stream)).into_response())
+    answer(&app, &conn, &headers, query.as_deref().unwrap_or("")).await
 }
 
 /// `QUERY /.well-known/mercure`: a subscription whose parameters (all of
@@ -66,10 +61,21 @@ pub async fn subscribe_by_query(
         all.push('&');
         all.push_str(&query);
     }
-    let (stream, more) = open(&app, &conn, &headers, &all).await?;
+    answer(&app, &conn, &headers, &all).await
+}
+
+/// The stream for `query`, served by hyper.
+async fn answer(
+    app: &AppState,
+    conn: &ConnectionInfo,
+    headers: &HeaderMap,
+    query: &str,
+) -> Result<Response, ApiError> {
+    let (stream, more) = open(app, conn, headers, query).await?;
     if let Some(watch) = &conn.kill_watch {
         watch.watch(stream.kill_signal());
     }
+    // CORS headers come from the router's middleware, as for every answer.
     Ok((stream::head(more), Body::from_stream(stream)).into_response())
 }
 
