@@ -115,6 +115,15 @@ settings! {
     store: StoreKind = "durable", store;
     /// Directory of the durable store.
     data_dir: PathBuf = "ssehub-data", path;
+    /// Make this hub a node of a cluster whose nodes share one event log in Redis, e.g.
+    /// redis://10.0.0.5:6379/0 (rediss:// for TLS; a password as redis://:PASSWORD@HOST): the log
+    /// assigns the ids, every node fans out to its own subscribers. Replaces --store.
+    redis_url: Option<String> = "", optional_text, secret;
+    /// Prefix of the cluster's Redis keys (one hash tag, {PREFIX}); clusters sharing a Redis
+    /// need different prefixes.
+    redis_prefix: String = "ssehub", text;
+    /// How long a call to Redis may take before the publish waiting on it is refused (503).
+    redis_timeout: Duration = "2s", positive_duration;
     /// Total size of stored events, e.g. 512MiB; the oldest go first.
     history_max_bytes: usize = "1GiB", size;
     /// Memory for the newest events of history, replayed without reading the data file (the

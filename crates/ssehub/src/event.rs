@@ -66,6 +66,12 @@ pub struct StoredEvent {
     pub published_at_ms: u64,
 }
 
+/// A time as stored: milliseconds since the Unix epoch.
+pub fn millis(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 impl Event {
     /// The stored form.
     pub fn to_stored(&self) -> StoredEvent {
@@ -79,10 +85,7 @@ impl Event {
             private: self.private,
             retain: self.retain,
             is_final: self.is_final,
-            published_at_ms: self
-                .published_at
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
+            published_at_ms: millis(self.published_at),
         }
     }
 

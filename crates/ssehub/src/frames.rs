@@ -94,6 +94,8 @@ pub enum StreamEnd {
     LifetimeReached,
     /// The subscriber's token expired.
     TokenExpired,
+    /// A node of a cluster loads the shared log again.
+    Reloading,
 }
 
 /// The end of a stream the hub closes: when to reconnect, and why, as a
@@ -103,6 +105,7 @@ pub fn last_words(why: StreamEnd, retry: Duration) -> Bytes {
         StreamEnd::ShuttingDown => "the hub is shutting down; reconnect to resume",
         StreamEnd::TokenExpired => "the token has expired; reconnect with a fresh one",
         StreamEnd::LifetimeReached => "maximum connection lifetime reached; reconnect to resume",
+        StreamEnd::Reloading => "this node is loading the shared log again; reconnect to resume",
     };
     let mut words = BytesMut::from(&retry_hint(retry)[..]);
     sse_codec::Event::default()

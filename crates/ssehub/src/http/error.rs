@@ -120,9 +120,12 @@ impl From<SubscribeError> for ApiError {
             SubscribeError::SelectorTooLong { .. } => (StatusCode::BAD_REQUEST, "invalid_selector"),
             SubscribeError::ReservedTopic => (StatusCode::FORBIDDEN, "reserved_topic"),
             SubscribeError::InvalidClientId(_) => (StatusCode::BAD_REQUEST, "invalid_client_id"),
-            SubscribeError::ReplayBusy { .. } | SubscribeError::WildcardsBusy => {
+            SubscribeError::ReplayBusy { .. }
+            | SubscribeError::WildcardsBusy
+            | SubscribeError::Reloading => {
                 let code = match err {
                     SubscribeError::ReplayBusy { .. } => "replay_busy",
+                    SubscribeError::Reloading => "reloading",
                     _ => "subscribe_busy",
                 };
                 return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, err.to_string())

@@ -241,8 +241,19 @@ impl Server {
         if !config.dev && !auth.has_publisher_key() {
             tracing::warn!("no --publisher-jwt-key and no --dev: nobody can publish to this hub");
         }
-        let store = config.open_store()?;
-        let hub = Hub::open(config.hub(), store)?;
+        let hub = match &config.redis_url {
+            Some(url) => {
+                let log =
+                    crate::store::RedisLog::new(url, &config.redis_prefix, config.redis_timeout)?;
+                let log = Arc::new(log);
+                let hub_config = config.hub();
+                // It loads the log, over the network: off the async threads.
+                tokio::task::spawn_blocking(move || Hub::open_cluster(hub_config, log))
+                    .await
+                    .expect("the load does not panic")?
+            }
+            None => Hub::open(config.hub(), config.open_store()?)?,
+        };
         let shutdown = CancellationToken::new();
         let state = AppState {
             auth: Arc::new(auth),

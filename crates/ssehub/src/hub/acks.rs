@@ -89,6 +89,12 @@ impl Hub {
             last_event_id: last_event_id.to_owned(),
             at_ms,
         };
+        if let Some(cluster) = &self.cluster {
+            cluster.tell(crate::store::Control::Ack {
+                client: client_id.to_owned(),
+                ack: ack.clone(),
+            });
+        }
         self.state()
             .acknowledge(client_id, ack, self.config.max_acks);
     }

@@ -96,7 +96,9 @@ impl Hub {
     fn reconnect_after(&self, id: SubId, why: StreamEnd) -> Duration {
         match why {
             StreamEnd::LifetimeReached => Duration::from_millis(id % 1000).min(self.config.retry),
-            StreamEnd::ShuttingDown | StreamEnd::TokenExpired => self.config.retry,
+            StreamEnd::ShuttingDown | StreamEnd::TokenExpired | StreamEnd::Reloading => {
+                self.config.retry
+            }
         }
     }
 

@@ -22,6 +22,7 @@
 
 mod acks;
 mod clock;
+mod cluster;
 mod commit;
 mod directory;
 pub mod ids;
@@ -166,6 +167,8 @@ pub struct Hub {
     written: Arc<Notify>,
     /// Why the last write to the store failed, until one succeeds.
     store_failure: Mutex<Option<String>>,
+    /// As a node of a cluster: the shared log it follows.
+    cluster: Option<cluster::Cluster>,
     /// Lets one subscription with a template or `*` register at a time
     /// (see [`Hub::subscribe_async`]).
     wildcard_gate: tokio::sync::Semaphore,
@@ -194,9 +197,31 @@ impl Hub {
         Ok(hub)
     }
 
+    /// A node of a cluster: its history is the shared log's, loaded now and
+    /// followed from then on; its publishes go to the log. Call it inside a
+    /// tokio runtime (it blocks while it loads the log).
+    pub fn open_cluster(
+        config: HubConfig,
+        log: Arc<crate::store::RedisLog>,
+    ) -> Result<Arc<Hub>, StoreError> {
+        let cluster = cluster::Cluster::new(log.clone());
+        let hub = Hub::build(config, log, Some(cluster))?;
+        cluster::start(&hub);
+        clock::start(&hub);
+        Ok(hub)
+    }
+
     /// A hub whose clock is not running (the committer is), for tests that
     /// drive the clock by hand.
     fn unclocked(config: HubConfig, store: Arc<dyn Store>) -> Result<Arc<Hub>, StoreError> {
+        Hub::build(config, store, None)
+    }
+
+    fn build(
+        config: HubConfig,
+        store: Arc<dyn Store>,
+        cluster: Option<cluster::Cluster>,
+    ) -> Result<Arc<Hub>, StoreError> {
         let durable = store.is_durable();
         let (commits, queue) = if durable {
             let (tx, rx) = mpsc::unbounded_channel();
@@ -213,6 +238,7 @@ impl Hub {
             flush: Arc::new(Notify::new()),
             written: Arc::new(Notify::new()),
             store_failure: Mutex::new(None),
+            cluster,
             wildcard_gate: tokio::sync::Semaphore::new(1),
             wildcard_waiting: AtomicU64::new(0),
             published: AtomicU64::new(0),
@@ -233,6 +259,14 @@ impl Hub {
     /// records and the newest whole, never the whole history at once.
     fn restore(&self) -> Result<(), StoreError> {
         let mut st = self.state();
+        self.load_into(&mut st)?;
+        drop(st);
+        self.sweep(SystemTime::now());
+        Ok(())
+    }
+
+    /// What the store holds, into `st`, which holds no history yet.
+    fn load_into(&self, st: &mut State) -> Result<(), StoreError> {
         st.drain_timeout = self.config.drain_timeout;
         st.replay_share = (self.config.max_replay / replay::SHARE_PER_ADDRESS).max(1);
         if self.store.is_durable() {
@@ -268,7 +302,7 @@ impl Hub {
         st.last_seq = recovered.last_seq.max(st.applied_seq);
         st.applied_seq = st.last_seq;
         st.forgotten_up_to = st.forgotten_up_to.max(recovered.forgotten_up_to);
-        self.restore_acks(&mut st, recovered.acks);
+        self.restore_acks(st, recovered.acks);
         if events > 0 {
             tracing::info!(
                 events,
@@ -277,14 +311,15 @@ impl Hub {
                 "history restored"
             );
         }
-        drop(st);
-        self.sweep(SystemTime::now());
         Ok(())
     }
 
     /// Why the store cannot be written to, if its last write failed (the
     /// hub tries again every second): publishes are refused meanwhile.
     pub fn store_failure(&self) -> Option<String> {
+        if let Some(why) = self.cluster.as_ref().and_then(cluster::Cluster::degraded) {
+            return Some(why);
+        }
         self.store_failure
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -316,6 +351,9 @@ impl Hub {
     /// to every subscriber that selects it. Returns once all of that is done.
     pub async fn publish(&self, publish: Publish) -> Result<Arc<Event>, PublishError> {
         publish.validate(self.config.limits)?;
+        if self.cluster.is_some() {
+            return self.publish_to_log(publish).await;
+        }
         let now = SystemTime::now();
         let (event, committed) = {
             let mut st = self.state();
@@ -421,7 +459,19 @@ impl Hub {
     /// subscription events these are, can neither fill the store nor push
     /// anyone's events out of history.
     pub fn announce(&self, topic: String, event_type: &str, data: &str) {
+        if let Some(cluster) = &self.cluster {
+            cluster.tell(crate::store::Control::Announce {
+                topic: topic.clone(),
+                event_type: event_type.to_owned(),
+                data: data.to_owned(),
+            });
+        }
         let mut st = self.state();
+        self.announce_here(&mut st, topic, event_type, data);
+    }
+
+    /// [`Hub::announce`] to this hub's own subscribers.
+    fn announce_here(&self, st: &mut State, topic: String, event_type: &str, data: &str) {
         let id = (st.applied_seq > 0).then(|| self.config.event_ids.name(st.applied_seq));
         let wire = sse_codec::Event {
             id: id.as_deref(),
@@ -445,7 +495,7 @@ impl Hub {
             published_at: SystemTime::now(),
             wire,
         });
-        self.fan_out(&mut st, &event);
+        self.fan_out(st, &event);
     }
 
     /// A commit failed: release what the events reserved.
@@ -696,8 +746,15 @@ impl Hub {
         }
     }
 
-    /// Ends a client's stream (it may reconnect). False if it is not connected.
+    /// Ends a client's stream (it may reconnect). False if it is not
+    /// connected (here: in a cluster, the other nodes are told, and end it
+    /// if it is connected there).
     pub fn disconnect(&self, client_id: &str) -> bool {
+        if let Some(cluster) = &self.cluster {
+            cluster.tell(crate::store::Control::Disconnect {
+                client: client_id.to_owned(),
+            });
+        }
         let mut st = self.state();
         match st.clients.get(client_id).copied() {
             Some(id) => st.remove_subscriber(id).is_some(),

@@ -74,6 +74,12 @@ pub(super) struct State {
     pub replay_share: usize,
     /// Clients' acknowledged positions.
     pub acks: super::acks::Acks,
+    /// In a cluster: subscribers with a client id whose claim the shared
+    /// log has not given back yet (any claim read meanwhile is older).
+    pub unclaimed: HashSet<SubId>,
+    /// In a cluster: the shared log is being loaded again; new streams and
+    /// publishes are refused meanwhile.
+    pub resyncing: bool,
 }
 
 /// Store changes waiting for the next commit.
@@ -431,6 +437,42 @@ impl State {
         }
     }
 
+    /// Takes the history of `fresh` (just loaded from the store) in place of
+    /// this one's; connections, replays and positions stay. Only when no
+    /// subscriber is registered (a resync ends them all first).
+    pub fn replace_history(&mut self, fresh: State) {
+        debug_assert!(self.subscribers.is_empty());
+        let State {
+            last_seq,
+            applied_seq,
+            topics,
+            directory,
+            ids,
+            pending_final,
+            forgotten_up_to,
+            kept,
+            kept_bytes,
+            cache,
+            evictable,
+            state_bytes,
+            pending,
+            ..
+        } = fresh;
+        self.last_seq = last_seq;
+        self.applied_seq = applied_seq;
+        self.topics = topics;
+        self.directory = directory;
+        self.ids = ids;
+        self.pending_final = pending_final;
+        self.forgotten_up_to = forgotten_up_to;
+        self.kept = kept;
+        self.kept_bytes = kept_bytes;
+        self.cache = cache;
+        self.evictable = evictable;
+        self.state_bytes = state_bytes;
+        self.pending = pending;
+    }
+
     /// A stream the hub has let go of gets `drain_timeout` to deliver its
     /// last bytes before its connection is reset.
     pub fn watch_ending(&mut self, stream: super::queue::Watch) {
@@ -457,6 +499,7 @@ impl State {
             }
         }
         self.wildcard.remove(&id);
+        self.unclaimed.remove(&id);
         if let Some(client_id) = &sub.client_id
             && self.clients.get(client_id) == Some(&id)
         {

@@ -45,6 +45,9 @@ impl Hub {
         }
         let prematch = self.prematch(&request.selectors);
         let mut st = self.state();
+        if st.resyncing {
+            return Err(SubscribeError::Reloading);
+        }
         let resume = Resume::resolve(
             &st,
             &self.config.event_ids,
@@ -177,6 +180,9 @@ impl Hub {
             if let Some(replaced) = st.remove_subscriber(old) {
                 replaced.queue.end(frames::replaced(client_id));
             }
+        }
+        if let Some(client_id) = &request.client_id {
+            self.claim(st, client_id, id);
         }
         st.subscribers.insert(
             id,

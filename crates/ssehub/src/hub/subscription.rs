@@ -79,6 +79,9 @@ pub enum SubscribeError {
         "invalid client_id {0:?}: use 1 to 128 characters among letters, digits and - _ . ~ : @"
     )]
     InvalidClientId(String),
+    /// A node of a cluster is loading the shared log again.
+    #[error("this node is loading the shared log again; retry in a moment")]
+    Reloading,
 }
 
 impl Subscribe {

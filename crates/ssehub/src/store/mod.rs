@@ -10,9 +10,13 @@
 //!   only and is lost on restart.
 //! * [`DurableStore`]: one redb file; a batch of events is on disk (fsync)
 //!   before any of them is acknowledged or delivered.
+//! * [`RedisLog`]: the shared log of a cluster (`--redis-url`): it assigns
+//!   the seqs, every node reads it, and retention's decisions are written
+//!   to it.
 
 mod durable;
 mod memory;
+mod shared_log;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -20,6 +24,7 @@ use std::sync::Arc;
 
 pub use durable::DurableStore;
 pub use memory::MemoryStore;
+pub use shared_log::{AppendError, Control, GRACE_MS, Health, Read, RedisLog};
 
 use crate::event::{Event, StoredEvent};
 
