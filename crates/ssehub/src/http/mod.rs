@@ -144,6 +144,18 @@ fn router(state: AppState) -> Router {
 async fn healthz(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    if let Some(reason) = state.hub.degraded() {
+        // A node of a cluster without its log still serves its streams
+        // (with heartbeats), but publishes are refused.
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "degraded",
+            format!(
+                "the shared log cannot be reached ({reason}): streams stay open, publishes are \
+                 refused until it is back"
+            ),
+        ));
+    }
     match state.hub.store_failure() {
         None => Ok(axum::Json(serde_json::json!({ "status": "ok" }))),
         Some(reason) => Err(ApiError::new(

@@ -384,6 +384,9 @@ async fn follow_once(
         }
         *resync = None;
     }
+    if cluster.degraded().is_some() {
+        log.forget_shared().await;
+    }
     cluster.set_degraded(None);
     let position = control.get_or_insert_with(|| "0-0".to_owned());
     loop {

@@ -326,6 +326,12 @@ impl Hub {
             .clone()
     }
 
+    /// As a node of a cluster: why the shared log cannot be followed, while
+    /// it cannot.
+    pub fn degraded(&self) -> Option<String> {
+        self.cluster.as_ref().and_then(cluster::Cluster::degraded)
+    }
+
     fn store_failed(&self, error: Option<&StoreError>) {
         *self
             .store_failure

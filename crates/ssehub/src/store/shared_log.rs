@@ -328,8 +328,9 @@ impl RedisLog {
         Ok(conn)
     }
 
-    /// After a failed call: the next one connects again.
-    async fn forget_shared(&self) {
+    /// After a failed call, or once Redis is back after an outage: the
+    /// next call connects again (a connection from before is broken).
+    pub async fn forget_shared(&self) {
         *self.shared.lock().await = None;
     }
 
@@ -431,7 +432,7 @@ impl RedisLog {
             .await
             .map_err(unavailable)?;
         let whole = epoch.as_deref() == Some(self.epoch().as_str()) && seq.unwrap_or(0) >= known;
-        let last: Vec<(String, Vec<(String, String)>)> = conn
+        let last: Entries = conn
             .xrevrange_count(&self.keys.ctl, "+", "-", 1)
             .await
             .map_err(unavailable)?;
@@ -552,6 +553,9 @@ impl RedisLog {
     }
 }
 
+/// Log entries as XRANGE gives them: id, then field and value pairs.
+type Entries = Vec<(String, Vec<(String, String)>)>;
+
 /// The seq of a log entry id, `SEQ-0`.
 fn entry_seq(id: &str) -> u64 {
     id.split('-')
@@ -611,7 +615,7 @@ impl Store for RedisLog {
         }
         let mut from = "-".to_owned();
         loop {
-            let page: Vec<(String, Vec<(String, String)>)> = self
+            let page: Entries = self
                 .blocking(|conn| {
                     redis::cmd("XRANGE")
                         .arg(&keys.log)
@@ -648,7 +652,7 @@ impl Store for RedisLog {
             let id = format!("{seq}-0");
             pipe.cmd("XRANGE").arg(&self.keys.log).arg(&id).arg(&id);
         }
-        let pages: Vec<Vec<(String, Vec<(String, String)>)>> = self
+        let pages: Vec<Entries> = self
             .blocking(|conn| pipe.query(conn))
             .map_err(StoreError::Read)?;
         Ok(seqs

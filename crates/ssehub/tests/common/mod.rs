@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+pub mod redis;
+
 use ssehub::config::Config;
 use ssehub::http::Server;
 use ssehub_client::{Connection, Hub, ParsedEvent, Publish, Subscribe};

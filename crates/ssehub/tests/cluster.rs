@@ -1,0 +1,452 @@
+//! A cluster: three real `ssehub` processes on one real `redis-server`
+//! (I9: I1-I4 hold for a client that reconnects to any node), and what
+//! happens when a node or Redis fails.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::redis::Redis;
+use common::{ChildHub, PATIENCE, RawStream, next_event, spawn_hub, wait_until};
+use ssehub_client::{Connection, Hub, ParsedEvent, Subscribe};
+
+/// Redis and `nodes` hubs on it, each with `args`.
+async fn cluster(nodes: usize, args: &[&str]) -> (Redis, Vec<ChildHub>) {
+    let redis = Redis::start().await;
+    let url = redis.url();
+    let mut hubs = Vec::new();
+    for _ in 0..nodes {
+        let mut all = vec!["--redis-url", &url, "--heartbeat", "1s"];
+        all.extend_from_slice(args);
+        hubs.push(spawn_hub(&all).await);
+    }
+    (redis, hubs)
+}
+
+/// Publishes a form to a node: status and body.
+async fn publish(node: &ChildHub, fields: &[(&str, &str)]) -> (u16, String) {
+    let response = reqwest::Client::new()
+        .post(format!("{}/.well-known/mercure", node.url))
+        .form(fields)
+        .timeout(PATIENCE)
+        .send()
+        .await
+        .expect("publish");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+async fn publish_ok(node: &ChildHub, topic: &str, data: &str) -> String {
+    let (status, id) = publish(node, &[("topic", topic), ("data", data)]).await;
+    assert_eq!(status, 200, "{id}");
+    id
+}
+
+async fn connect(node: &ChildHub, topics: &[&str], last_event_id: Option<&str>) -> Connection {
+    let mut options = Subscribe::topics(topics.iter().copied());
+    options.last_event_id = last_event_id.map(str::to_owned);
+    Hub::new(&node.url)
+        .connect(&options)
+        .await
+        .expect("connect")
+}
+
+/// The next `count` events of a connection.
+async fn events(connection: &mut Connection, count: usize) -> Vec<ParsedEvent> {
+    let mut got = Vec::new();
+    while got.len() < count {
+        got.push(next_event(connection).await);
+    }
+    got
+}
+
+/// The seq a hub id `#N` names.
+fn seq(id: &str) -> u64 {
+    id.strip_prefix('#')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not a hub id: {id:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_published_on_any_node_reaches_every_node_in_one_order() {
+    let (_redis, nodes) = cluster(3, &[]).await;
+    let mut subscribers = Vec::new();
+    for node in &nodes {
+        subscribers.push(connect(node, &["a", "b"], None).await);
+    }
+    // Concurrent publishers on all three nodes, to two topics.
+    let mut publishers = Vec::new();
+    for (n, node) in nodes.iter().enumerate() {
+        let url = node.url.clone();
+        publishers.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut ids = Vec::new();
+            for i in 0..20 {
+                let topic = if i % 2 == 0 { "a" } else { "b" };
+                let response = http
+                    .post(format!("{url}/.well-known/mercure"))
+                    .form(&[("topic", topic), ("data", &format!("{n}:{i}"))])
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200);
+                ids.push(response.text().await.unwrap());
+            }
+            ids
+        }));
+    }
+    let mut acknowledged = HashSet::new();
+    for publisher in publishers {
+        acknowledged.extend(publisher.await.unwrap());
+    }
+    assert_eq!(acknowledged.len(), 60, "ids are unique across the cluster");
+    let mut streams = Vec::new();
+    for subscriber in &mut subscribers {
+        let got = events(subscriber, 60).await;
+        let ids: Vec<String> = got.iter().map(|e| e.last_event_id.clone()).collect();
+        // I1: strictly increasing along each stream.
+        assert!(ids.windows(2).all(|w| seq(&w[0]) < seq(&w[1])), "{ids:?}");
+        assert_eq!(ids.iter().cloned().collect::<HashSet<_>>(), acknowledged);
+        streams.push(got);
+    }
+    // One order: every node delivered the same events under the same ids.
+    assert_eq!(streams[0], streams[1]);
+    assert_eq!(streams[1], streams[2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_resumes_on_another_node_exactly_or_gets_a_reset() {
+    let (_redis, nodes) = cluster(3, &["--history-size", "20"]).await;
+    let mut first = connect(&nodes[0], &["r"], None).await;
+    for i in 0..5 {
+        publish_ok(&nodes[i % 3], "r", &format!("{i}")).await;
+    }
+    let seen = events(&mut first, 3).await;
+    let position = seen[2].last_event_id.clone();
+    drop(first);
+    for i in 5..10 {
+        publish_ok(&nodes[i % 3], "r", &format!("{i}")).await;
+    }
+    // I2 on another node: exactly what came after, then live.
+    let mut again = connect(&nodes[2], &["r"], Some(&position)).await;
+    let rest = events(&mut again, 7).await;
+    let data: Vec<&str> = rest.iter().map(|e| e.data.as_str()).collect();
+    assert_eq!(data, ["3", "4", "5", "6", "7", "8", "9"]);
+    publish_ok(&nodes[1], "r", "live").await;
+    assert_eq!(next_event(&mut again).await.data, "live");
+    // I3: once history no longer covers the position, a reset, on every node.
+    for i in 0..25 {
+        publish_ok(&nodes[0], "r", &format!("more {i}")).await;
+    }
+    for node in &nodes {
+        let mut late = connect(node, &["r"], Some(&position)).await;
+        assert_eq!(
+            next_event(&mut late).await.event_type,
+            "reset",
+            "{}",
+            node.url
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_states_final_events_and_acks_hold_across_nodes() {
+    let (_redis, nodes) = cluster(3, &[]).await;
+    // A publisher id is unique across the cluster.
+    let (status, _) = publish(
+        &nodes[0],
+        &[("topic", "o"), ("data", "1"), ("id", "order-1")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, body) = publish(
+        &nodes[1],
+        &[("topic", "o"), ("data", "2"), ("id", "order-1")],
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("duplicate_id"), "{body}");
+    // A retained state is what a new subscriber of any node gets first.
+    let (status, _) = publish(
+        &nodes[0],
+        &[("topic", "task"), ("data", "50%"), ("retain", "on")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let mut watcher = connect(&nodes[2], &["task"], None).await;
+    assert_eq!(next_event(&mut watcher).await.data, "50%");
+    // A final event on one node closes the topic on every node.
+    let (status, _) = publish(
+        &nodes[1],
+        &[("topic", "task"), ("data", "done"), ("final", "on")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(next_event(&mut watcher).await.data, "done");
+    assert_eq!(next_event(&mut watcher).await.event_type, "complete");
+    let (status, body) = publish(&nodes[2], &[("topic", "task"), ("data", "late")]).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("topic_finished"), "{body}");
+    // An acknowledged position is known on every node.
+    let id = publish_ok(&nodes[0], "feed", "one").await;
+    publish_ok(&nodes[0], "feed", "two").await;
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/ack", nodes[0].url))
+        .form(&[("client_id", "reader-1"), ("last_event_id", &id)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    let ack = wait_until("the ack on another node", || async {
+        let response = reqwest::get(format!("{}/v1/clients/reader-1/ack", nodes[2].url))
+            .await
+            .ok()?;
+        (response.status() == 200).then_some(())?;
+        response.json::<serde_json::Value>().await.ok()
+    })
+    .await;
+    assert_eq!(ack["last_event_id"], id.as_str());
+    let options = Subscribe {
+        topics: vec!["feed".into()],
+        client_id: Some("reader-1".into()),
+        last_event_id: None,
+    };
+    let mut reader = Hub::new(&nodes[1].url).connect(&options).await.unwrap();
+    assert_eq!(next_event(&mut reader).await.data, "two");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_id_replaces_its_connection_on_another_node() {
+    let (_redis, nodes) = cluster(3, &[]).await;
+    let options = Subscribe {
+        topics: vec!["n".into()],
+        client_id: Some("tab".into()),
+        last_event_id: None,
+    };
+    let mut older = Hub::new(&nodes[0].url).connect(&options).await.unwrap();
+    common::wait_for_position(&mut older).await;
+    let mut newer = Hub::new(&nodes[1].url).connect(&options).await.unwrap();
+    let words = common::events_until_end(&mut older).await;
+    assert_eq!(
+        words.last().map(|e| e.event_type.as_str()),
+        Some("replaced")
+    );
+    // The newer one stays, and the client's channel reaches it from any node.
+    let (status, _) = publish(
+        &nodes[2],
+        &[("topic", "urn:ssehub:client:tab"), ("data", "hi")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(next_event(&mut newer).await.data, "hi");
+}
+
+/// Follows a topic across node failures as a browser would: on any end of
+/// the stream, reconnects to the next node with its Last-Event-ID.
+struct Follower {
+    urls: Vec<String>,
+    at: usize,
+    connection: Option<Connection>,
+    position: Option<String>,
+    pub got: Vec<ParsedEvent>,
+}
+
+impl Follower {
+    fn new(nodes: &[&ChildHub]) -> Follower {
+        Follower {
+            urls: nodes.iter().map(|n| n.url.clone()).collect(),
+            at: 0,
+            connection: None,
+            position: Some("earliest".into()),
+            got: Vec::new(),
+        }
+    }
+
+    /// Reads until `count` events arrived in all.
+    async fn until(&mut self, count: usize) {
+        let deadline = Instant::now() + PATIENCE * 3;
+        while self.got.len() < count {
+            assert!(
+                Instant::now() < deadline,
+                "got {} of {count}",
+                self.got.len()
+            );
+            let Some(connection) = &mut self.connection else {
+                let options = Subscribe {
+                    topics: vec!["k".into()],
+                    last_event_id: self.position.clone(),
+                    client_id: None,
+                };
+                match Hub::new(&self.urls[self.at]).connect(&options).await {
+                    Ok(connection) => self.connection = Some(connection),
+                    Err(_) => {
+                        self.at = (self.at + 1) % self.urls.len();
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+                continue;
+            };
+            match tokio::time::timeout(Duration::from_secs(5), connection.next_event()).await {
+                Ok(Some(Ok(event))) => {
+                    self.position = Some(event.last_event_id.clone());
+                    self.got.push(event);
+                }
+                _ => {
+                    self.connection = None;
+                    self.at = (self.at + 1) % self.urls.len();
+                }
+            }
+        }
+    }
+}
+
+/// No loss and no duplicate: what a follower got is exactly what was
+/// acknowledged, in id order.
+fn exactly(got: &[ParsedEvent], acknowledged: &[String]) {
+    let ids: Vec<&str> = got.iter().map(|e| e.last_event_id.as_str()).collect();
+    let mut wanted: Vec<&str> = acknowledged.iter().map(String::as_str).collect();
+    wanted.sort_by_key(|id| seq(id));
+    assert_eq!(ids, wanted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_of_a_killed_node_resume_on_another_with_no_gap_and_no_duplicate() {
+    let (_redis, mut nodes) = cluster(3, &[]).await;
+    let mut follower = Follower::new(&[&nodes[0], &nodes[1], &nodes[2]]);
+    let mut acknowledged = Vec::new();
+    for i in 0..10 {
+        acknowledged.push(publish_ok(&nodes[1], "k", &format!("{i}")).await);
+    }
+    follower.until(10).await;
+    // kill -9 of the node the follower is on, with publishes on the others
+    // going on meanwhile.
+    let killed = nodes.remove(0);
+    let pid = killed.child.id();
+    common::send_signal(pid, 9);
+    for i in 10..30 {
+        acknowledged.push(publish_ok(&nodes[i % 2], "k", &format!("{i}")).await);
+    }
+    follower.until(30).await;
+    exactly(&follower.got, &acknowledged);
+    drop(killed);
+}
+
+/// Waits until a node's /healthz answers `status`.
+async fn wait_for_health(node: &ChildHub, status: u16) -> serde_json::Value {
+    wait_until(&format!("/healthz to answer {status}"), || async {
+        let response = reqwest::get(format!("{}/healthz", node.url)).await.ok()?;
+        (response.status().as_u16() == status).then_some(())?;
+        response.json().await.ok()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_redis_is_down_publishes_fail_at_once_and_streams_live_then_catch_up() {
+    let (mut redis, nodes) = cluster(3, &[]).await;
+    let mut follower = Follower::new(&[&nodes[2]]);
+    let mut acknowledged = vec![publish_ok(&nodes[0], "k", "before").await];
+    follower.until(1).await;
+    let mut raw = RawStream::open(
+        &format!("{}/.well-known/mercure?topic=k", nodes[1].url),
+        &[],
+    )
+    .await;
+    raw.read_until("its first bytes", |body| body.contains("id: "))
+        .await;
+    redis.stop();
+    // A publish is refused with a JSON error, at once: never a hang.
+    let started = Instant::now();
+    let (status, body) = loop {
+        let (status, body) = publish(&nodes[0], &[("topic", "k"), ("data", "lost?")]).await;
+        if status != 200 {
+            break (status, body);
+        }
+        // (Redis took it before it stopped.)
+        acknowledged.push(body);
+    };
+    assert_eq!(status, 503, "{body}");
+    let error: serde_json::Value = serde_json::from_str(&body).expect("a JSON error");
+    assert!(error["error"].is_string(), "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    for node in &nodes {
+        let health = wait_for_health(node, 503).await;
+        assert_eq!(health["error"], "degraded", "{health}");
+    }
+    // Streams stay open, with heartbeats.
+    let beats = raw.body.matches(":\n").count();
+    raw.read_until("a heartbeat while Redis is down", |body| {
+        body.matches(":\n").count() > beats
+    })
+    .await;
+    redis.restart().await;
+    for node in &nodes {
+        wait_for_health(node, 200).await;
+    }
+    for i in 0..10 {
+        acknowledged.push(publish_ok(&nodes[i % 3], "k", &format!("after {i}")).await);
+    }
+    follower.until(acknowledged.len()).await;
+    exactly(&follower.got, &acknowledged);
+    raw.read_until("the events after the outage", |body| {
+        body.contains("data: after 9\n")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_redis_comes_back_empty_subscribers_get_a_reset_and_ids_are_never_reused() {
+    let (mut redis, nodes) = cluster(2, &[]).await;
+    let mut old_ids = Vec::new();
+    for i in 0..5 {
+        old_ids.push(publish_ok(&nodes[i % 2], "k", &format!("{i}")).await);
+    }
+    let mut stream = connect(&nodes[1], &["k"], Some("earliest")).await;
+    let seen = events(&mut stream, 5).await;
+    let position = seen[4].last_event_id.clone();
+    let behind = seen[2].last_event_id.clone();
+    redis.restart_empty().await;
+    // Each node finds out (when it reconnects) and loads the log again: its
+    // streams end, so that they resume against what is there.
+    common::events_until_end(&mut stream).await;
+    for node in &nodes {
+        wait_for_health(node, 200).await;
+    }
+    let new_id = wait_until("a publish after the loss", || async {
+        let (status, id) = publish(&nodes[0], &[("topic", "k"), ("data", "new")]).await;
+        (status == 200).then_some(id)
+    })
+    .await;
+    assert!(seq(&new_id) > seq(&position), "{new_id} after {position}");
+    // A client resuming from before what was lost is told, on either node;
+    // one that had seen everything goes on with no reset.
+    for node in &nodes {
+        let resume = |from: &str| {
+            let options = Subscribe {
+                topics: vec!["k".into()],
+                last_event_id: Some(from.to_owned()),
+                client_id: None,
+            };
+            let hub = Hub::new(&node.url);
+            async move {
+                wait_until("a resume after the reload", || async {
+                    hub.connect(&options).await.ok()
+                })
+                .await
+            }
+        };
+        let mut behind = resume(&behind).await;
+        assert_eq!(next_event(&mut behind).await.event_type, "reset");
+        let mut current = resume(&position).await;
+        let next = next_event(&mut current).await;
+        assert_eq!(
+            (next.event_type.as_str(), next.data.as_str()),
+            ("message", "new")
+        );
+    }
+}
