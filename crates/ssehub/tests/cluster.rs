@@ -450,3 +450,29 @@ async fn when_redis_comes_back_empty_subscribers_get_a_reset_and_ids_are_never_r
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_later_holds_the_same_history_under_the_same_ids() {
+    let (redis, nodes) = cluster(2, &[]).await;
+    for i in 0..30 {
+        let data = format!("{i} {}", "x".repeat(200));
+        let id = format!("mine-{i}");
+        let mut fields = vec![("topic", "h"), ("data", data.as_str())];
+        if i % 7 == 0 {
+            fields.push(("id", &id));
+        }
+        let (status, body) = publish(&nodes[i % 2], &fields).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // A small cache: its replays read the log in Redis.
+    let url = redis.url();
+    let late = spawn_hub(&["--redis-url", &url, "--history-cache", "1024"]).await;
+    let mut from_first = connect(&nodes[0], &["h"], Some("earliest")).await;
+    let mut from_late = connect(&late, &["h"], Some("earliest")).await;
+    let expected = events(&mut from_first, 30).await;
+    assert_eq!(events(&mut from_late, 30).await, expected);
+    assert!(expected.iter().all(|e| !e.last_event_id.is_empty()));
+    let middle = &expected[14].last_event_id;
+    let mut resumed = connect(&late, &["h"], Some(middle)).await;
+    assert_eq!(events(&mut resumed, 15).await, expected[15..]);
+}

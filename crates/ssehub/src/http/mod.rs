@@ -255,8 +255,13 @@ impl Server {
         }
         let hub = match &config.redis_url {
             Some(url) => {
-                let log =
-                    crate::store::RedisLog::new(url, &config.redis_prefix, config.redis_timeout)?;
+                let ids = config.hub().event_ids;
+                let log = crate::store::RedisLog::new(
+                    url,
+                    &config.redis_prefix,
+                    config.redis_timeout,
+                    Box::new(move |seq| ids.name(seq)),
+                )?;
                 let log = Arc::new(log);
                 let hub_config = config.hub();
                 // It loads the log, over the network: off the async threads.

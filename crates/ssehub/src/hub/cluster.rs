@@ -178,7 +178,7 @@ impl Hub {
         Ok(Arc::new(self.event_from_log(StoredEvent { seq, ..stored })))
     }
 
-    /// An event as the log holds it, named as this hub names its ids.
+    /// The event a publish appended, named as the log names it when read.
     fn event_from_log(&self, mut stored: StoredEvent) -> Event {
         if stored.id.is_empty() {
             stored.id = self.config.event_ids.name(stored.seq);
@@ -204,7 +204,7 @@ impl Hub {
                 );
                 return Err(Stop::Resync { lost: false });
             }
-            let event = Arc::new(self.event_from_log(stored));
+            let event = Arc::new(Event::from_stored(stored));
             st.last_seq = st.last_seq.max(event.seq);
             self.apply(&mut st, &event);
         }

@@ -241,9 +241,15 @@ pub enum Health {
     Lost,
 }
 
+/// How the hub names the ids it gives, from their seq: the log holds no
+/// name for them (the seq is only known inside the append script), so
+/// every event read back is named again, alike on every node.
+pub type IdNames = Box<dyn Fn(u64) -> String + Send + Sync>;
+
 /// The shared log in Redis, and this node's connections to it.
 pub struct RedisLog {
     client: redis::Client,
+    names: IdNames,
     keys: Keys,
     timeout: Duration,
     /// Names this node in the control records it writes.
@@ -275,7 +281,12 @@ impl RedisLog {
     /// A log at `url` (`redis://HOST:PORT[/DB]`, `rediss://` for TLS) under
     /// `prefix`; every call to Redis gives up after `timeout`. Nothing is
     /// connected yet: [`Store::load`] connects first.
-    pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<RedisLog, StoreError> {
+    pub fn new(
+        url: &str,
+        prefix: &str,
+        timeout: Duration,
+        names: IdNames,
+    ) -> Result<RedisLog, StoreError> {
         let client = redis::Client::open(url).map_err(|e| StoreError::Open {
             path: "--redis-url".into(),
             reason: format!("{e}"),
@@ -287,6 +298,7 @@ impl RedisLog {
         };
         Ok(RedisLog {
             client,
+            names,
             keys: Keys::new(prefix),
             timeout,
             node: uuid::Uuid::new_v4().simple().to_string(),
@@ -492,12 +504,9 @@ impl RedisLog {
                 if stream.key == self.keys.log {
                     let seq = entry_seq(&entry.id);
                     let json: Option<String> = entry.get("e");
-                    match json.as_deref().map(serde_json::from_str::<StoredEvent>) {
-                        Some(Ok(mut event)) => {
-                            event.seq = seq;
-                            read.events.push(event);
-                        }
-                        _ => {
+                    match json.and_then(|json| self.decode(seq, &json)) {
+                        Some(event) => read.events.push(event),
+                        None => {
                             tracing::warn!(seq, "an unreadable event in the shared log is skipped")
                         }
                     }
@@ -634,7 +643,7 @@ impl Store for RedisLog {
                 if doomed.contains(&seq) {
                     continue;
                 }
-                match decode(seq, &fields) {
+                match self.decode_fields(seq, &fields) {
                     Some(event) => {
                         each(event);
                         recovered.events += 1;
@@ -658,7 +667,10 @@ impl Store for RedisLog {
         Ok(seqs
             .iter()
             .zip(pages)
-            .map(|(&seq, page)| page.first().and_then(|(_, fields)| decode(seq, fields)))
+            .map(|(&seq, page)| {
+                page.first()
+                    .and_then(|(_, fields)| self.decode_fields(seq, fields))
+            })
             .collect())
     }
 
@@ -713,12 +725,22 @@ impl Store for RedisLog {
     }
 }
 
-/// An event from its log entry's fields.
-fn decode(seq: u64, fields: &[(String, String)]) -> Option<StoredEvent> {
-    let json = fields.iter().find(|(name, _)| name == "e")?;
-    let mut event: StoredEvent = serde_json::from_str(&json.1).ok()?;
-    event.seq = seq;
-    Some(event)
+impl RedisLog {
+    /// An event from its log entry's JSON, with its seq and id.
+    fn decode(&self, seq: u64, json: &str) -> Option<StoredEvent> {
+        let mut event: StoredEvent = serde_json::from_str(json).ok()?;
+        event.seq = seq;
+        if event.id.is_empty() {
+            event.id = (self.names)(seq);
+        }
+        Some(event)
+    }
+
+    /// An event from its log entry's fields.
+    fn decode_fields(&self, seq: u64, fields: &[(String, String)]) -> Option<StoredEvent> {
+        let (_, json) = fields.iter().find(|(name, _)| name == "e")?;
+        self.decode(seq, json)
+    }
 }
 
 #[cfg(test)]
