@@ -133,6 +133,9 @@ async fn idle_round(
             Target::Null => {
                 return Err("the null server holds no idle state worth measuring".into());
             }
+            Target::Cluster1 | Target::Cluster3 => {
+                return Err("measure idle connections on one hub: --targets ssehub".into());
+            }
         };
     let rss = |pids: &[u32]| -> u64 {
         pids.iter()

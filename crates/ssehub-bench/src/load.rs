@@ -20,7 +20,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::peers;
-use crate::servers::{QUIET_HUB, ServerArgs, ServerProcess};
+use crate::servers::{QUIET_HUB, RedisProcess, ServerArgs, ServerProcess};
 use crate::worker::{WorkerProcess, WorkerReport, WorkerSpec};
 
 /// What serves the subscribers.
@@ -35,6 +35,15 @@ pub enum Target {
     Nchan,
     /// Pushpin, with nginx as its GRIP origin (see bench/peers/setup).
     Pushpin,
+    /// One ssehub node of a cluster, on a redis-server of its own.
+    #[value(name = "cluster-1")]
+    #[serde(rename = "cluster-1")]
+    Cluster1,
+    /// Three ssehub nodes of a cluster on one redis-server; workers and
+    /// publishes are spread over the nodes.
+    #[value(name = "cluster-3")]
+    #[serde(rename = "cluster-3")]
+    Cluster3,
 }
 
 impl Target {
@@ -55,7 +64,14 @@ impl Target {
             Target::Null => "null",
             Target::Nchan => "nchan",
             Target::Pushpin => "pushpin",
+            Target::Cluster1 => "cluster-1",
+            Target::Cluster3 => "cluster-3",
         }
+    }
+
+    /// Whether it is ssehub (ids and subscriptions alike).
+    pub fn is_ssehub(self) -> bool {
+        matches!(self, Target::Ssehub | Target::Cluster1 | Target::Cluster3)
     }
 }
 
@@ -127,6 +143,9 @@ pub struct LoadResult {
     pub deliveries_per_second: f64,
     pub cpu_seconds: f64,
     pub cpu_seconds_per_million: f64,
+    /// CPU seconds of the cluster's shared log (redis-server), not in
+    /// `cpu_seconds`.
+    pub log_cpu_seconds: f64,
     /// The share of that CPU time spent in the kernel (system time): on
     /// loopback, each write also runs the receiving end's TCP path.
     pub kernel_share: f64,
@@ -174,14 +193,61 @@ pub async fn run(
 
 /// A running target and how to reach it.
 struct Running {
-    /// Where subscribers connect.
-    addr: SocketAddr,
-    /// Where events are published.
-    publish: SocketAddr,
+    /// Where subscribers connect (worker `w` to the `w % len`th).
+    addrs: Vec<SocketAddr>,
+    /// Where events are published (in turn).
+    publish: Vec<SocketAddr>,
     /// Processes whose CPU time counts.
     pids: Vec<u32>,
-    /// The server, when this command started it.
-    _process: Option<ServerProcess>,
+    /// The shared log of a cluster, measured apart.
+    log_pids: Vec<u32>,
+    /// The servers, when this command started them.
+    _processes: Vec<ServerProcess>,
+    _redis: Option<RedisProcess>,
+}
+
+impl Running {
+    fn one(
+        addr: SocketAddr,
+        publish: SocketAddr,
+        pids: Vec<u32>,
+        process: Option<ServerProcess>,
+    ) -> Running {
+        Running {
+            addrs: vec![addr],
+            publish: vec![publish],
+            pids,
+            log_pids: Vec::new(),
+            _processes: process.into_iter().collect(),
+            _redis: None,
+        }
+    }
+
+    /// `nodes` ssehub nodes on a fresh redis-server.
+    fn cluster(servers: &ServerArgs, nodes: usize) -> Result<Running, Box<dyn std::error::Error>> {
+        let redis = RedisProcess::start()?;
+        let url = redis.url();
+        let mut processes = Vec::new();
+        for _ in 0..nodes {
+            processes.push(ServerProcess::hub(
+                servers,
+                &[
+                    &QUIET_HUB[..],
+                    &["--queue-size", "4096", "--redis-url", &url],
+                ]
+                .concat(),
+            )?);
+        }
+        let addrs: Vec<SocketAddr> = processes.iter().map(|p| p.addr).collect();
+        Ok(Running {
+            publish: addrs.clone(),
+            addrs,
+            pids: processes.iter().map(ServerProcess::pid).collect(),
+            log_pids: vec![redis.pid()],
+            _processes: processes,
+            _redis: Some(redis),
+        })
+    }
 }
 
 fn start_target(
@@ -195,34 +261,21 @@ fn start_target(
                 servers,
                 &[&QUIET_HUB[..], &["--queue-size", "4096"]].concat(),
             )?;
-            Running {
-                addr: hub.addr,
-                publish: hub.addr,
-                pids: vec![hub.pid()],
-                _process: Some(hub),
-            }
+            Running::one(hub.addr, hub.addr, vec![hub.pid()], Some(hub))
         }
         Target::Null => {
             let null = ServerProcess::null()?;
-            Running {
-                addr: null.addr,
-                publish: null.addr,
-                pids: vec![null.pid()],
-                _process: Some(null),
-            }
+            Running::one(null.addr, null.addr, vec![null.pid()], Some(null))
         }
-        Target::Nchan => Running {
-            addr: args.nchan,
-            publish: args.nchan,
-            pids: peers::nchan_pids(servers),
-            _process: None,
-        },
-        Target::Pushpin => Running {
-            addr: args.pushpin,
-            publish: args.pushpin_publish,
-            pids: peers::pushpin_pids(servers),
-            _process: None,
-        },
+        Target::Nchan => Running::one(args.nchan, args.nchan, peers::nchan_pids(servers), None),
+        Target::Pushpin => Running::one(
+            args.pushpin,
+            args.pushpin_publish,
+            peers::pushpin_pids(servers),
+            None,
+        ),
+        Target::Cluster1 => Running::cluster(servers, 1)?,
+        Target::Cluster3 => Running::cluster(servers, 3)?,
     })
 }
 
@@ -268,7 +321,7 @@ async fn run_target(
         }
         let spec = WorkerSpec {
             target,
-            addr: running.addr,
+            addr: running.addrs[w % running.addrs.len()],
             bind: IpAddr::from([127, 0, 0, 2 + w as u8]),
             first,
             count,
@@ -290,10 +343,11 @@ async fn run_target(
         worker.wait_ready()?;
     }
     let cpu_before = cpu_seconds(&running.pids);
+    let log_before = cpu_seconds(&running.log_pids);
     let started = Instant::now();
     let published = publish_open_loop(
         target,
-        running.publish,
+        &running.publish,
         &run,
         topics,
         events,
@@ -307,6 +361,7 @@ async fn run_target(
     }
     let elapsed = started.elapsed().as_secs_f64();
     let cpu_after = cpu_seconds(&running.pids);
+    let log_after = cpu_seconds(&running.log_pids);
     let (user, system) = (cpu_after.0 - cpu_before.0, cpu_after.1 - cpu_before.1);
     let cpu = user + system;
     drop(running);
@@ -336,6 +391,7 @@ async fn run_target(
         deliveries_per_second: totals.received as f64 / elapsed,
         cpu_seconds: cpu,
         cpu_seconds_per_million: cpu / (totals.received.max(1) as f64 / 1e6),
+        log_cpu_seconds: (log_after.0 - log_before.0) + (log_after.1 - log_before.1),
         kernel_share: if cpu > 0.0 { system / cpu } else { 0.0 },
         p50_ms: ms(0.5),
         p99_ms: ms(0.99),
@@ -358,7 +414,7 @@ pub fn now_micros() -> u64 {
 /// advance; each carries `seq scheduled_micros` and padding.
 async fn publish_open_loop(
     target: Target,
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     run: &str,
     topics: usize,
     events: u64,
@@ -378,8 +434,9 @@ async fn publish_open_loop(
         let mut data = format!("{seq} {scheduled} ");
         data.extend(std::iter::repeat_n('x', size.saturating_sub(data.len())));
         let topic = format!("bench/{run}/{}", seq as usize % topics);
+        let addr = addrs[seq as usize % addrs.len()];
         let request = match target {
-            Target::Ssehub => client
+            Target::Ssehub | Target::Cluster1 | Target::Cluster3 => client
                 .post(format!("http://{addr}/.well-known/mercure"))
                 .form(&[("topic", topic.as_str()), ("data", data.as_str())]),
             Target::Null => client.post(format!("http://{addr}/publish")).body(data),

@@ -10,8 +10,11 @@
 //!   publisher; see [`load`].
 //! * `abuse`: the threat model's attacks at full size, with what a
 //!   legitimate user gets meanwhile.
+//! * `cluster`: one hub against one and three nodes on Redis, a large
+//!   fan-out over three nodes, publish throughput through Redis.
 
 mod abuse;
+mod cluster;
 mod idle;
 mod load;
 mod null_server;
@@ -52,6 +55,8 @@ enum Scenario {
     Resume(LoadScenario),
     /// Attacks at full size; health-check and round-trip latency, memory.
     Abuse(abuse::AbuseArgs),
+    /// One hub against one and three cluster nodes on Redis; publish through Redis.
+    Cluster(cluster::ClusterArgs),
     /// (internal) Holds a share of the subscribers for the scenarios above.
     #[command(hide = true)]
     Worker {
@@ -112,6 +117,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Scenario::Topics(args) => runtime.block_on(run_load(servers, load::Shape::Topics, args)),
         Scenario::Resume(args) => runtime.block_on(run_load(servers, load::Shape::Resume, args)),
         Scenario::Abuse(args) => runtime.block_on(abuse::run(servers, args)),
+        Scenario::Cluster(args) => runtime.block_on(cluster::run(servers, args)),
         Scenario::Worker { spec } => runtime.block_on(worker::run(serde_json::from_str(&spec)?)),
         Scenario::NullServer { listen } => runtime.block_on(null_server::run(listen)),
     }

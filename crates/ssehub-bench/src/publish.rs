@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::report::{median, write_section};
-use crate::servers::{ServerArgs, ServerProcess};
+use crate::servers::{RedisProcess, ServerArgs, ServerProcess};
 
 #[derive(Debug, clap::Args)]
 pub struct PublishArgs {
@@ -23,10 +23,51 @@ pub struct PublishArgs {
     write: Option<PathBuf>,
 }
 
-struct PublishRun {
-    events_per_second: f64,
-    p50_ms: f64,
-    p99_ms: f64,
+pub struct PublishRun {
+    pub events_per_second: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// Where a hub keeps its events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    /// In memory.
+    Memory,
+    /// The durable store, in a fresh directory.
+    Durable,
+    /// One node of a cluster, on a fresh redis-server.
+    Redis,
+}
+
+impl Store {
+    /// Its name in tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Store::Memory => "memory",
+            Store::Durable => "durable",
+            Store::Redis => "redis",
+        }
+    }
+}
+
+/// The medians of `rounds` runs, each with a fresh hub.
+pub async fn median_run(
+    servers: &ServerArgs,
+    store: Store,
+    publishers: usize,
+    duration: Duration,
+    rounds: usize,
+) -> Result<PublishRun, Box<dyn std::error::Error>> {
+    let mut runs = Vec::new();
+    for _ in 0..rounds {
+        runs.push(publish_run(servers, store, publishers, duration).await?);
+    }
+    Ok(PublishRun {
+        events_per_second: median(&runs, |r| r.events_per_second),
+        p50_ms: median(&runs, |r| r.p50_ms),
+        p99_ms: median(&runs, |r| r.p99_ms),
+    })
 }
 
 /// Runs the scenario.
@@ -37,16 +78,9 @@ pub async fn run(
     let mut rows = Vec::new();
     for &publishers in &args.publishers {
         let mut medians = Vec::new();
-        for store in ["memory", "durable"] {
-            let mut runs = Vec::new();
-            for _ in 0..args.rounds {
-                runs.push(publish_run(servers, store, publishers, args.duration).await?);
-            }
-            let run = PublishRun {
-                events_per_second: median(&runs, |r| r.events_per_second),
-                p50_ms: median(&runs, |r| r.p50_ms),
-                p99_ms: median(&runs, |r| r.p99_ms),
-            };
+        for store in [Store::Memory, Store::Durable] {
+            let run = median_run(servers, store, publishers, args.duration, args.rounds).await?;
+            let store = store.name();
             println!(
                 "{publishers:>4} publishers, {store:>7}: {:>8.0} events/s, p50 {:.2} ms, p99 {:.2} ms",
                 run.events_per_second, run.p50_ms, run.p99_ms
@@ -81,13 +115,26 @@ pub async fn run(
 
 async fn publish_run(
     servers: &ServerArgs,
-    store: &str,
+    store: Store,
     publishers: usize,
     duration: Duration,
 ) -> Result<PublishRun, Box<dyn std::error::Error>> {
     let data_dir = tempfile::tempdir()?;
     let data_dir_arg = data_dir.path().display().to_string();
-    let mut hub = ServerProcess::hub(servers, &["--store", store, "--data-dir", &data_dir_arg])?;
+    let redis = (store == Store::Redis)
+        .then(RedisProcess::start)
+        .transpose()?;
+    let args = match &redis {
+        Some(redis) => vec!["--redis-url".to_owned(), redis.url()],
+        None => vec![
+            "--store".to_owned(),
+            store.name().to_owned(),
+            "--data-dir".to_owned(),
+            data_dir_arg,
+        ],
+    };
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut hub = ServerProcess::hub(servers, &args)?;
     let url = format!("http://{}", hub.addr);
     let payload = "x".repeat(100);
     let started = Instant::now();

@@ -25,7 +25,7 @@ pub fn memory_svg(rows: &[(Target, f64, f64, f64)], connections: usize) -> Strin
     for (i, (target, rss, ..)) in rows.iter().enumerate() {
         let y = 40 + i * 36;
         let width = 420.0 * rss / max;
-        let color = if *target == Target::Ssehub {
+        let color = if target.is_ssehub() {
             "#4f46e5"
         } else {
             "#98a2b3"

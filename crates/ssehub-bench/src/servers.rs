@@ -123,3 +123,71 @@ impl Drop for ServerProcess {
         self.stop();
     }
 }
+
+/// A `redis-server` of this command's own, on a free port with a temporary
+/// directory, every write on disk before it answers (`appendfsync always`,
+/// the setting docs/CLUSTER.md recommends); killed when dropped.
+pub struct RedisProcess {
+    child: Child,
+    /// Where it listens.
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisProcess {
+    /// Starts one and waits until it accepts connections.
+    pub fn start() -> std::io::Result<RedisProcess> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let dir = tempfile::tempdir()?;
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(dir.path())
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
+            .args(["--daemonize", "no", "--logfile", ""])
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                std::io::Error::other(format!("redis-server: {e} (apt-get install redis-server)"))
+            })?;
+        let redis = RedisProcess {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if std::time::Instant::now() > deadline {
+                return Err(std::io::Error::other("redis-server did not start"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(redis)
+    }
+
+    /// `--redis-url` for a hub.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for RedisProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

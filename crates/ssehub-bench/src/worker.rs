@@ -167,7 +167,9 @@ async fn open(
     let mut stream = socket.connect(spec.addr).await?;
     let resume = last_event_id.map_or(String::new(), |id| format!("Last-Event-ID: {id}\r\n"));
     let path = match spec.target {
-        Target::Ssehub => format!("/.well-known/mercure?match=bench/{}/{topic}", spec.run),
+        Target::Ssehub | Target::Cluster1 | Target::Cluster3 => {
+            format!("/.well-known/mercure?match=bench/{}/{topic}", spec.run)
+        }
         Target::Null => "/sub".to_owned(),
         Target::Nchan | Target::Pushpin => format!("/sub/bench/{}/{topic}", spec.run),
     };
