@@ -116,8 +116,8 @@ settings! {
     /// Directory of the durable store.
     data_dir: PathBuf = "ssehub-data", path;
     /// Make this hub a node of a cluster whose nodes share one event log in Redis, e.g.
-    /// redis://10.0.0.5:6379/0 (rediss:// for TLS; a password as redis://:PASSWORD@HOST): the log
-    /// assigns the ids, every node fans out to its own subscribers. Replaces --store.
+    /// redis://10.0.0.5:6379/0 (a password as redis://:PASSWORD@HOST): the log assigns the ids,
+    /// every node fans out to its own subscribers. Replaces --store.
     redis_url: Option<String> = "", optional_text, secret;
     /// Prefix of the cluster's Redis keys (one hash tag, {PREFIX}); clusters sharing a Redis
     /// need different prefixes.

@@ -476,3 +476,48 @@ async fn a_node_started_later_holds_the_same_history_under_the_same_ids() {
     let mut resumed = connect(&late, &["h"], Some(middle)).await;
     assert_eq!(events(&mut resumed, 15).await, expected[15..]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flushall_while_running_is_found_like_an_empty_restart() {
+    let (redis, nodes) = cluster(2, &[]).await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(publish_ok(&nodes[i % 2], "f", &format!("{i}")).await);
+    }
+    // Both nodes have applied them (a replay from the start has all four).
+    for node in &nodes {
+        let mut all = connect(node, &["f"], Some("earliest")).await;
+        events(&mut all, 4).await;
+    }
+    assert_eq!(redis.command("FLUSHALL").await, "+OK");
+    // The connections stay open; a publish finds the log is not the one the
+    // node knows, is refused, and the node loads the log again.
+    let new_id = wait_until("a publish after FLUSHALL", || async {
+        let (status, id) = publish(&nodes[1], &[("topic", "f"), ("data", "new")]).await;
+        (status == 200).then_some(id)
+    })
+    .await;
+    assert!(seq(&new_id) > seq(&ids[3]), "{new_id} after {ids:?}");
+    // A resume from before the loss is exact where the node still holds
+    // what it missed, and a reset once the node has loaded the log again:
+    // never a silent gap.
+    for node in &nodes {
+        wait_until("a reset after the reload", || async {
+            let mut behind = Hub::new(&node.url)
+                .connect(&Subscribe {
+                    topics: vec!["f".into()],
+                    last_event_id: Some(ids[1].clone()),
+                    client_id: None,
+                })
+                .await
+                .ok()?;
+            let first = next_event(&mut behind).await;
+            if first.event_type != "reset" {
+                assert_eq!(first.last_event_id, ids[2], "{}", node.url);
+                return None;
+            }
+            Some(())
+        })
+        .await;
+    }
+}

@@ -914,3 +914,49 @@ async fn a_restart_fails_the_demo_s_interrupted_tasks_and_no_one_else_s() {
         assert_eq!(common::next_event(&mut stream).await.data, "still open");
     }
 }
+
+/// I3 across a restart: a topic forgotten (its history evicted by the size
+/// limit) and known again by a new event, then the hub killed and started
+/// again. A client resuming from inside the forgotten part is told with a
+/// `reset`: the topic's own mark of what was forgotten before it came back
+/// is not stored, so after a restart what was forgotten before its oldest
+/// event counts for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i3_a_topic_forgotten_and_known_again_still_resets_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let limit = ["--history-max-bytes", "64KiB"];
+    let first = {
+        let hub = durable_hub(dir.path(), &limit).await;
+        let client = Hub::new(&hub.url);
+        let first = client
+            .publish(&Publish::new("legit/t", "one"))
+            .await
+            .unwrap();
+        client
+            .publish(&Publish::new("legit/t", "two"))
+            .await
+            .unwrap();
+        for i in 0..40 {
+            let filler = Publish::new(format!("other/{i}"), "x".repeat(4096));
+            client.publish(&filler).await.unwrap();
+        }
+        client
+            .publish(&Publish::new("legit/t", "three"))
+            .await
+            .unwrap();
+        first
+    };
+    let hub = durable_hub(dir.path(), &limit).await;
+    let mut resumed = common::RawStream::open(
+        &format!("{}/.well-known/mercure?match=legit/t", hub.url),
+        &[("last-event-id", &first)],
+    )
+    .await;
+    let body = resumed
+        .read_until("a reset, then the event after it", |b| {
+            b.contains("data: three")
+        })
+        .await;
+    assert!(body.contains("event: reset"), "{body}");
+    assert!(!body.contains("data: two"), "{body}");
+}

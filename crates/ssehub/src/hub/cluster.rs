@@ -45,6 +45,9 @@ pub(super) struct Cluster {
     applied: watch::Sender<u64>,
     /// Why the log cannot be followed, while it cannot.
     degraded: Mutex<Option<String>>,
+    /// A publish found the log not the one this node knows: the follower
+    /// checks it now rather than at its next reconnection.
+    recheck: tokio::sync::Notify,
 }
 
 impl Cluster {
@@ -53,6 +56,7 @@ impl Cluster {
             log,
             applied: watch::Sender::new(0),
             degraded: Mutex::new(None),
+            recheck: tokio::sync::Notify::new(),
         }
     }
 
@@ -88,10 +92,16 @@ impl Cluster {
     }
 }
 
+/// How often a follower checks that the log is still the one it knows,
+/// even with nothing published (a `FLUSHALL` leaves its connection open).
+const CHECK_EVERY: Duration = Duration::from_secs(5);
+
 /// Why following the log must start again.
 enum Stop {
     /// Redis cannot be reached.
     Unreachable(String),
+    /// Check the log's health again, now.
+    Recheck,
     /// The node must load the log again.
     Resync { lost: bool },
 }
@@ -154,6 +164,7 @@ impl Hub {
                 return Err(PublishError::TopicFinished(topic));
             }
             Err(AppendError::Lost) => {
+                cluster.recheck.notify_one();
                 return Err(PublishError::Unavailable(
                     "the shared log lost data (Redis restarted empty?): this node is loading it \
                      again; retry in a moment"
@@ -202,6 +213,7 @@ impl Hub {
                     next = stored.seq,
                     "events this node did not read left the shared log: loading it again"
                 );
+                cluster.applied.send_replace(st.applied_seq);
                 return Err(Stop::Resync { lost: false });
             }
             let event = Arc::new(Event::from_stored(stored));
@@ -339,6 +351,10 @@ async fn follow(hub: Weak<Hub>) {
                 cluster.set_degraded(Some(why));
                 failures += 1;
             }
+            Stop::Recheck => {
+                failures = 0;
+                continue;
+            }
             Stop::Resync { lost } => {
                 resync = Some(resync.unwrap_or(false) || lost);
                 if lost {
@@ -389,12 +405,25 @@ async fn follow_once(
     }
     cluster.set_degraded(None);
     let position = control.get_or_insert_with(|| "0-0".to_owned());
+    let checked = tokio::time::Instant::now();
     loop {
         let after = hub.state().applied_seq;
-        let read = match log.read(&mut conn, after, position).await {
+        let read = tokio::select! {
+            read = log.read(&mut conn, after, position) => read,
+            () = cluster.recheck.notified() => return Stop::Recheck,
+        };
+        let read = match read {
             Ok(read) => read,
             Err(why) => return Stop::Unreachable(why),
         };
+        if checked.elapsed() > CHECK_EVERY {
+            // (After applying what was read: the next connection starts
+            // after it.)
+            if let Err(stop) = hub.apply_read(read) {
+                return stop;
+            }
+            return Stop::Recheck;
+        }
         position.clone_from(&read.control_position);
         if let Err(stop) = hub.apply_read(read) {
             return stop;

@@ -302,6 +302,19 @@ impl Hub {
         st.last_seq = recovered.last_seq.max(st.applied_seq);
         st.applied_seq = st.last_seq;
         st.forgotten_up_to = st.forgotten_up_to.max(recovered.forgotten_up_to);
+        // What was forgotten before a topic (re)appeared is not stored per
+        // topic: what was forgotten before its oldest event counts for it
+        // (a resume from before may have missed events of a topic of that
+        // name, I3), as it does for a topic that is forgotten still.
+        let forgotten = st.forgotten_up_to;
+        for topic in st.topics.values_mut() {
+            let oldest = topic.history.front().map(|e| e.seq);
+            let oldest = oldest
+                .into_iter()
+                .chain(topic.retained.as_ref().map(|r| r.seq));
+            let before = oldest.min().map_or(forgotten, |seq| forgotten.min(seq - 1));
+            topic.known_from = topic.known_from.max(before);
+        }
         self.restore_acks(st, recovered.acks);
         if events > 0 {
             tracing::info!(

@@ -278,7 +278,7 @@ fn unavailable(e: impl std::fmt::Display) -> String {
 }
 
 impl RedisLog {
-    /// A log at `url` (`redis://HOST:PORT[/DB]`, `rediss://` for TLS) under
+    /// A log at `url` (`redis://[:PASSWORD@]HOST:PORT[/DB]`) under
     /// `prefix`; every call to Redis gives up after `timeout`. Nothing is
     /// connected yet: [`Store::load`] connects first.
     pub fn new(

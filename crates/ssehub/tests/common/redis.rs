@@ -86,6 +86,24 @@ impl Redis {
         )
     }
 
+    /// Sends one inline command (such as `FLUSHALL`) and returns the first
+    /// line of the answer.
+    pub async fn command(&self, command: &str) -> String {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .expect("redis");
+        conn.write_all(format!("{command}\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut line = String::new();
+        tokio::io::BufReader::new(conn)
+            .read_line(&mut line)
+            .await
+            .unwrap();
+        line.trim_end().to_owned()
+    }
+
     /// Stops it (SIGKILL, by its pid): what it acknowledged is on disk.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
