@@ -521,3 +521,42 @@ async fn a_flushall_while_running_is_found_like_an_empty_restart() {
         .await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_that_needs_redis_while_it_is_down_waits_and_loses_nothing() {
+    let (mut redis, nodes) = cluster(2, &["--history-cache", "1024"]).await;
+    let mut sent = Vec::new();
+    for i in 0..30 {
+        let data = format!("{i} {}", "x".repeat(200));
+        publish_ok(&nodes[i % 2], "w", &data).await;
+        sent.push(data);
+    }
+    redis.stop();
+    // History beyond the cache is in Redis: the replay cannot be sent now,
+    // and the stream ends (the client comes back) instead of turning the
+    // outage into a reset.
+    for node in &nodes {
+        let mut replay = connect(node, &["w"], Some("earliest")).await;
+        // (Cut: the connection ends without the end of its body, as for any
+        // replay the hub drops; EventSource reconnects.)
+        let mut got = Vec::new();
+        while let Some(Ok(event)) = tokio::time::timeout(PATIENCE, replay.next_event())
+            .await
+            .expect("the stream ends in time")
+        {
+            got.push(event);
+        }
+        assert!(got.iter().all(|e| e.event_type != "reset"), "{got:?}");
+        assert!(got.len() < 30, "{} events", got.len());
+    }
+    redis.restart().await;
+    for node in &nodes {
+        wait_for_health(node, 200).await;
+    }
+    for node in &nodes {
+        let mut replay = connect(node, &["w"], Some("earliest")).await;
+        let got = events(&mut replay, 30).await;
+        let data: Vec<&str> = got.iter().map(|e| e.data.as_str()).collect();
+        assert_eq!(data, sent, "{}", node.url);
+    }
+}

@@ -132,6 +132,8 @@ pub(super) fn read_missing(store: &dyn Store, found: &mut Found) -> Result<(), S
     }
     let (read, failure) = match store.read(&missing) {
         Ok(read) => (read, None),
+        // Nothing can be read now: one by one would only wait longer.
+        Err(failure @ StoreError::Unreachable(_)) => (vec![None; missing.len()], Some(failure)),
         Err(failure) => {
             let one_by_one = missing.iter().map(|seq| match store.read(&[*seq]) {
                 Ok(mut one) => one.pop().flatten(),

@@ -282,6 +282,15 @@ impl Replay {
                 self.hub.drop_replay(&mut st, self.key);
                 Piece::Dropped
             }
+            Err(StoreError::Unreachable(err)) => {
+                // Out of reach for now, not lost (a cluster's Redis is
+                // down): the stream ends and the client resumes later, from
+                // the same place.
+                tracing::warn!(%err, "a replay waits for the store to be reachable again");
+                self.left.clear();
+                st.cut_replay(self.key);
+                Piece::Dropped
+            }
             Err(err) => {
                 // What the store cannot give back leaves history, so that the
                 // client, resuming, gets a `reset` instead of this again.

@@ -100,6 +100,10 @@ pub enum StoreError {
     /// A read failed.
     #[error("reading from the store failed: {0}")]
     Read(String),
+    /// The store cannot be reached now (the shared log of a cluster): what
+    /// it holds is not lost, only out of reach.
+    #[error("the store cannot be reached: {0}")]
+    Unreachable(String),
     /// A write failed; nothing of the batch was stored.
     #[error("writing to the store failed: {0}")]
     Write(String),

@@ -663,7 +663,7 @@ impl Store for RedisLog {
         }
         let pages: Vec<Entries> = self
             .blocking(|conn| pipe.query(conn))
-            .map_err(StoreError::Read)?;
+            .map_err(|e| StoreError::Unreachable(format!("Redis at {}: {e}", self.shown)))?;
         Ok(seqs
             .iter()
             .zip(pages)
