@@ -560,3 +560,25 @@ async fn a_replay_that_needs_redis_while_it_is_down_waits_and_loses_nothing() {
         assert_eq!(data, sent, "{}", node.url);
     }
 }
+
+#[test]
+fn a_node_that_cannot_reach_redis_does_not_start_and_says_why() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let Err(error) = common::try_spawn_hub(&["--redis-url", &url]) else {
+        panic!("started without Redis");
+    };
+    assert!(
+        error.contains("cannot be reached") && error.contains("--redis-url"),
+        "{error}"
+    );
+    let Err(error) = common::try_spawn_hub(&["--redis-url", "http://example.com/"]) else {
+        panic!("started with a bad URL");
+    };
+    assert!(error.contains("--redis-url"), "{error}");
+}

@@ -100,6 +100,9 @@ pub enum StoreError {
     /// A read failed.
     #[error("reading from the store failed: {0}")]
     Read(String),
+    /// The store's settings are wrong.
+    #[error("{0}")]
+    Config(String),
     /// The store cannot be reached now (the shared log of a cluster): what
     /// it holds is not lost, only out of reach.
     #[error("the store cannot be reached: {0}")]

@@ -287,10 +287,10 @@ impl RedisLog {
         timeout: Duration,
         names: IdNames,
     ) -> Result<RedisLog, StoreError> {
-        let client = redis::Client::open(url).map_err(|e| StoreError::Open {
-            path: "--redis-url".into(),
-            reason: format!("{e}"),
-            advice: "Give a URL like redis://127.0.0.1:6379/0",
+        let client = redis::Client::open(url).map_err(|e| {
+            StoreError::Config(format!(
+                "--redis-url: {e}. Give a URL like redis://127.0.0.1:6379/0"
+            ))
         })?;
         let shown = {
             let info = client.get_connection_info();
@@ -554,11 +554,10 @@ impl RedisLog {
     }
 
     fn unreachable(&self, reason: String) -> StoreError {
-        StoreError::Open {
-            path: format!("Redis at {}", self.shown).into(),
-            reason,
-            advice: "Check that Redis runs and --redis-url points at it",
-        }
+        StoreError::Unreachable(format!(
+            "Redis at {}: {reason}. Check that Redis runs and --redis-url points at it",
+            self.shown
+        ))
     }
 }
 
