@@ -582,3 +582,104 @@ fn a_node_that_cannot_reach_redis_does_not_start_and_says_why() {
     };
     assert!(error.contains("--redis-url"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_updates_reach_only_authorized_subscribers_on_every_node() {
+    const KEY: &str = "a subscriber key of the cluster test";
+    let (_redis, nodes) = cluster(3, &["--subscriber-jwt-key", KEY]).await;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &serde_json::json!({"exp": exp, "mercure": {"subscribe": ["p"]}}),
+        &jsonwebtoken::EncodingKey::from_secret(KEY.as_bytes()),
+    )
+    .unwrap();
+    let bearer = format!("Bearer {token}");
+    let url = |node: &ChildHub, resume: &str| {
+        format!(
+            "{}/.well-known/mercure?topic=p&last_event_id={resume}",
+            node.url
+        )
+    };
+    let mut anonymous = RawStream::open(&url(&nodes[0], ""), &[]).await;
+    let mut allowed = RawStream::open(&url(&nodes[1], ""), &[("authorization", &bearer)]).await;
+    for stream in [&mut anonymous, &mut allowed] {
+        stream
+            .read_until("its first bytes", |b| b.contains("id: "))
+            .await;
+    }
+    let (status, _) = publish(
+        &nodes[2],
+        &[("topic", "p"), ("data", "secret"), ("private", "on")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    publish_ok(&nodes[2], "p", "public").await;
+    let seen = allowed
+        .read_until("both", |b| b.contains("data: public"))
+        .await;
+    assert!(seen.contains("data: secret"), "{seen}");
+    let seen = anonymous
+        .read_until("the public one", |b| b.contains("data: public"))
+        .await;
+    assert!(!seen.contains("secret"), "{seen}");
+    // Nor does a replay on another node leak it.
+    let mut replay = RawStream::open(&url(&nodes[0], "earliest"), &[]).await;
+    let seen = replay
+        .read_until("the replay", |b| b.contains("data: public"))
+        .await;
+    assert!(!seen.contains("secret"), "{seen}");
+    let mut replay =
+        RawStream::open(&url(&nodes[2], "earliest"), &[("authorization", &bearer)]).await;
+    let seen = replay
+        .read_until("the replay", |b| b.contains("data: public"))
+        .await;
+    assert!(seen.contains("data: secret"), "{seen}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_bounds_by_size_and_age_apply_alike_on_every_node() {
+    let (_redis, nodes) =
+        cluster(3, &["--history-max-bytes", "64KiB", "--history-ttl", "2s"]).await;
+    let first = publish_ok(&nodes[0], "b/0", "first").await;
+    for i in 0..40 {
+        publish_ok(&nodes[i % 3], &format!("b/{}", i % 4), &"x".repeat(4096)).await;
+    }
+    // Every node keeps the same events within the size limit.
+    let mut held = Vec::new();
+    for node in &nodes {
+        let stats =
+            common::wait_for_stats(&reqwest::Client::new(), &node.url, "all applied", |s| {
+                s["published"] == 41
+            })
+            .await;
+        held.push((
+            stats["stored_events"].clone(),
+            stats["stored_bytes"].clone(),
+        ));
+        let mut late = connect(node, &["b/0"], Some(&first)).await;
+        assert_eq!(
+            next_event(&mut late).await.event_type,
+            "reset",
+            "{}",
+            node.url
+        );
+    }
+    assert!(held.windows(2).all(|w| w[0] == w[1]), "{held:?}");
+    // And by age: after the TTL, nothing is left, on any node.
+    let last = publish_ok(&nodes[1], "b/9", "old soon").await;
+    for node in &nodes {
+        common::wait_for_stats(&reqwest::Client::new(), &node.url, "history expired", |s| {
+            s["history_events"] == 0
+        })
+        .await;
+        let mut expired = connect(node, &["b/9"], Some("earliest")).await;
+        publish_ok(&nodes[2], "b/9", "new").await;
+        let next = next_event(&mut expired).await;
+        assert_eq!(next.data, "new", "{}: {last} expired", node.url);
+    }
+}
