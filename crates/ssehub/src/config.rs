@@ -124,6 +124,9 @@ settings! {
     redis_prefix: String = "ssehub", text;
     /// How long a call to Redis may take before the publish waiting on it is refused (503).
     redis_timeout: Duration = "2s", positive_duration;
+    /// Redis replicas that must confirm a publish (WAIT) before it is acknowledged; one that
+    /// they do not confirm within half of --redis-timeout is answered 503 not_replicated.
+    redis_wait_replicas: u32 = "0", count;
     /// Total size of stored events, e.g. 512MiB; the oldest go first.
     history_max_bytes: usize = "1GiB", size;
     /// Memory for the newest events of history, replayed without reading the data file (the

@@ -683,3 +683,46 @@ async fn history_bounds_by_size_and_age_apply_alike_on_every_node() {
         assert_eq!(next.data, "new", "{}: {last} expired", node.url);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_replicas_to_wait_for_a_publish_they_do_not_confirm_is_told() {
+    let primary = Redis::start().await;
+    let mut replica = Redis::replica_of(&primary).await;
+    let url = primary.url();
+    let node = spawn_hub(&[
+        "--redis-url",
+        &url,
+        "--redis-wait-replicas",
+        "1",
+        "--redis-timeout",
+        "1s",
+    ])
+    .await;
+    let mut stream = connect(&node, &["r"], None).await;
+    // Once the replica has synced, publishes are confirmed.
+    wait_until("the replica to confirm a publish", || async {
+        let (status, _) = publish(&node, &[("topic", "r"), ("data", "confirmed")]).await;
+        (status == 200).then_some(())
+    })
+    .await;
+    replica.stop();
+    let started = Instant::now();
+    let (status, body) = publish(&node, &[("topic", "r"), ("data", "unconfirmed")]).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("not_replicated"), "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // It is in the log, and delivered: the answer says so, with its id.
+    let mut seen = Vec::new();
+    while seen
+        .last()
+        .is_none_or(|e: &ParsedEvent| e.data != "unconfirmed")
+    {
+        seen.push(next_event(&mut stream).await);
+    }
+    let id = &seen.last().unwrap().last_event_id;
+    assert!(body.contains(id.as_str()), "{body} names {id}");
+}

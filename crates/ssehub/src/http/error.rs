@@ -107,6 +107,9 @@ impl From<PublishError> for ApiError {
             }
             PublishError::HistoryFull { .. } => (StatusCode::INSUFFICIENT_STORAGE, "history_full"),
             PublishError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+            PublishError::NotReplicated { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "not_replicated")
+            }
         };
         ApiError::new(status, code, err.to_string())
     }

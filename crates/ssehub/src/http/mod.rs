@@ -261,7 +261,8 @@ impl Server {
                     &config.redis_prefix,
                     config.redis_timeout,
                     Box::new(move |seq| ids.name(seq)),
-                )?;
+                )?
+                .waiting_for(config.redis_wait_replicas);
                 let log = Arc::new(log);
                 let hub_config = config.hub();
                 // It loads the log, over the network: off the async threads.

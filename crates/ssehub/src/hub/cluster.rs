@@ -171,6 +171,17 @@ impl Hub {
                         .into(),
                 ));
             }
+            Err(AppendError::NotReplicated { seq, confirmed }) => {
+                let id = match &stored.id {
+                    id if id.is_empty() => self.config.event_ids.name(seq),
+                    id => id.clone(),
+                };
+                return Err(PublishError::NotReplicated {
+                    id,
+                    confirmed,
+                    wanted: cluster.log.replicas(),
+                });
+            }
             Err(AppendError::Unavailable(why)) => {
                 return Err(PublishError::Unavailable(format!(
                     "the shared log (Redis at {}): {why}",

@@ -90,6 +90,22 @@ pub enum PublishError {
     /// The event could not be stored; it was not published.
     #[error("the event could not be stored: {0}")]
     Unavailable(String),
+    /// The event is in the shared log under `id` and is delivered, but
+    /// fewer Redis replicas than `--redis-wait-replicas` confirmed it in
+    /// time: a failover of Redis may lose it.
+    #[error(
+        "the event is published as {id:?}, but only {confirmed} of {wanted} Redis replicas \
+         confirmed it in time: a failover of Redis may lose it (publish it again with the same \
+         publisher id to be sure: a 409 duplicate_id then says it is there)"
+    )]
+    NotReplicated {
+        /// Its id.
+        id: String,
+        /// Replicas that confirmed it.
+        confirmed: u32,
+        /// Replicas asked for.
+        wanted: u32,
+    },
 }
 
 /// Limits on what may be published or subscribed to.

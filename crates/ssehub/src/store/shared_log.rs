@@ -181,6 +181,14 @@ pub enum AppendError {
     TopicFinished(String),
     /// The log is not the one this node knows: Redis lost data.
     Lost,
+    /// Appended as `seq`, but fewer replicas than asked confirmed it in
+    /// time: a failover may lose it.
+    NotReplicated {
+        /// Its seq.
+        seq: u64,
+        /// Replicas that confirmed it.
+        confirmed: u32,
+    },
     /// Redis cannot be reached, or did not answer in time.
     Unavailable(String),
 }
@@ -258,6 +266,8 @@ pub struct RedisLog {
     shown: String,
     /// The epoch this node knows.
     epoch: Mutex<String>,
+    /// Replicas that must confirm an append (WAIT).
+    replicas: u32,
     /// For the store's blocking calls (startup, replays, retention).
     blocking: Mutex<Option<redis::Connection>>,
     /// For appends and control records, shared by all publishers.
@@ -304,9 +314,21 @@ impl RedisLog {
             node: uuid::Uuid::new_v4().simple().to_string(),
             shown,
             epoch: Mutex::new(String::new()),
+            replicas: 0,
             blocking: Mutex::new(None),
             shared: tokio::sync::Mutex::new(None),
         })
+    }
+
+    /// Makes every append wait until `replicas` Redis replicas have it.
+    pub fn waiting_for(mut self, replicas: u32) -> RedisLog {
+        self.replicas = replicas;
+        self
+    }
+
+    /// Replicas that must confirm an append.
+    pub fn replicas(&self) -> u32 {
+        self.replicas
     }
 
     /// Where Redis is, for messages.
@@ -384,10 +406,14 @@ impl RedisLog {
             }
         };
         match answer.first().map(String::as_str) {
-            Some("ok") => answer
-                .get(1)
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| AppendError::Unavailable("Redis gave no seq".into())),
+            Some("ok") => {
+                let seq = answer
+                    .get(1)
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| AppendError::Unavailable("Redis gave no seq".into()))?;
+                self.replicated(&mut conn, seq).await?;
+                Ok(seq)
+            }
             Some("duplicate") => Err(AppendError::DuplicateId),
             Some("finished") => Err(AppendError::TopicFinished(
                 answer.get(1).cloned().unwrap_or_default(),
@@ -397,6 +423,32 @@ impl RedisLog {
                 "unexpected answer from Redis: {answer:?}"
             ))),
         }
+    }
+
+    /// With replicas to wait for: whether they confirmed everything this
+    /// connection wrote so far, `seq` included, within half the timeout.
+    async fn replicated(
+        &self,
+        conn: &mut MultiplexedConnection,
+        seq: u64,
+    ) -> Result<(), AppendError> {
+        if self.replicas == 0 {
+            return Ok(());
+        }
+        let wait = (self.timeout / 2).as_millis().max(1) as u64;
+        let confirmed: redis::RedisResult<u32> = redis::cmd("WAIT")
+            .arg(self.replicas)
+            .arg(wait)
+            .query_async(conn)
+            .await;
+        let confirmed = confirmed.unwrap_or_else(|err| {
+            tracing::warn!(%err, seq, "WAIT for replicas failed");
+            0
+        });
+        if confirmed < self.replicas {
+            return Err(AppendError::NotReplicated { seq, confirmed });
+        }
+        Ok(())
     }
 
     /// Writes a control record for every node.

@@ -14,11 +14,22 @@ pub struct Redis {
     child: Option<Child>,
     pub port: u16,
     dir: tempfile::TempDir,
+    /// `--replicaof`, for a replica.
+    primary: Option<u16>,
 }
 
 impl Redis {
     /// Starts one; waits until it answers.
     pub async fn start() -> Redis {
+        Redis::start_with(None).await
+    }
+
+    /// Starts a replica of `primary`; waits until it answers.
+    pub async fn replica_of(primary: &Redis) -> Redis {
+        Redis::start_with(Some(primary.port)).await
+    }
+
+    async fn start_with(primary: Option<u16>) -> Redis {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -28,6 +39,7 @@ impl Redis {
             child: None,
             port,
             dir: tempfile::tempdir().unwrap(),
+            primary,
         };
         redis.run().await;
         redis
@@ -43,7 +55,11 @@ impl Redis {
 
     async fn run(&mut self) {
         std::fs::create_dir_all(self.data()).unwrap();
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        if let Some(primary) = self.primary {
+            command.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
+        }
+        let child = command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .arg("--dir")
             .arg(self.data())
