@@ -23,6 +23,9 @@ pub struct ClusterArgs {
     /// Events per second published during the fan-out runs.
     #[arg(long, default_value_t = 20)]
     rate: u32,
+    /// Events per second of the large run (each reaches every subscriber).
+    #[arg(long, default_value_t = 5)]
+    large_rate: u32,
     /// How long each fan-out run publishes.
     #[arg(long, default_value = "10s", value_parser = crate::parse_duration)]
     duration: Duration,
@@ -45,11 +48,11 @@ pub struct ClusterArgs {
 }
 
 impl ClusterArgs {
-    fn load(&self, targets: Vec<Target>, subscribers: usize) -> LoadArgs {
+    fn load(&self, targets: Vec<Target>, subscribers: usize, rate: u32) -> LoadArgs {
         LoadArgs {
             targets,
             subscribers,
-            rate: self.rate,
+            rate,
             duration: self.duration,
             size: 100,
             workers: self.workers,
@@ -101,11 +104,11 @@ pub async fn run(
     let mut fanout = load::run(
         servers,
         Shape::Fanout,
-        &args.load(targets, args.subscribers),
+        &args.load(targets, args.subscribers, args.rate),
     )
     .await?;
     if args.large > 0 {
-        let large = args.load(vec![Target::Cluster3], args.large);
+        let large = args.load(vec![Target::Cluster3], args.large, args.large_rate);
         fanout.extend(load::run(servers, Shape::Fanout, &large).await?);
     }
     let mut publish_rows = Vec::new();
@@ -143,7 +146,8 @@ pub async fn run(
     }
     if let Some(path) = &args.write {
         let text = format!(
-            "Fan-out: one topic, {rate} events/s of 100 bytes for {duration:?}, {workers} worker processes \
+            "Fan-out: one topic, {rate} events/s of 100 bytes for {duration:?} ({large_rate} events/s in the \
+             run with {large} subscribers), {workers} worker processes \
              (worker `w` connects to node `w % nodes`; publishes go to the nodes in turn). Hub CPU is \
              the nodes' CPU summed; Redis CPU is redis-server's (`appendfsync always`).\n\n\
              | target | nodes | subscribers | events published | deliveries | deliveries/s | hub CPU s per million deliveries | Redis CPU s | p50 ms | p99 ms | lost | duplicated | out of order |\n\
@@ -154,6 +158,8 @@ pub async fn run(
              | publishers | durable events/s | durable p50 ms | durable p99 ms | Redis events/s | Redis p50 ms | Redis p99 ms | Redis / durable throughput |\n\
              |---:|---:|---:|---:|---:|---:|---:|---:|\n{publish_rows}",
             rate = args.rate,
+            large_rate = args.large_rate,
+            large = args.large,
             duration = args.duration,
             workers = args.workers,
             fanout = fanout_rows(&fanout),
