@@ -726,3 +726,144 @@ async fn with_replicas_to_wait_for_a_publish_they_do_not_confirm_is_told() {
     let id = &seen.last().unwrap().last_event_id;
     assert!(body.contains(id.as_str()), "{body} names {id}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_started_over_never_gives_an_id_of_its_earlier_life() {
+    // Redis without its data and every node restarted with it: nobody
+    // remembers the ids given, yet the new log's are past them.
+    let mut redis = Redis::start().await;
+    let url = redis.url();
+    let old = {
+        let node = spawn_hub(&["--redis-url", &url]).await;
+        let mut ids = Vec::new();
+        for i in 0..20 {
+            ids.push(publish_ok(&node, "o", &format!("{i}")).await);
+        }
+        ids
+    };
+    redis.restart_empty().await;
+    let node = spawn_hub(&["--redis-url", &url]).await;
+    let new = publish_ok(&node, "o", "new").await;
+    assert!(
+        old.iter().all(|id| seq(id) < seq(&new)),
+        "{new} after {old:?}"
+    );
+    // A client from the earlier life is not mistaken for one that is
+    // current: its position is before everything the new log holds.
+    let mut resumed = connect(&node, &["o"], Some(&old[10])).await;
+    let first = next_event(&mut resumed).await;
+    assert_eq!(
+        (first.event_type.as_str(), first.data.as_str()),
+        ("message", "new")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_redis_does_not_answer_is_told_it_may_be_stored() {
+    let (redis, nodes) = cluster(2, &["--redis-timeout", "500ms"]).await;
+    let mut stream = connect(&nodes[1], &["u"], None).await;
+    // (A first publish connects the node: a connection that cannot even be
+    // opened sends nothing, and is a plain 503.)
+    publish_ok(&nodes[0], "u", "before").await;
+    assert_eq!(next_event(&mut stream).await.data, "before");
+    redis.pause();
+    let started = Instant::now();
+    let (status, body) = publish(
+        &nodes[0],
+        &[("topic", "u"), ("data", "maybe"), ("id", "pub-1")],
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("outcome_unknown"), "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    redis.resume();
+    // It was stored after all: delivered, and a second publish with the
+    // same publisher id says it is there.
+    assert_eq!(next_event(&mut stream).await.data, "maybe");
+    let again = wait_until("a publish after the pause", || async {
+        let (status, body) = publish(
+            &nodes[0],
+            &[("topic", "u"), ("data", "maybe"), ("id", "pub-1")],
+        )
+        .await;
+        (status != 503).then_some((status, body))
+    })
+    .await;
+    assert_eq!(again.0, 409, "{}", again.1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_connections_of_one_client_id_opened_while_redis_is_down_end_as_one() {
+    let (mut redis, nodes) = cluster(2, &[]).await;
+    redis.stop();
+    for node in &nodes {
+        wait_for_health(node, 503).await;
+    }
+    let options = Subscribe {
+        topics: vec!["c".into()],
+        client_id: Some("twice".into()),
+        last_event_id: None,
+    };
+    let mut first = Hub::new(&nodes[0].url).connect(&options).await.unwrap();
+    common::wait_for_position(&mut first).await;
+    let mut second = Hub::new(&nodes[1].url).connect(&options).await.unwrap();
+    common::wait_for_position(&mut second).await;
+    redis.restart().await;
+    // Once both claims are in the log, the earlier one's connection ends.
+    let (ended, mut kept) = tokio::select! {
+        words = common::events_until_end(&mut first) => (words, second),
+        words = common::events_until_end(&mut second) => (words, first),
+    };
+    assert_eq!(
+        ended.last().map(|e| e.event_type.as_str()),
+        Some("replaced")
+    );
+    wait_for_health(&nodes[0], 200).await;
+    let (status, _) = publish(
+        &nodes[0],
+        &[("topic", "urn:ssehub:client:twice"), ("data", "one")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(next_event(&mut kept).await.data, "one");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnecting_a_client_of_another_node_is_accepted_and_ends_it() {
+    let (_redis, nodes) = cluster(2, &[]).await;
+    let options = Subscribe {
+        topics: vec!["d".into()],
+        client_id: Some("far".into()),
+        last_event_id: None,
+    };
+    let mut far = Hub::new(&nodes[1].url).connect(&options).await.unwrap();
+    common::wait_for_position(&mut far).await;
+    let response = reqwest::Client::new()
+        .delete(format!("{}/v1/clients/far", nodes[0].url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    common::events_until_end(&mut far).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_from_an_id_just_published_elsewhere_is_exact_not_a_reset() {
+    let (_redis, nodes) = cluster(2, &[]).await;
+    for i in 0..40 {
+        let id = publish_ok(&nodes[0], "j", &format!("{i}")).await;
+        // At once, on the other node: it may not have read it yet.
+        // (Its answer's head has come: it is registered.)
+        let mut resumed = connect(&nodes[1], &["j"], Some(&id)).await;
+        publish_ok(&nodes[0], "j", &format!("{i} next")).await;
+        let next = next_event(&mut resumed).await;
+        assert_eq!(
+            (next.event_type.as_str(), next.data.as_str()),
+            ("message", format!("{i} next").as_str())
+        );
+    }
+}

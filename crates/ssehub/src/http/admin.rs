@@ -78,6 +78,16 @@ pub async fn disconnect_client(
     app.require_admin(&headers)?;
     if app.hub.disconnect(&client_id) {
         Ok(StatusCode::NO_CONTENT.into_response())
+    } else if app.hub.is_node() {
+        // Not here; the other nodes of the cluster are told, and end it
+        // wherever it is.
+        Ok((
+            StatusCode::ACCEPTED,
+            axum::Json(serde_json::json!({
+                "status": "not connected to this node; every node of the cluster is told",
+            })),
+        )
+            .into_response())
     } else {
         Err(ApiError::new(
             StatusCode::NOT_FOUND,

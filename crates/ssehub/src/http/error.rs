@@ -107,6 +107,7 @@ impl From<PublishError> for ApiError {
             }
             PublishError::HistoryFull { .. } => (StatusCode::INSUFFICIENT_STORAGE, "history_full"),
             PublishError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+            PublishError::OutcomeUnknown(_) => (StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown"),
             PublishError::NotReplicated { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "not_replicated")
             }

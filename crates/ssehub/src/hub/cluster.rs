@@ -92,6 +92,9 @@ impl Cluster {
     }
 }
 
+/// How long a resume from an id this node has not read yet waits for it.
+const CATCH_UP: Duration = Duration::from_secs(1);
+
 /// How often a follower checks that the log is still the one it knows,
 /// even with nothing published (a `FLUSHALL` leaves its connection open).
 const CHECK_EVERY: Duration = Duration::from_secs(5);
@@ -182,6 +185,12 @@ impl Hub {
                     wanted: cluster.log.replicas(),
                 });
             }
+            Err(AppendError::Unknown(why)) => {
+                return Err(PublishError::OutcomeUnknown(format!(
+                    "the shared log (Redis at {}): {why}",
+                    cluster.log.address()
+                )));
+            }
             Err(AppendError::Unavailable(why)) => {
                 return Err(PublishError::Unavailable(format!(
                     "the shared log (Redis at {}): {why}",
@@ -198,6 +207,19 @@ impl Hub {
         )
         .await;
         Ok(Arc::new(self.event_from_log(StoredEvent { seq, ..stored })))
+    }
+
+    /// A client resuming from a hub id this node has not read yet (it was
+    /// published on another node a moment ago) waits, a bounded time, until
+    /// this node has: else its id would be unknown here, and it would get a
+    /// `reset` for nothing.
+    pub(super) async fn catch_up_to(&self, last_event_id: Option<&str>) {
+        let Some(cluster) = &self.cluster else { return };
+        let Some(seq) = last_event_id.and_then(|id| self.config.event_ids.seq_of(id)) else {
+            return;
+        };
+        let mut applied = cluster.applied.subscribe();
+        let _ = tokio::time::timeout(CATCH_UP, applied.wait_for(|applied| *applied >= seq)).await;
     }
 
     /// The event a publish appended, named as the log names it when read.
@@ -255,7 +277,14 @@ impl Hub {
                 }
             }
             Control::Ack { client, ack } if !own => {
-                st.acks.set(&client, ack, self.config.max_acks);
+                // Stored by the node that took it; the positions this one
+                // forgets to stay within --max-acks are forgotten in Redis
+                // too, so that Redis holds no more than a node.
+                for gone in st.acks.set(&client, ack, self.config.max_acks) {
+                    if let Some(pending) = &mut st.pending {
+                        pending.forgotten_acks.insert(gone.to_string());
+                    }
+                }
             }
             Control::Announce {
                 topic,
@@ -272,26 +301,47 @@ impl Hub {
     }
 
     /// A connection with a client id registered here: every node learns of
-    /// it, and ends an older one.
-    pub(super) fn claim(self: &Arc<Self>, st: &mut State, client: &str, sub: SubId) {
+    /// it (and ends an older one) before this returns.
+    pub(super) async fn claim_now(&self, client: String, sub: SubId) {
         let Some(cluster) = &self.cluster else { return };
-        st.unclaimed.insert(sub);
-        let log = cluster.log.clone();
-        let hub = Arc::downgrade(self);
-        let control = Control::Claim {
-            client: client.to_owned(),
-            sub,
-        };
-        tokio::spawn(async move {
-            if let Err(err) = log.tell(&control).await {
-                tracing::debug!(%err, "a claim of a client id could not be written");
-                // Never to be read back: it counts as older than any claim
-                // made from now on.
-                if let Some(hub) = hub.upgrade() {
-                    hub.state().unclaimed.remove(&sub);
-                }
+        let control = Control::Claim { client, sub };
+        if let Err(err) = cluster.log.tell(&control).await {
+            tracing::debug!(%err, "a claim of a client id could not be written");
+            // Never read back: it counts as older than any claim from now
+            // on, and is written again once Redis is back.
+            let mut st = self.state();
+            if st.unclaimed.remove(&sub) {
+                st.unsent_claims.insert(sub);
             }
-        });
+        }
+    }
+
+    /// [`Hub::claim_now`] in the background, for a caller that cannot wait.
+    pub(super) fn claim_later(self: &Arc<Self>, client: String, sub: SubId) {
+        if self.cluster.is_none() {
+            return;
+        }
+        let hub = self.clone();
+        tokio::spawn(async move { hub.claim_now(client, sub).await });
+    }
+
+    /// Once Redis is back: the claims that could not be written are, so
+    /// that of two connections of one client id opened meanwhile on two
+    /// nodes, the later in the log ends the other.
+    async fn claim_again(&self) {
+        let again: Vec<(String, SubId)> = {
+            let mut st = self.state();
+            let unsent = std::mem::take(&mut st.unsent_claims);
+            let again: Vec<(String, SubId)> = unsent
+                .into_iter()
+                .filter_map(|id| Some((st.subscribers.get(&id)?.client_id.clone()?, id)))
+                .collect();
+            st.unclaimed.extend(again.iter().map(|(_, id)| *id));
+            again
+        };
+        for (client, sub) in again {
+            self.claim_now(client, sub).await;
+        }
     }
 
     /// Loads the log again: every stream here ends (to reconnect and resume
@@ -415,6 +465,7 @@ async fn follow_once(
         log.forget_shared().await;
     }
     cluster.set_degraded(None);
+    hub.claim_again().await;
     let position = control.get_or_insert_with(|| "0-0".to_owned());
     let checked = tokio::time::Instant::now();
     loop {

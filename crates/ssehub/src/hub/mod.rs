@@ -339,6 +339,11 @@ impl Hub {
             .clone()
     }
 
+    /// Whether this hub is a node of a cluster.
+    pub fn is_node(&self) -> bool {
+        self.cluster.is_some()
+    }
+
     /// As a node of a cluster: why the shared log cannot be followed, while
     /// it cannot.
     pub fn degraded(&self) -> Option<String> {

@@ -90,6 +90,13 @@ pub enum PublishError {
     /// The event could not be stored; it was not published.
     #[error("the event could not be stored: {0}")]
     Unavailable(String),
+    /// Redis did not answer (in time): the event may be stored and
+    /// delivered, or not.
+    #[error(
+        "no answer from the store: {0}. The event may be published or not; publish it again \
+         with the same publisher id to be sure (a 409 duplicate_id then says it is there)"
+    )]
+    OutcomeUnknown(String),
     /// The event is in the shared log under `id` and is delivered, but
     /// fewer Redis replicas than `--redis-wait-replicas` confirmed it in
     /// time: a failover of Redis may lose it.

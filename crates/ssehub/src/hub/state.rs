@@ -77,6 +77,9 @@ pub(super) struct State {
     /// In a cluster: subscribers with a client id whose claim the shared
     /// log has not given back yet (any claim read meanwhile is older).
     pub unclaimed: HashSet<SubId>,
+    /// In a cluster: subscribers whose claim could not be written (Redis
+    /// was down), to write once it is back.
+    pub unsent_claims: HashSet<SubId>,
     /// In a cluster: the shared log is being loaded again; new streams and
     /// publishes are refused meanwhile.
     pub resyncing: bool,
@@ -500,6 +503,7 @@ impl State {
         }
         self.wildcard.remove(&id);
         self.unclaimed.remove(&id);
+        self.unsent_claims.remove(&id);
         if let Some(client_id) = &sub.client_id
             && self.clients.get(client_id) == Some(&id)
         {

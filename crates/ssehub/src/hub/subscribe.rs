@@ -34,6 +34,20 @@ impl Hub {
     /// be sent first (history or retained states) and the queue of live
     /// events; dropping it unregisters the subscriber.
     pub fn subscribe(self: &Arc<Self>, request: Subscribe) -> Result<Subscription, SubscribeError> {
+        let client = request.client_id.clone();
+        let subscription = self.subscribe_unclaimed(request)?;
+        if let Some(client) = client {
+            self.claim_later(client, subscription.registration.id);
+        }
+        Ok(subscription)
+    }
+
+    /// [`Hub::subscribe`], without telling the other nodes of a cluster
+    /// about its client id yet.
+    fn subscribe_unclaimed(
+        self: &Arc<Self>,
+        request: Subscribe,
+    ) -> Result<Subscription, SubscribeError> {
         let mut request = request.validated(self.config.limits)?;
         let asked = request.last_event_id.is_some();
         if request.last_event_id.is_none()
@@ -104,8 +118,23 @@ impl Hub {
         self: &Arc<Self>,
         request: Subscribe,
     ) -> Result<Subscription, SubscribeError> {
+        // In a cluster, the other nodes learn of its client id before the
+        // stream starts: claims are in the order their streams started.
+        let client = request.client_id.clone();
+        self.catch_up_to(request.last_event_id.as_deref()).await;
+        let subscription = self.subscribe_waiting(request).await?;
+        if let Some(client) = client {
+            self.claim_now(client, subscription.registration.id).await;
+        }
+        Ok(subscription)
+    }
+
+    async fn subscribe_waiting(
+        self: &Arc<Self>,
+        request: Subscribe,
+    ) -> Result<Subscription, SubscribeError> {
         if request.selectors.iter().all(|s| s.exact().is_some()) {
-            return self.subscribe(request);
+            return self.subscribe_unclaimed(request);
         }
         // Their turn comes in order, and a client that hung up meanwhile is
         // still served: the wait is bounded, so that a flood of them (opened
@@ -121,7 +150,7 @@ impl Hub {
         };
         drop(waiting);
         let hub = self.clone();
-        tokio::task::spawn_blocking(move || hub.subscribe(request))
+        tokio::task::spawn_blocking(move || hub.subscribe_unclaimed(request))
             .await
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()))
     }
@@ -181,8 +210,8 @@ impl Hub {
                 replaced.queue.end(frames::replaced(client_id));
             }
         }
-        if let Some(client_id) = &request.client_id {
-            self.claim(st, client_id, id);
+        if request.client_id.is_some() && self.cluster.is_some() {
+            st.unclaimed.insert(id);
         }
         st.subscribers.insert(
             id,

@@ -40,9 +40,9 @@ use crate::event::StoredEvent;
 /// How long an event out of every history stays readable in the log.
 pub const GRACE_MS: u64 = 60_000;
 
-/// Control records kept in `ctl` (approximately): they matter only to nodes
-/// reading now.
-const CONTROL_RECORDS: usize = 100_000;
+/// Control records kept in `ctl` (approximately, a few MB): they matter
+/// only to nodes reading now, which are at most a read or two behind.
+const CONTROL_RECORDS: usize = 10_000;
 
 /// Entries read from the log in one call.
 const READ_COUNT: usize = 1024;
@@ -51,23 +51,62 @@ const READ_COUNT: usize = 1024;
 /// health again.
 const READ_BLOCK: Duration = Duration::from_secs(1);
 
+/// The Lua function every script that may find the log new starts with: a
+/// log with no epoch is new (or lost its data). It gets one, an empty
+/// stream, and a counter that starts at the microseconds of Redis's clock:
+/// past every id an earlier life of the log gave, even when every node
+/// restarted with it and nobody remembers them (an earlier life would have
+/// had to give more than one id per microsecond on average). Only where
+/// ids start comes from a clock, and only Redis's; their order is the
+/// counter's. Seqs stay below 2^53, exact in Lua's numbers, and are written
+/// with `%d` (Lua would write 1.7e+15).
+macro_rules! open_log {
+    () => {
+        r"
+local function make_stream(log_key)
+  pcall(redis.call, 'XGROUP', 'CREATE', log_key, 'ssehub-open', '$', 'MKSTREAM')
+  pcall(redis.call, 'XGROUP', 'DESTROY', log_key, 'ssehub-open')
+end
+local function open(seq_key, epoch_key, log_key, new_epoch)
+  local epoch = redis.call('GET', epoch_key)
+  if epoch then return epoch end
+  redis.call('SET', epoch_key, new_epoch)
+  local t = redis.call('TIME')
+  local floor = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  if tonumber(redis.call('GET', seq_key) or '0') < floor then
+    redis.call('SET', seq_key, string.format('%d', floor))
+  end
+  make_stream(log_key)
+  return new_epoch
+end
+"
+    };
+}
+
+/// Opens the log (see [`open_log`]); its epoch.
+const OPEN: &str = concat!(
+    open_log!(),
+    "return open(KEYS[1], KEYS[2], KEYS[3], ARGV[1])"
+);
+
 /// Appends an event: refused if the log is not the one this node knows
 /// (another epoch, or a counter behind what the node has seen: Redis lost
 /// data), if its publisher id is taken, or if one of its topics is finished.
 const APPEND: &str = r"
 if redis.call('GET', KEYS[5]) ~= ARGV[1] then return {'lost'} end
+if redis.call('EXISTS', KEYS[2]) == 0 then return {'lost'} end
 if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[2]) then return {'lost'} end
 if ARGV[3] ~= '' and redis.call('HEXISTS', KEYS[3], ARGV[3]) == 1 then return {'duplicate'} end
 for i = 6, #ARGV do
   if redis.call('SISMEMBER', KEYS[4], ARGV[i]) == 1 then return {'finished', ARGV[i]} end
 end
-local seq = redis.call('INCR', KEYS[1])
+local seq = string.format('%d', redis.call('INCR', KEYS[1]))
 redis.call('XADD', KEYS[2], seq .. '-0', 'e', ARGV[5])
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[3], ARGV[3], seq) end
 if ARGV[4] == '1' then
   for i = 6, #ARGV do redis.call('SADD', KEYS[4], ARGV[i]) end
 end
-return {'ok', tostring(seq)}
+return {'ok', seq}
 ";
 
 /// Writes what a node's retention decided (every node decides the same, so
@@ -89,13 +128,15 @@ for k = 1, n do
     if ok and type(event) == 'table' and event.id and redis.call('HGET', KEYS[2], event.id) == seq then
       redis.call('HDEL', KEYS[2], event.id)
     end
-    redis.call('ZADD', KEYS[7], 'NX', now_ms, seq)
+    redis.call('ZADD', KEYS[7], 'NX', string.format('%d', now_ms), seq)
   end
 end
 n = tonumber(ARGV[i]); i = i + 1
 for k = 1, n do
-  local topic, seq = ARGV[i], tonumber(ARGV[i + 1]); i = i + 2
-  if tonumber(redis.call('HGET', KEYS[4], topic) or '0') < seq then redis.call('HSET', KEYS[4], topic, seq) end
+  local topic, seq = ARGV[i], ARGV[i + 1]; i = i + 2
+  if tonumber(redis.call('HGET', KEYS[4], topic) or '0') < tonumber(seq) then
+    redis.call('HSET', KEYS[4], topic, seq)
+  end
 end
 n = tonumber(ARGV[i]); i = i + 1
 for k = 1, n do
@@ -112,7 +153,8 @@ end
 if tonumber(redis.call('HGET', KEYS[5], 'forgotten_up_to') or '0') < tonumber(ARGV[2]) then
   redis.call('HSET', KEYS[5], 'forgotten_up_to', ARGV[2])
 end
-local due = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', now_ms - tonumber(ARGV[1]), 'LIMIT', 0, 1000)
+local due = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf',
+  string.format('%d', now_ms - tonumber(ARGV[1])), 'LIMIT', 0, 1000)
 for _, seq in ipairs(due) do redis.call('XDEL', KEYS[1], seq .. '-0') end
 if #due > 0 then redis.call('ZREM', KEYS[7], unpack(due)) end
 return #due
@@ -122,18 +164,21 @@ return #due
 /// already gave it one), and its counter jumps past every seq a node has
 /// seen, so no id is ever given twice; what was lost counts as forgotten.
 /// ARGV: new epoch, highest seq this node has seen.
-const ADOPT: &str = r"
-local epoch = redis.call('GET', KEYS[2])
-if not epoch then redis.call('SET', KEYS[2], ARGV[1]); epoch = ARGV[1] end
+const ADOPT: &str = concat!(
+    open_log!(),
+    r"
+local epoch = open(KEYS[1], KEYS[2], KEYS[4], ARGV[1])
+if redis.call('EXISTS', KEYS[4]) == 0 then make_stream(KEYS[4]) end
 local known = tonumber(ARGV[2])
 if tonumber(redis.call('GET', KEYS[1]) or '0') < known then
-  redis.call('SET', KEYS[1], known + tonumber(ARGV[3]))
+  redis.call('SET', KEYS[1], string.format('%d', known + tonumber(ARGV[3])))
 end
 if tonumber(redis.call('HGET', KEYS[3], 'forgotten_up_to') or '0') < known then
-  redis.call('HSET', KEYS[3], 'forgotten_up_to', known)
+  redis.call('HSET', KEYS[3], 'forgotten_up_to', ARGV[2])
 end
 return {epoch, redis.call('GET', KEYS[1])}
-";
+"
+);
 
 /// How far the counter jumps after a loss: past any seq a node that read
 /// the log a little behind the others could still have seen.
@@ -189,8 +234,11 @@ pub enum AppendError {
         /// Replicas that confirmed it.
         confirmed: u32,
     },
-    /// Redis cannot be reached, or did not answer in time.
+    /// Redis cannot be reached, or refused the call: nothing was appended.
     Unavailable(String),
+    /// The call was sent and no answer came (a timeout, a connection lost
+    /// meanwhile): the event may be appended, or not.
+    Unknown(String),
 }
 
 /// A record of the control stream: what nodes tell each other that is not
@@ -402,6 +450,9 @@ impl RedisLog {
             Ok(answer) => answer,
             Err(e) => {
                 self.forget_shared().await;
+                if e.is_timeout() || e.is_connection_dropped() || e.is_io_error() {
+                    return Err(AppendError::Unknown(e.to_string()));
+                }
                 return Err(AppendError::Unavailable(e.to_string()));
             }
         };
@@ -489,13 +540,15 @@ impl RedisLog {
         conn: &mut MultiplexedConnection,
         known: u64,
     ) -> Result<(Health, String), String> {
-        let (epoch, seq): (Option<String>, Option<u64>) = redis::pipe()
+        let (epoch, seq, log): (Option<String>, Option<u64>, bool) = redis::pipe()
             .get(&self.keys.epoch)
             .get(&self.keys.seq)
+            .exists(&self.keys.log)
             .query_async(conn)
             .await
             .map_err(unavailable)?;
-        let whole = epoch.as_deref() == Some(self.epoch().as_str()) && seq.unwrap_or(0) >= known;
+        let whole =
+            epoch.as_deref() == Some(self.epoch().as_str()) && seq.unwrap_or(0) >= known && log;
         let last: Entries = conn
             .xrevrange_count(&self.keys.ctl, "+", "-", 1)
             .await
@@ -514,6 +567,7 @@ impl RedisLog {
             .key(&self.keys.seq)
             .key(&self.keys.epoch)
             .key(&self.keys.meta)
+            .key(&self.keys.log)
             .arg(uuid::Uuid::new_v4().simple().to_string())
             .arg(known)
             .arg(RESEED_GAP)
@@ -633,23 +687,26 @@ impl Store for RedisLog {
         type Head = (
             String,
             Option<u64>,
+            bool,
             Vec<(String, u64)>,
             Option<u64>,
             Vec<(String, String)>,
             Vec<u64>,
         );
-        let (epoch, last_seq, trimmed, forgotten, acks, doomed): Head = self
+        let (epoch, last_seq, whole, trimmed, forgotten, acks, doomed): Head = self
             .blocking(|conn| {
-                let _: () = redis::cmd("SET")
-                    .arg(&keys.epoch)
+                let _: String = redis::Script::new(OPEN)
+                    .key(&keys.seq)
+                    .key(&keys.epoch)
+                    .key(&keys.log)
                     .arg(&fresh)
-                    .arg("NX")
-                    .query(conn)?;
+                    .invoke(conn)?;
                 // The counter first: every event up to it is in the log
                 // when the log is read after it.
                 redis::pipe()
                     .get(&keys.epoch)
                     .get(&keys.seq)
+                    .exists(&keys.log)
                     .hgetall(&keys.trimmed)
                     .hget(&keys.meta, "forgotten_up_to")
                     .hgetall(&keys.acks)
@@ -662,12 +719,22 @@ impl Store for RedisLog {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = epoch;
         let doomed: std::collections::HashSet<u64> = doomed.into_iter().collect();
+        let last_seq = last_seq.unwrap_or(0);
         let mut recovered = Recovered {
-            last_seq: last_seq.unwrap_or(0),
+            last_seq,
             trimmed: trimmed.into_iter().collect(),
             forgotten_up_to: forgotten.unwrap_or(0),
             ..Recovered::default()
         };
+        if !whole {
+            // The log itself was deleted, the rest of the keys not: every
+            // event up to the counter may be gone (never a silent gap).
+            tracing::warn!(
+                last_seq,
+                "the shared log's stream is missing: its events count as lost"
+            );
+            recovered.forgotten_up_to = recovered.forgotten_up_to.max(last_seq);
+        }
         for (client, json) in acks {
             if let Ok(ack) = serde_json::from_str(&json) {
                 recovered.acks.push((client, ack));

@@ -120,6 +120,16 @@ impl Redis {
         line.trim_end().to_owned()
     }
 
+    /// Pauses it (SIGSTOP): it holds its connections and answers nothing.
+    pub fn pause(&self) {
+        super::send_signal(self.child.as_ref().expect("running").id(), 19);
+    }
+
+    /// Resumes it after [`Redis::pause`] (SIGCONT).
+    pub fn resume(&self) {
+        super::send_signal(self.child.as_ref().expect("running").id(), 18);
+    }
+
     /// Stops it (SIGKILL, by its pid): what it acknowledged is on disk.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
