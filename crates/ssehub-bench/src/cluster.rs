@@ -20,11 +20,12 @@ pub struct ClusterArgs {
     /// Subscribers of the large run over three nodes; 0 to skip it.
     #[arg(long, default_value_t = 45_000)]
     large: usize,
-    /// Events per second published during the fan-out runs.
-    #[arg(long, default_value_t = 20)]
+    /// Events per second published during the fan-out runs (below this
+    /// machine's saturation, so that latency means something).
+    #[arg(long, default_value_t = 10)]
     rate: u32,
     /// Events per second of the large run (each reaches every subscriber).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 2)]
     large_rate: u32,
     /// How long each fan-out run publishes.
     #[arg(long, default_value = "10s", value_parser = crate::parse_duration)]
