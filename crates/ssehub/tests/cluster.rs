@@ -583,10 +583,11 @@ fn a_node_that_cannot_reach_redis_does_not_start_and_says_why() {
     assert!(error.contains("--redis-url"), "{error}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn private_updates_reach_only_authorized_subscribers_on_every_node() {
-    const KEY: &str = "a subscriber key of the cluster test";
-    let (_redis, nodes) = cluster(3, &["--subscriber-jwt-key", KEY]).await;
+/// The subscriber key of the tests that need tokens.
+const KEY: &str = "a subscriber key of the cluster test";
+
+/// `Bearer` and a 0.x token for [`KEY`] that may subscribe to `topics`.
+fn bearer(topics: &[&str]) -> String {
     let exp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -594,11 +595,17 @@ async fn private_updates_reach_only_authorized_subscribers_on_every_node() {
         + 3600;
     let token = jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),
-        &serde_json::json!({"exp": exp, "mercure": {"subscribe": ["p"]}}),
+        &serde_json::json!({"exp": exp, "mercure": {"subscribe": topics}}),
         &jsonwebtoken::EncodingKey::from_secret(KEY.as_bytes()),
     )
     .unwrap();
-    let bearer = format!("Bearer {token}");
+    format!("Bearer {token}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_updates_reach_only_authorized_subscribers_on_every_node() {
+    let (_redis, nodes) = cluster(3, &["--subscriber-jwt-key", KEY]).await;
+    let bearer = bearer(&["p"]);
     let url = |node: &ChildHub, resume: &str| {
         format!(
             "{}/.well-known/mercure?topic=p&last_event_id={resume}",
@@ -866,4 +873,58 @@ async fn a_resume_from_an_id_just_published_elsewhere_is_exact_not_a_reset() {
             ("message", format!("{i} next").as_str())
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_subscriptions_are_listed_and_announced_by_every_node() {
+    let (_redis, nodes) = cluster(2, &["--subscriptions", "--subscriber-jwt-key", KEY]).await;
+    let watcher = bearer(&["*"]);
+    let listed = |node: &ChildHub| {
+        let url = format!("{}/.well-known/mercure/subscriptions", node.url);
+        let watcher = watcher.clone();
+        async move {
+            let list: serde_json::Value = reqwest::Client::new()
+                .get(url)
+                .header("authorization", watcher)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            list["subscriptions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["match"].as_str().unwrap().to_owned())
+                .collect::<Vec<String>>()
+        }
+    };
+    // Subscription events of one node reach a watcher on the other.
+    let mut watcher = RawStream::open(
+        &format!(
+            "{}/.well-known/mercure?match_urlpattern=%2F.well-known%2Fmercure%2Fsubscriptions%2A",
+            nodes[1].url
+        ),
+        &[("authorization", &watcher)],
+    )
+    .await;
+    let stream = connect(&nodes[0], &["far/topic"], None).await;
+    watcher
+        .read_until("the subscription's event", |b| {
+            b.contains("event: mercure") && b.contains("far/topic")
+        })
+        .await;
+    wait_until("the other node to list it", || async {
+        listed(&nodes[1])
+            .await
+            .contains(&"far/topic".to_owned())
+            .then_some(())
+    })
+    .await;
+    drop(stream);
+    wait_until("the other node to forget it", || async {
+        (!listed(&nodes[1]).await.contains(&"far/topic".to_owned())).then_some(())
+    })
+    .await;
 }

@@ -91,14 +91,18 @@ impl Presence {
                 (topic, document)
             })
             .collect();
+        let documents: Vec<serde_json::Value> =
+            subscriptions.iter().map(|(_, d)| d.clone()).collect();
+        if let Some(log) = app.hub.shared_log() {
+            // The other nodes list it too.
+            let json = serde_json::Value::from(documents.clone()).to_string();
+            log.present(subscriber.clone(), Some(json));
+        }
         app.presence
             .streams
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(
-                subscriber.clone(),
-                subscriptions.iter().map(|(_, d)| d.clone()).collect(),
-            );
+            .insert(subscriber.clone(), documents);
         for (topic, document) in &subscriptions {
             app.hub
                 .announce(topic.clone(), MERCURE_TYPE, &document.to_string());
@@ -119,6 +123,9 @@ impl Drop for Presence {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.subscriber);
+        if let Some(log) = self.hub.shared_log() {
+            log.present(std::mem::take(&mut self.subscriber), None);
+        }
         for (topic, mut document) in std::mem::take(&mut self.subscriptions) {
             document["active"] = false.into();
             self.hub
@@ -178,6 +185,20 @@ pub async fn list(
         let id = document["id"].as_str().unwrap_or("");
         id == path || id.starts_with(&format!("{path}/"))
     };
+    // In a cluster, the other nodes' streams too (as far as Redis can be
+    // reached: a node without it lists its own).
+    let others = match app.hub.shared_log() {
+        Some(log) => log.others_present(MAX_LISTED).await.unwrap_or_else(|err| {
+            tracing::debug!(%err, "the other nodes' subscriptions cannot be read");
+            Vec::new()
+        }),
+        None => Vec::new(),
+    };
+    let others: Vec<serde_json::Value> = others
+        .iter()
+        .filter_map(|json| serde_json::from_str::<Vec<serde_json::Value>>(json).ok())
+        .flatten()
+        .collect();
     let streams = app
         .presence
         .streams
@@ -188,6 +209,7 @@ pub async fn list(
     let mut documents: Vec<serde_json::Value> = streams
         .values()
         .flatten()
+        .chain(&others)
         .filter(|d| wanted(d))
         .take(MAX_LISTED)
         .cloned()

@@ -392,6 +392,7 @@ impl Hub {
 
 /// Starts following the log; it stops when the hub is dropped.
 pub(super) fn start(hub: &Arc<Hub>) {
+    hub.cluster().log.start_presence();
     hub.cluster().applied.send_replace(hub.state().applied_seq);
     tokio::spawn(follow(Arc::downgrade(hub)));
 }
@@ -465,6 +466,9 @@ async fn follow_once(
         log.forget_shared().await;
     }
     cluster.set_degraded(None);
+    if let Err(why) = log.alive(&mut conn).await {
+        return Stop::Unreachable(why);
+    }
     hub.claim_again().await;
     let position = control.get_or_insert_with(|| "0-0".to_owned());
     let checked = tokio::time::Instant::now();

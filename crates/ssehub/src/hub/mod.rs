@@ -339,6 +339,11 @@ impl Hub {
             .clone()
     }
 
+    /// As a node of a cluster: the shared log.
+    pub fn shared_log(&self) -> Option<&Arc<crate::store::RedisLog>> {
+        self.cluster.as_ref().map(|cluster| &cluster.log)
+    }
+
     /// Whether this hub is a node of a cluster.
     pub fn is_node(&self) -> bool {
         self.cluster.is_some()

@@ -21,6 +21,8 @@
 //! | `acks` | hash | client id → acknowledged position (JSON) |
 //! | `doomed` | sorted set | seqs out of every history, by when: deleted from `log` after [`GRACE_MS`] |
 //! | `ctl` | stream | control records (claims of a client id, acks, announcements), capped |
+//! | `nodes` | sorted set | node → when it last said it is alive (ms), for `presence:NODE` |
+//! | `presence:NODE` | hash | with `--subscriptions`: a node's open streams' subscriptions (JSON) |
 //!
 //! An event that leaves history is deleted from the log only a grace period
 //! later, so a node that reads the log a little behind never finds a hole
@@ -43,6 +45,10 @@ pub const GRACE_MS: u64 = 60_000;
 /// Control records kept in `ctl` (approximately, a few MB): they matter
 /// only to nodes reading now, which are at most a read or two behind.
 const CONTROL_RECORDS: usize = 10_000;
+
+/// A node that has not said it is alive for this long is gone: its
+/// subscriptions are no longer listed (and are deleted).
+const NODE_ALIVE_MS: u64 = 15_000;
 
 /// Entries read from the log in one call.
 const READ_COUNT: usize = 1024;
@@ -184,6 +190,10 @@ return {epoch, redis.call('GET', KEYS[1])}
 /// the log a little behind the others could still have seen.
 const RESEED_GAP: u64 = 1 << 20;
 
+/// Where [`RedisLog::present`] sends: a stream's subscriber and its
+/// documents, or `None` for its end.
+type PresenceWriter = Mutex<Option<tokio::sync::mpsc::UnboundedSender<(String, Option<String>)>>>;
+
 /// The key names, under one hash tag.
 #[derive(Debug, Clone)]
 struct Keys {
@@ -197,9 +207,16 @@ struct Keys {
     acks: String,
     doomed: String,
     ctl: String,
+    nodes: String,
+    prefix: String,
 }
 
 impl Keys {
+    /// A node's subscriptions.
+    fn presence(&self, node: &str) -> String {
+        format!("{{{}}}:presence:{node}", self.prefix)
+    }
+
     fn new(prefix: &str) -> Keys {
         let key = |name: &str| format!("{{{prefix}}}:{name}");
         Keys {
@@ -213,6 +230,8 @@ impl Keys {
             acks: key("acks"),
             doomed: key("doomed"),
             ctl: key("ctl"),
+            nodes: key("nodes"),
+            prefix: prefix.to_owned(),
         }
     }
 }
@@ -318,6 +337,8 @@ pub struct RedisLog {
     replicas: u32,
     /// For the store's blocking calls (startup, replays, retention).
     blocking: Mutex<Option<redis::Connection>>,
+    /// To the writer of this node's subscriptions (`--subscriptions`).
+    presence: PresenceWriter,
     /// For appends and control records, shared by all publishers.
     shared: tokio::sync::Mutex<Option<MultiplexedConnection>>,
 }
@@ -364,6 +385,7 @@ impl RedisLog {
             epoch: Mutex::new(String::new()),
             replicas: 0,
             blocking: Mutex::new(None),
+            presence: Mutex::new(None),
             shared: tokio::sync::Mutex::new(None),
         })
     }
@@ -523,6 +545,105 @@ impl RedisLog {
             return Err(e.to_string());
         }
         Ok(())
+    }
+
+    /// This node is alive (with `--subscriptions`, its subscriptions are
+    /// listed by every node); called by its follower every few seconds.
+    pub async fn alive(&self, conn: &mut MultiplexedConnection) -> Result<(), String> {
+        let now = crate::event::millis(std::time::SystemTime::now());
+        let _: () = conn
+            .zadd(&self.keys.nodes, &self.node, now)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Records (`Some`) or removes (`None`) the subscriptions of one of this
+    /// node's streams, in the background, in the order asked (a stream's
+    /// removal never overtakes its record).
+    pub fn present(&self, subscriber: String, documents: Option<String>) {
+        let presence = self
+            .presence
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(presence) = &*presence {
+            let _ = presence.send((subscriber, documents));
+        }
+    }
+
+    /// Starts the writer of [`RedisLog::present`]; it ends with the log.
+    pub fn start_presence(self: &std::sync::Arc<Self>) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Option<String>)>();
+        *self
+            .presence
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tx);
+        let log = std::sync::Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some((subscriber, documents)) = rx.recv().await {
+                let Some(log) = log.upgrade() else { return };
+                let Ok(mut conn) = log.shared().await else {
+                    continue;
+                };
+                let key = log.keys.presence(&log.node);
+                let written: redis::RedisResult<()> = match documents {
+                    Some(json) => conn.hset(&key, &subscriber, json).await,
+                    None => conn.hdel(&key, &subscriber).await,
+                };
+                if let Err(err) = written {
+                    tracing::debug!(%err, "a subscription could not be recorded in Redis");
+                }
+            }
+        });
+    }
+
+    /// The subscriptions of the other live nodes' streams, each stream's
+    /// as the JSON it was recorded as; at most `most` streams. The records
+    /// of nodes gone quiet are deleted.
+    pub async fn others_present(&self, most: usize) -> Result<Vec<String>, String> {
+        let mut conn = self.shared().await?;
+        let now = crate::event::millis(std::time::SystemTime::now());
+        let nodes: Vec<(String, u64)> = conn
+            .zrange_withscores(&self.keys.nodes, 0, -1)
+            .await
+            .map_err(unavailable)?;
+        let mut found = Vec::new();
+        for (node, seen) in nodes {
+            if node == self.node {
+                continue;
+            }
+            let key = self.keys.presence(&node);
+            if now.saturating_sub(seen) > NODE_ALIVE_MS {
+                let _: redis::RedisResult<()> = redis::pipe()
+                    .del(&key)
+                    .zrem(&self.keys.nodes, &node)
+                    .query_async(&mut conn)
+                    .await;
+                continue;
+            }
+            let mut cursor = 0u64;
+            loop {
+                let (next, page): (u64, Vec<(String, String)>) = redis::cmd("HSCAN")
+                    .arg(&key)
+                    .arg(cursor)
+                    .arg("COUNT")
+                    .arg(500)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+                for (_, json) in page {
+                    if found.len() >= most {
+                        return Ok(found);
+                    }
+                    found.push(json);
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(found)
     }
 
     /// A connection of its own for [`RedisLog::read`], whose reads block.
