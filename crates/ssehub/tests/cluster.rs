@@ -928,3 +928,33 @@ async fn active_subscriptions_are_listed_and_announced_by_every_node() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_records_are_applied_once_across_the_nodes_periodic_checks() {
+    // A node checks the log every 5 s on a new connection: the control
+    // records it read just before must not be read again after.
+    let (_redis, nodes) = cluster(2, &["--subscriptions", "--subscriber-jwt-key", KEY]).await;
+    let watcher = bearer(&["*"]);
+    let mut events = RawStream::open(
+        &format!(
+            "{}/.well-known/mercure?match_urlpattern=%2F.well-known%2Fmercure%2Fsubscriptions%2F%2A",
+            nodes[1].url
+        ),
+        &[("authorization", &watcher)],
+    )
+    .await;
+    // Streams opened one by one over two checks (paced, as clients come).
+    let mut pace = tokio::time::interval(Duration::from_millis(500));
+    let mut streams = Vec::new();
+    for i in 0..24 {
+        pace.tick().await;
+        streams.push(connect(&nodes[0], &[&format!("once/{i}")], None).await);
+    }
+    let body = events
+        .read_until("every stream's start", |b| b.contains("once/23"))
+        .await;
+    for i in 0..24 {
+        let starts = body.matches(&format!("\"match\":\"once/{i}\"")).count();
+        assert_eq!(starts, 1, "once/{i}: {starts} events");
+    }
+}

@@ -482,17 +482,14 @@ async fn follow_once(
             Ok(read) => read,
             Err(why) => return Stop::Unreachable(why),
         };
-        if checked.elapsed() > CHECK_EVERY {
-            // (After applying what was read: the next connection starts
-            // after it.)
-            if let Err(stop) = hub.apply_read(read) {
-                return stop;
-            }
-            return Stop::Recheck;
-        }
         position.clone_from(&read.control_position);
         if let Err(stop) = hub.apply_read(read) {
             return stop;
+        }
+        // (After applying what was read: the next connection goes on after
+        // it, control records included.)
+        if checked.elapsed() > CHECK_EVERY {
+            return Stop::Recheck;
         }
     }
 }
