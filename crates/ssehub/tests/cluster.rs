@@ -958,3 +958,29 @@ async fn control_records_are_applied_once_across_the_nodes_periodic_checks() {
         assert_eq!(starts, 1, "once/{i}: {starts} events");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_works_on_a_redis_cluster_through_the_primary_of_its_slot() {
+    let members = Redis::cluster_of_three().await;
+    // Every key shares the hash tag {ssehub}: one slot, served by one of
+    // the primaries, which the nodes are pointed at (docs/CLUSTER.md).
+    let mut owner = None;
+    for member in &members {
+        let answer = member.command("GET {ssehub}:seq").await;
+        if !answer.starts_with("-MOVED") {
+            owner = Some(member);
+        }
+    }
+    let url = owner.expect("the slot's primary").url();
+    let first = spawn_hub(&["--redis-url", &url]).await;
+    let second = spawn_hub(&["--redis-url", &url]).await;
+    let mut stream = connect(&second, &["rc"], None).await;
+    let id = publish_ok(&first, "rc", "through the cluster").await;
+    let event = next_event(&mut stream).await;
+    assert_eq!(
+        (event.data.as_str(), event.last_event_id.as_str()),
+        ("through the cluster", id.as_str())
+    );
+    let mut resumed = connect(&first, &["rc"], Some("earliest")).await;
+    assert_eq!(next_event(&mut resumed).await.last_event_id, id);
+}

@@ -16,6 +16,8 @@ pub struct Redis {
     dir: tempfile::TempDir,
     /// `--replicaof`, for a replica.
     primary: Option<u16>,
+    /// A member of a Redis Cluster (`--cluster-enabled yes`).
+    clustered: bool,
 }
 
 impl Redis {
@@ -29,20 +31,68 @@ impl Redis {
         Redis::start_with(Some(primary.port)).await
     }
 
+    /// Three primaries joined into a Redis Cluster (`redis-cli --cluster
+    /// create`), once it says its state is ok.
+    pub async fn cluster_of_three() -> Vec<Redis> {
+        let mut members = Vec::new();
+        for _ in 0..3 {
+            let mut member = Redis::unstarted(None);
+            member.port = cluster_port();
+            member.clustered = true;
+            member.run().await;
+            members.push(member);
+        }
+        let addresses: Vec<String> = members
+            .iter()
+            .map(|m| format!("127.0.0.1:{}", m.port))
+            .collect();
+        let created = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("redis-cli");
+        assert!(created.success(), "redis-cli --cluster create");
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        for member in &members {
+            loop {
+                let info = member.command("CLUSTER INFO").await;
+                // (`$N`, then the first line `cluster_state:ok`.)
+                let state = member.bulk("CLUSTER INFO").await;
+                if info.starts_with('$') && state.contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "cluster state: {state}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        members
+    }
+
     async fn start_with(primary: Option<u16>) -> Redis {
+        let mut redis = Redis::unstarted(primary);
+        redis.run().await;
+        redis
+    }
+
+    fn unstarted(primary: Option<u16>) -> Redis {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let mut redis = Redis {
+        Redis {
             child: None,
             port,
             dir: tempfile::tempdir().unwrap(),
             primary,
-        };
-        redis.run().await;
-        redis
+            clustered: false,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -58,6 +108,14 @@ impl Redis {
         let mut command = Command::new("redis-server");
         if let Some(primary) = self.primary {
             command.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
+        }
+        if self.clustered {
+            command.args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ]);
         }
         let child = command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
@@ -120,6 +178,29 @@ impl Redis {
         line.trim_end().to_owned()
     }
 
+    /// Sends one inline command and returns its whole answer's text (a
+    /// bulk string's body), read until the connection is quiet.
+    pub async fn bulk(&self, command: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .expect("redis");
+        conn.write_all(format!("{command}\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(200), conn.read(&mut chunk)).await
+        {
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&chunk[..n]);
+        }
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
     /// Pauses it (SIGSTOP): it holds its connections and answers nothing.
     pub fn pause(&self) {
         super::send_signal(self.child.as_ref().expect("running").id(), 19);
@@ -151,6 +232,19 @@ impl Redis {
         std::fs::remove_dir_all(self.data()).unwrap();
         self.run().await;
     }
+}
+
+/// A free port whose cluster bus port (10,000 above) is free too, and
+/// below 65,536.
+fn cluster_port() -> u16 {
+    let start = 20_000 + (std::process::id() % 20_000) as u16;
+    (0..20_000u16)
+        .map(|i| 20_000 + (start - 20_000 + i * 7) % 30_000)
+        .find(|&port| {
+            TcpListener::bind(("127.0.0.1", port)).is_ok()
+                && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok()
+        })
+        .expect("a free port pair")
 }
 
 impl Drop for Redis {
