@@ -397,6 +397,13 @@ async fn while_redis_is_down_publishes_fail_at_once_and_streams_live_then_catch_
         body.contains("data: after 9\n")
     })
     .await;
+    // I4: every acknowledged event is in Redis, through its kill -9: a node
+    // started now replays them all from it.
+    let url = redis.url();
+    let fresh = spawn_hub(&["--redis-url", &url, "--history-cache", "1024"]).await;
+    let mut replay = connect(&fresh, &["k"], Some("earliest")).await;
+    let replayed = events(&mut replay, acknowledged.len()).await;
+    exactly(&replayed, &acknowledged);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
