@@ -430,8 +430,9 @@ async fn when_redis_comes_back_empty_subscribers_get_a_reset_and_ids_are_never_r
     })
     .await;
     assert!(seq(&new_id) > seq(&position), "{new_id} after {position}");
-    // A client resuming from before what was lost is told, on either node;
-    // one that had seen everything goes on with no reset.
+    // A client resuming from before the loss is told, on either node: also
+    // one that had seen all the nodes saw, since Redis may have taken (and
+    // lost) events no node read. Then the new events.
     for node in &nodes {
         let resume = |from: &str| {
             let options = Subscribe {
@@ -450,11 +451,8 @@ async fn when_redis_comes_back_empty_subscribers_get_a_reset_and_ids_are_never_r
         let mut behind = resume(&behind).await;
         assert_eq!(next_event(&mut behind).await.event_type, "reset");
         let mut current = resume(&position).await;
-        let next = next_event(&mut current).await;
-        assert_eq!(
-            (next.event_type.as_str(), next.data.as_str()),
-            ("message", "new")
-        );
+        assert_eq!(next_event(&mut current).await.event_type, "reset");
+        assert_eq!(next_event(&mut current).await.data, "new");
     }
 }
 
@@ -762,14 +760,11 @@ async fn a_log_started_over_never_gives_an_id_of_its_earlier_life() {
         old.iter().all(|id| seq(id) < seq(&new)),
         "{new} after {old:?}"
     );
-    // A client from the earlier life is not mistaken for one that is
-    // current: its position is before everything the new log holds.
+    // A client from the earlier life is told: its position is from before
+    // the log began, and what came after it there is gone.
     let mut resumed = connect(&node, &["o"], Some(&old[10])).await;
-    let first = next_event(&mut resumed).await;
-    assert_eq!(
-        (first.event_type.as_str(), first.data.as_str()),
-        ("message", "new")
-    );
+    assert_eq!(next_event(&mut resumed).await.event_type, "reset");
+    assert_eq!(next_event(&mut resumed).await.data, "new");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -990,4 +985,79 @@ async fn the_log_works_on_a_redis_cluster_through_the_primary_of_its_slot() {
     );
     let mut resumed = connect(&first, &["rc"], Some("earliest")).await;
     assert_eq!(next_event(&mut resumed).await.last_event_id, id);
+}
+
+/// Copies a Redis's data directory (its AOF) aside, to restore later.
+fn snapshot(redis: &Redis, to: &std::path::Path) {
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(redis.data_dir())
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_rolled_back_to_an_older_copy_gives_resets_and_new_ids() {
+    for restart_nodes in [false, true] {
+        let (mut redis, mut nodes) = cluster(2, &[]).await;
+        let base = publish_ok(&nodes[0], "t", "base0").await;
+        publish_ok(&nodes[1], "t", "base1").await;
+        let saved = tempfile::tempdir().unwrap();
+        let copy = saved.path().join("data");
+        snapshot(&redis, &copy);
+        let mut lost = Vec::new();
+        for i in 0..3 {
+            lost.push(publish_ok(&nodes[i % 2], "t", &format!("lost{i}")).await);
+        }
+        if restart_nodes {
+            // Nobody left who saw the lost events' ids.
+            nodes.clear();
+        }
+        redis.restore(&copy).await;
+        let url = redis.url();
+        if restart_nodes {
+            for _ in 0..2 {
+                nodes.push(spawn_hub(&["--redis-url", &url, "--heartbeat", "1s"]).await);
+            }
+        }
+        let new = wait_until("a publish after the rollback", || async {
+            let (status, id) = publish(&nodes[0], &[("topic", "t"), ("data", "new")]).await;
+            (status == 200).then_some(id)
+        })
+        .await;
+        assert!(
+            lost.iter().all(|id| seq(id) < seq(&new)),
+            "restart_nodes {restart_nodes}: {new} after {lost:?}"
+        );
+        if restart_nodes {
+            // Nobody remembers what was lost: its ids are not given again
+            // (above), but a client from inside it is not told (see
+            // docs/CLUSTER.md).
+            continue;
+        }
+        // From before the lost events, and from inside them: a reset on
+        // every node, never a silent gap.
+        for from in [&base, &lost[0]] {
+            for node in &nodes {
+                let told = wait_until("a reset after the rollback", || async {
+                    let mut resumed = Hub::new(&node.url)
+                        .connect(&Subscribe {
+                            topics: vec!["t".into()],
+                            last_event_id: Some(from.clone()),
+                            client_id: None,
+                        })
+                        .await
+                        .ok()?;
+                    // (A node that has not found the loss yet still holds
+                    // the lost events, and replays them: it finds it soon.)
+                    let first = next_event(&mut resumed).await;
+                    (first.event_type == "reset").then_some(first)
+                })
+                .await;
+                assert_eq!(told.event_type, "reset");
+            }
+        }
+    }
 }

@@ -240,15 +240,6 @@ impl Hub {
             if stored.seq <= st.applied_seq {
                 continue;
             }
-            if stored.seq != st.applied_seq + 1 {
-                tracing::warn!(
-                    after = st.applied_seq,
-                    next = stored.seq,
-                    "events this node did not read left the shared log: loading it again"
-                );
-                cluster.applied.send_replace(st.applied_seq);
-                return Err(Stop::Resync { lost: false });
-            }
             let event = Arc::new(Event::from_stored(stored));
             st.last_seq = st.last_seq.max(event.seq);
             self.apply(&mut st, &event);
@@ -257,6 +248,13 @@ impl Hub {
             self.apply_control(&mut st, from == node, control);
         }
         cluster.applied.send_replace(st.applied_seq);
+        if read.hole {
+            tracing::warn!(
+                after = st.applied_seq,
+                "events this node did not read left the shared log: loading it again"
+            );
+            return Err(Stop::Resync { lost: false });
+        }
         Ok(())
     }
 

@@ -313,8 +313,10 @@ impl Hub {
                 .into_iter()
                 .chain(topic.retained.as_ref().map(|r| r.seq));
             let before = oldest.min().map_or(forgotten, |seq| forgotten.min(seq - 1));
-            topic.known_from = topic.known_from.max(before);
+            // What was lost was lost from every topic, whatever it holds.
+            topic.known_from = topic.known_from.max(before).max(recovered.lost_up_to);
         }
+        st.forgotten_up_to = st.forgotten_up_to.max(recovered.lost_up_to);
         self.restore_acks(st, recovered.acks);
         if events > 0 {
             tracing::info!(

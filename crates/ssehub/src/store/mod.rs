@@ -72,6 +72,10 @@ pub struct Recovered {
     pub forgotten_up_to: u64,
     /// Acknowledged positions, by client id.
     pub acks: Vec<(String, Ack)>,
+    /// Every event up to this seq may be lost, on every topic (a shared log
+    /// that lost data, or began after it): a resume from before gets a
+    /// `reset`.
+    pub lost_up_to: u64,
 }
 
 /// A store failure, with what the operator can do about it.

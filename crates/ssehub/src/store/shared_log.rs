@@ -73,7 +73,12 @@ local function make_stream(log_key)
   pcall(redis.call, 'XGROUP', 'CREATE', log_key, 'ssehub-open', '$', 'MKSTREAM')
   pcall(redis.call, 'XGROUP', 'DESTROY', log_key, 'ssehub-open')
 end
-local function open(seq_key, epoch_key, log_key, new_epoch)
+local function lost_up_to(meta_key, seq)
+  if tonumber(redis.call('HGET', meta_key, 'lost_up_to') or '0') < seq then
+    redis.call('HSET', meta_key, 'lost_up_to', string.format('%d', seq))
+  end
+end
+local function open(seq_key, epoch_key, log_key, meta_key, new_epoch)
   local epoch = redis.call('GET', epoch_key)
   if epoch then return epoch end
   redis.call('SET', epoch_key, new_epoch)
@@ -82,6 +87,8 @@ local function open(seq_key, epoch_key, log_key, new_epoch)
   if tonumber(redis.call('GET', seq_key) or '0') < floor then
     redis.call('SET', seq_key, string.format('%d', floor))
   end
+  -- A position from before the log began is from an earlier life of it.
+  lost_up_to(meta_key, floor - 1)
   make_stream(log_key)
   return new_epoch
 end
@@ -92,12 +99,17 @@ end
 /// Opens the log (see [`open_log`]); its epoch.
 const OPEN: &str = concat!(
     open_log!(),
-    "return open(KEYS[1], KEYS[2], KEYS[3], ARGV[1])"
+    "return open(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1])"
 );
 
 /// Appends an event: refused if the log is not the one this node knows
 /// (another epoch, or a counter behind what the node has seen: Redis lost
 /// data), if its publisher id is taken, or if one of its topics is finished.
+/// Its seq is the counter's next, or Redis's clock in microseconds if that
+/// is later: ids then stay past those of a Redis rolled back to an older
+/// copy of itself, with every node restarted (nobody to remember them). Its
+/// position (`p`, a second counter with no holes) lets a node see that it
+/// missed an event.
 const APPEND: &str = r"
 if redis.call('GET', KEYS[5]) ~= ARGV[1] then return {'lost'} end
 if redis.call('EXISTS', KEYS[2]) == 0 then return {'lost'} end
@@ -106,8 +118,14 @@ if ARGV[3] ~= '' and redis.call('HEXISTS', KEYS[3], ARGV[3]) == 1 then return {'
 for i = 6, #ARGV do
   if redis.call('SISMEMBER', KEYS[4], ARGV[i]) == 1 then return {'finished', ARGV[i]} end
 end
-local seq = string.format('%d', redis.call('INCR', KEYS[1]))
-redis.call('XADD', KEYS[2], seq .. '-0', 'e', ARGV[5])
+local t = redis.call('TIME')
+local next = tonumber(redis.call('GET', KEYS[1]) or '0') + 1
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+if next < now then next = now end
+local seq = string.format('%d', next)
+redis.call('SET', KEYS[1], seq)
+local position = string.format('%d', redis.call('INCR', KEYS[6]))
+redis.call('XADD', KEYS[2], seq .. '-0', 'e', ARGV[5], 'p', position)
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[3], ARGV[3], seq) end
 if ARGV[4] == '1' then
   for i = 6, #ARGV do redis.call('SADD', KEYS[4], ARGV[i]) end
@@ -173,7 +191,7 @@ return #due
 const ADOPT: &str = concat!(
     open_log!(),
     r"
-local epoch = open(KEYS[1], KEYS[2], KEYS[4], ARGV[1])
+local epoch = open(KEYS[1], KEYS[2], KEYS[4], KEYS[3], ARGV[1])
 if redis.call('EXISTS', KEYS[4]) == 0 then make_stream(KEYS[4]) end
 local known = tonumber(ARGV[2])
 if tonumber(redis.call('GET', KEYS[1]) or '0') < known then
@@ -182,6 +200,8 @@ end
 if tonumber(redis.call('HGET', KEYS[3], 'forgotten_up_to') or '0') < known then
   redis.call('HSET', KEYS[3], 'forgotten_up_to', ARGV[2])
 end
+-- Whatever a node saw up to here may be gone, on every topic.
+lost_up_to(KEYS[3], known)
 return {epoch, redis.call('GET', KEYS[1])}
 "
 );
@@ -208,6 +228,7 @@ struct Keys {
     doomed: String,
     ctl: String,
     nodes: String,
+    position: String,
     prefix: String,
 }
 
@@ -231,6 +252,7 @@ impl Keys {
             doomed: key("doomed"),
             ctl: key("ctl"),
             nodes: key("nodes"),
+            position: key("pos"),
             prefix: prefix.to_owned(),
         }
     }
@@ -305,6 +327,9 @@ pub struct Read {
     pub controls: Vec<(String, Control)>,
     /// Where the next read of the control stream starts.
     pub control_position: String,
+    /// Events this node never read are missing before the next (deleted
+    /// while it was far behind): it must load the log again.
+    pub hole: bool,
 }
 
 /// The log's state, as a node checks it after a (re)connection.
@@ -335,6 +360,8 @@ pub struct RedisLog {
     epoch: Mutex<String>,
     /// Replicas that must confirm an append (WAIT).
     replicas: u32,
+    /// The position (`p`) of the last event read, to see a hole.
+    position: Mutex<u64>,
     /// For the store's blocking calls (startup, replays, retention).
     blocking: Mutex<Option<redis::Connection>>,
     /// To the writer of this node's subscriptions (`--subscriptions`).
@@ -384,6 +411,7 @@ impl RedisLog {
             shown,
             epoch: Mutex::new(String::new()),
             replicas: 0,
+            position: Mutex::new(0),
             blocking: Mutex::new(None),
             presence: Mutex::new(None),
             shared: tokio::sync::Mutex::new(None),
@@ -459,6 +487,7 @@ impl RedisLog {
             .key(&self.keys.ids)
             .key(&self.keys.finished)
             .key(&self.keys.epoch)
+            .key(&self.keys.position)
             .arg(self.epoch())
             .arg(known)
             .arg(&event.id)
@@ -726,10 +755,25 @@ impl RedisLog {
             control_position: control.to_owned(),
             ..Read::default()
         };
+        let mut position = self
+            .position
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for stream in reply.map(|r| r.keys).unwrap_or_default() {
             for entry in stream.ids {
                 if stream.key == self.keys.log {
+                    if read.hole {
+                        continue;
+                    }
                     let seq = entry_seq(&entry.id);
+                    let at: Option<u64> = entry.get("p");
+                    if let Some(at) = at {
+                        if at > *position + 1 {
+                            read.hole = true;
+                            continue;
+                        }
+                        *position = at;
+                    }
                     let json: Option<String> = entry.get("e");
                     match json.and_then(|json| self.decode(seq, &json)) {
                         Some(event) => read.events.push(event),
@@ -808,18 +852,21 @@ impl Store for RedisLog {
         type Head = (
             String,
             Option<u64>,
+            Option<u64>,
             bool,
             Vec<(String, u64)>,
+            Option<u64>,
             Option<u64>,
             Vec<(String, String)>,
             Vec<u64>,
         );
-        let (epoch, last_seq, whole, trimmed, forgotten, acks, doomed): Head = self
+        let (epoch, last_seq, position, whole, trimmed, forgotten, lost, acks, doomed): Head = self
             .blocking(|conn| {
                 let _: String = redis::Script::new(OPEN)
                     .key(&keys.seq)
                     .key(&keys.epoch)
                     .key(&keys.log)
+                    .key(&keys.meta)
                     .arg(&fresh)
                     .invoke(conn)?;
                 // The counter first: every event up to it is in the log
@@ -827,9 +874,11 @@ impl Store for RedisLog {
                 redis::pipe()
                     .get(&keys.epoch)
                     .get(&keys.seq)
+                    .get(&keys.position)
                     .exists(&keys.log)
                     .hgetall(&keys.trimmed)
                     .hget(&keys.meta, "forgotten_up_to")
+                    .hget(&keys.meta, "lost_up_to")
                     .hgetall(&keys.acks)
                     .zrange(&keys.doomed, 0, -1)
                     .query(conn)
@@ -845,8 +894,10 @@ impl Store for RedisLog {
             last_seq,
             trimmed: trimmed.into_iter().collect(),
             forgotten_up_to: forgotten.unwrap_or(0),
+            lost_up_to: lost.unwrap_or(0),
             ..Recovered::default()
         };
+        let mut position = position.unwrap_or(0);
         if !whole {
             // The log itself was deleted, the rest of the keys not: every
             // event up to the counter may be gone (never a silent gap).
@@ -879,6 +930,9 @@ impl Store for RedisLog {
             for (id, fields) in page {
                 let seq = entry_seq(&id);
                 recovered.last_seq = recovered.last_seq.max(seq);
+                if let Some((_, at)) = fields.iter().find(|(name, _)| name == "p") {
+                    position = position.max(at.parse().unwrap_or(0));
+                }
                 if doomed.contains(&seq) {
                     continue;
                 }
@@ -891,6 +945,11 @@ impl Store for RedisLog {
                 }
             }
         }
+        // The tail goes on after what was loaded.
+        *self
+            .position
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = position;
         Ok(recovered)
     }
 

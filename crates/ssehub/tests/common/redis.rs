@@ -225,6 +225,26 @@ impl Redis {
         self.run().await;
     }
 
+    /// Its data directory (the AOF lives there).
+    pub fn data_dir(&self) -> PathBuf {
+        self.data()
+    }
+
+    /// Starts it again on the same port with the data directory copied to
+    /// `from` earlier: a Redis rolled back to an older copy of itself.
+    pub async fn restore(&mut self, from: &std::path::Path) {
+        self.stop();
+        std::fs::remove_dir_all(self.data()).unwrap();
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(from)
+            .arg(self.data())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        self.run().await;
+    }
+
     /// Starts it again on the same port with no data: a Redis that lost
     /// everything.
     pub async fn restart_empty(&mut self) {
