@@ -12,12 +12,13 @@
 //! | key | type | holds |
 //! |-----|------|-------|
 //! | `log` | stream | the events, entry id `SEQ-0`, field `e`: the event as JSON |
-//! | `seq` | string | the highest seq assigned |
+//! | `seq` | string | the highest seq assigned (at least Redis's clock in µs at each append) |
+//! | `pos` | string | the count of events appended: a position with no holes (field `p`) |
 //! | `epoch` | string | a name for this log's life: a Redis that lost its data has none, or another |
 //! | `ids` | hash | publisher id → seq, for ids unique across the cluster |
 //! | `finished` | set | topics closed by a final event |
 //! | `trimmed` | hash | topic → highest seq trimmed from its history |
-//! | `meta` | hash | `forgotten_up_to` |
+//! | `meta` | hash | `forgotten_up_to`; `lost_up_to` (a loss, or where the log began) |
 //! | `acks` | hash | client id → acknowledged position (JSON) |
 //! | `doomed` | sorted set | seqs out of every history, by when: deleted from `log` after [`GRACE_MS`] |
 //! | `ctl` | stream | control records (claims of a client id, acks, announcements), capped |
