@@ -1061,3 +1061,44 @@ async fn a_redis_rolled_back_to_an_older_copy_gives_resets_and_new_ids() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_missed_the_moment_of_a_loss_still_finds_it() {
+    // Node 1 is paused through a rollback of Redis; node 0 finds the loss
+    // first and moves the counter past it, so that node 1, back, sees a
+    // counter ahead of what it saw: the loss mark must tell it.
+    let (mut redis, nodes) = cluster(2, &[]).await;
+    let base = publish_ok(&nodes[0], "m", "base").await;
+    let saved = tempfile::tempdir().unwrap();
+    let copy = saved.path().join("data");
+    snapshot(&redis, &copy);
+    publish_ok(&nodes[0], "m", "lost").await;
+    // Both nodes have it.
+    for node in &nodes {
+        let mut all = connect(node, &["m"], Some("earliest")).await;
+        events(&mut all, 2).await;
+    }
+    let paused = nodes[1].child.id();
+    common::send_signal(paused, 19);
+    redis.restore(&copy).await;
+    wait_until("node 0 to find the loss", || async {
+        let (status, _) = publish(&nodes[0], &[("topic", "m"), ("data", "after")]).await;
+        (status == 200).then_some(())
+    })
+    .await;
+    common::send_signal(paused, 18);
+    let told = wait_until("node 1 to give a reset", || async {
+        let mut resumed = Hub::new(&nodes[1].url)
+            .connect(&Subscribe {
+                topics: vec!["m".into()],
+                last_event_id: Some(base.clone()),
+                client_id: None,
+            })
+            .await
+            .ok()?;
+        let first = next_event(&mut resumed).await;
+        (first.event_type == "reset").then_some(())
+    })
+    .await;
+    let _ = told;
+}

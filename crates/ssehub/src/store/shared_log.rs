@@ -115,8 +115,11 @@ const APPEND: &str = r"
 if redis.call('GET', KEYS[5]) ~= ARGV[1] then return {'lost'} end
 if redis.call('EXISTS', KEYS[2]) == 0 then return {'lost'} end
 if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[2]) then return {'lost'} end
+if tonumber(redis.call('HGET', KEYS[7], 'lost_up_to') or '0') > tonumber(ARGV[6]) then
+  return {'lost'}
+end
 if ARGV[3] ~= '' and redis.call('HEXISTS', KEYS[3], ARGV[3]) == 1 then return {'duplicate'} end
-for i = 6, #ARGV do
+for i = 7, #ARGV do
   if redis.call('SISMEMBER', KEYS[4], ARGV[i]) == 1 then return {'finished', ARGV[i]} end
 end
 local t = redis.call('TIME')
@@ -129,7 +132,7 @@ local position = string.format('%d', redis.call('INCR', KEYS[6]))
 redis.call('XADD', KEYS[2], seq .. '-0', 'e', ARGV[5], 'p', position)
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[3], ARGV[3], seq) end
 if ARGV[4] == '1' then
-  for i = 6, #ARGV do redis.call('SADD', KEYS[4], ARGV[i]) end
+  for i = 7, #ARGV do redis.call('SADD', KEYS[4], ARGV[i]) end
 end
 return {'ok', seq}
 ";
@@ -363,6 +366,9 @@ pub struct RedisLog {
     replicas: u32,
     /// The position (`p`) of the last event read, to see a hole.
     position: Mutex<u64>,
+    /// The log's `lost_up_to` when this node last loaded it: a higher one
+    /// means another node found a loss (and repaired the counter) first.
+    lost_seen: Mutex<u64>,
     /// For the store's blocking calls (startup, replays, retention).
     blocking: Mutex<Option<redis::Connection>>,
     /// To the writer of this node's subscriptions (`--subscriptions`).
@@ -413,6 +419,7 @@ impl RedisLog {
             epoch: Mutex::new(String::new()),
             replicas: 0,
             position: Mutex::new(0),
+            lost_seen: Mutex::new(0),
             blocking: Mutex::new(None),
             presence: Mutex::new(None),
             shared: tokio::sync::Mutex::new(None),
@@ -467,6 +474,13 @@ impl RedisLog {
         *self.shared.lock().await = None;
     }
 
+    fn lost_seen(&self) -> u64 {
+        *self
+            .lost_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn epoch(&self) -> String {
         self.epoch
             .lock()
@@ -489,11 +503,13 @@ impl RedisLog {
             .key(&self.keys.finished)
             .key(&self.keys.epoch)
             .key(&self.keys.position)
+            .key(&self.keys.meta)
             .arg(self.epoch())
             .arg(known)
             .arg(&event.id)
             .arg(if event.is_final { "1" } else { "0" })
-            .arg(json);
+            .arg(json)
+            .arg(self.lost_seen());
         for topic in &event.topics {
             invocation.arg(topic);
         }
@@ -691,15 +707,21 @@ impl RedisLog {
         conn: &mut MultiplexedConnection,
         known: u64,
     ) -> Result<(Health, String), String> {
-        let (epoch, seq, log): (Option<String>, Option<u64>, bool) = redis::pipe()
-            .get(&self.keys.epoch)
-            .get(&self.keys.seq)
-            .exists(&self.keys.log)
-            .query_async(conn)
-            .await
-            .map_err(unavailable)?;
-        let whole =
-            epoch.as_deref() == Some(self.epoch().as_str()) && seq.unwrap_or(0) >= known && log;
+        let (epoch, seq, log, lost): (Option<String>, Option<u64>, bool, Option<u64>) =
+            redis::pipe()
+                .get(&self.keys.epoch)
+                .get(&self.keys.seq)
+                .exists(&self.keys.log)
+                .hget(&self.keys.meta, "lost_up_to")
+                .query_async(conn)
+                .await
+                .map_err(unavailable)?;
+        // (A loss another node found first shows only in `lost_up_to`: it
+        // has already moved the counter past what this node saw.)
+        let whole = epoch.as_deref() == Some(self.epoch().as_str())
+            && seq.unwrap_or(0) >= known
+            && log
+            && lost.unwrap_or(0) <= self.lost_seen();
         let last: Entries = conn
             .xrevrange_count(&self.keys.ctl, "+", "-", 1)
             .await
@@ -946,6 +968,10 @@ impl Store for RedisLog {
                 }
             }
         }
+        *self
+            .lost_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = recovered.lost_up_to;
         // The tail goes on after what was loaded.
         *self
             .position
