@@ -1087,7 +1087,7 @@ async fn a_node_that_missed_the_moment_of_a_loss_still_finds_it() {
     })
     .await;
     common::send_signal(paused, 18);
-    let told = wait_until("node 1 to give a reset", || async {
+    wait_until("node 1 to give a reset", || async {
         let mut resumed = Hub::new(&nodes[1].url)
             .connect(&Subscribe {
                 topics: vec!["m".into()],
@@ -1100,5 +1100,4 @@ async fn a_node_that_missed_the_moment_of_a_loss_still_finds_it() {
         (first.event_type == "reset").then_some(())
     })
     .await;
-    let _ = told;
 }
