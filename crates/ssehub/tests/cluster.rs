@@ -280,10 +280,8 @@ impl Follower {
                 };
                 match Hub::new(&self.urls[self.at]).connect(&options).await {
                     Ok(connection) => self.connection = Some(connection),
-                    Err(_) => {
-                        self.at = (self.at + 1) % self.urls.len();
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
+                    // (A killed node refuses at once: the next one, then.)
+                    Err(_) => self.at = (self.at + 1) % self.urls.len(),
                 }
                 continue;
             };

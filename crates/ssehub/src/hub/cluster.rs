@@ -157,7 +157,13 @@ impl Hub {
             if !stored.id.is_empty() && st.ids.contains_key(&stored.id) {
                 return Err(PublishError::DuplicateId(stored.id.clone()));
             }
-            self.check_room(&st, &Event::from_stored(stored.clone()))?;
+            let size = super::kept::footprint_of(
+                &stored.data,
+                &stored.id,
+                stored.event_type.as_deref(),
+                &stored.topics,
+            );
+            self.check_room(&st, size, stored.retain, &stored.topics)?;
             st.applied_seq
         };
         let seq = match cluster.log.append(&stored, known).await {
@@ -206,6 +212,11 @@ impl Hub {
             applied.wait_for(|applied| *applied >= seq),
         )
         .await;
+        // The event as this node applied it (encoded once), unless it
+        // already left the cache.
+        if let Some(event) = self.state().cache.get(seq) {
+            return Ok(event.clone());
+        }
         Ok(Arc::new(self.event_from_log(StoredEvent { seq, ..stored })))
     }
 

@@ -44,10 +44,25 @@ impl Kept {
 /// field names and numbers of its JSON, about 100 bytes) and the indexes
 /// that lead to it, in the store and in memory.
 pub(super) fn footprint(event: &Event) -> usize {
-    event.data.len()
-        + event.id.len()
-        + event.event_type.as_ref().map_or(0, String::len)
-        + event.topics.iter().map(|t| t.len() + 3).sum::<usize>()
+    footprint_of(
+        &event.data,
+        &event.id,
+        event.event_type.as_deref(),
+        &event.topics,
+    )
+}
+
+/// [`footprint`] of an event's parts, before it is one.
+pub(super) fn footprint_of(
+    data: &str,
+    id: &str,
+    event_type: Option<&str>,
+    topics: &[String],
+) -> usize {
+    data.len()
+        + id.len()
+        + event_type.map_or(0, str::len)
+        + topics.iter().map(|t| t.len() + 3).sum::<usize>()
         + 160
 }
 

@@ -422,7 +422,7 @@ impl Hub {
                 published_at: now,
                 wire,
             });
-            self.check_room(&st, &event)?;
+            self.check_room(&st, kept::footprint(&event), event.retain, &event.topics)?;
             st.last_seq = seq;
             let Some(commits) = &self.commits else {
                 self.apply(&mut st, &event);
@@ -455,13 +455,18 @@ impl Hub {
     /// Whether history has room for `event`: no event larger than the whole
     /// size limit is taken, nor a state for which the current states leave
     /// no room (the limit never evicts a state).
-    fn check_room(&self, st: &State, event: &Event) -> Result<(), PublishError> {
+    fn check_room(
+        &self,
+        st: &State,
+        size: usize,
+        retain: bool,
+        topics: &[String],
+    ) -> Result<(), PublishError> {
         let limit = self.config.history_max_bytes;
-        let size = kept::footprint(event);
         if size > limit {
             return Err(PublishError::LargerThanHistory { size, limit });
         }
-        if event.retain && st.state_bytes - st.states_replaced_by(event) + size > limit {
+        if retain && st.state_bytes - st.states_replaced_by(topics) + size > limit {
             return Err(PublishError::HistoryFull { limit });
         }
         Ok(())

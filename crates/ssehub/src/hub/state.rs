@@ -305,12 +305,11 @@ impl State {
 
     /// What the current states would free if `event` replaced them: those
     /// it replaces on every topic they belong to.
-    pub fn states_replaced_by(&self, event: &Event) -> usize {
-        let mut replaced: Vec<&Arc<Kept>> = event
-            .topics
+    pub fn states_replaced_by(&self, topics: &[String]) -> usize {
+        let mut replaced: Vec<&Arc<Kept>> = topics
             .iter()
             .filter_map(|name| self.topics.get(name)?.retained.as_ref())
-            .filter(|state| state.topics.iter().all(|t| event.topics.contains(t)))
+            .filter(|state| state.topics.iter().all(|t| topics.contains(t)))
             .collect();
         replaced.sort_unstable_by_key(|state| state.seq);
         replaced.dedup_by_key(|state| state.seq);

@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 pub use durable::DurableStore;
 pub use memory::MemoryStore;
-pub use shared_log::{AppendError, Control, GRACE_MS, Health, Read, RedisLog};
+pub use shared_log::{AppendError, Control, Health, Read, RedisLog};
 
 use crate::event::{Event, StoredEvent};
 

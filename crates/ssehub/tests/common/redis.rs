@@ -8,8 +8,6 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::PATIENCE;
-
 pub struct Redis {
     child: Option<Child>,
     pub port: u16,
@@ -55,21 +53,12 @@ impl Redis {
             .status()
             .expect("redis-cli");
         assert!(created.success(), "redis-cli --cluster create");
-        let deadline = tokio::time::Instant::now() + PATIENCE;
         for member in &members {
-            loop {
+            super::wait_until("the Redis Cluster's state to be ok", || async {
                 let info = member.command("CLUSTER INFO").await;
-                // (`$N`, then the first line `cluster_state:ok`.)
-                let state = member.bulk("CLUSTER INFO").await;
-                if info.starts_with('$') && state.contains("cluster_state:ok") {
-                    break;
-                }
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "cluster state: {state}"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+                info.contains("cluster_state:ok").then_some(())
+            })
+            .await;
         }
         members
     }
@@ -134,71 +123,48 @@ impl Redis {
             .spawn()
             .expect("redis-server (the test command installs it)");
         self.child = Some(child);
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        while !self.answers().await {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "redis-server did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        super::wait_until("redis-server to answer", || async {
+            self.answers().await.then_some(())
+        })
+        .await;
     }
 
     /// Whether it answers PING.
     pub async fn answers(&self) -> bool {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let Ok(mut conn) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await else {
-            return false;
-        };
-        if conn.write_all(b"PING\r\n").await.is_err() {
-            return false;
-        }
-        let mut answer = [0u8; 7];
-        matches!(
-            tokio::time::timeout(Duration::from_secs(1), conn.read_exact(&mut answer)).await,
-            Ok(Ok(_)) if &answer == b"+PONG\r\n"
-        )
+        self.try_command("PING").await.as_deref() == Some("+PONG")
     }
 
-    /// Sends one inline command (such as `FLUSHALL`) and returns the first
-    /// line of the answer.
+    /// Sends one inline command (such as `FLUSHALL`) and returns its answer:
+    /// a bulk string's body, or the first line of any other.
     pub async fn command(&self, command: &str) -> String {
-        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+        self.try_command(command)
             .await
-            .expect("redis");
-        conn.write_all(format!("{command}\r\n").as_bytes())
-            .await
-            .unwrap();
-        let mut line = String::new();
-        tokio::io::BufReader::new(conn)
-            .read_line(&mut line)
-            .await
-            .unwrap();
-        line.trim_end().to_owned()
+            .expect("an answer from redis")
     }
 
-    /// Sends one inline command and returns its whole answer's text (a
-    /// bulk string's body), read until the connection is quiet.
-    pub async fn bulk(&self, command: &str) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+    async fn try_command(&self, command: &str) -> Option<String> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        let talk = async {
+            let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .ok()?;
+            conn.write_all(format!("{command}\r\n").as_bytes())
+                .await
+                .ok()?;
+            let mut conn = tokio::io::BufReader::new(conn);
+            let mut line = String::new();
+            conn.read_line(&mut line).await.ok()?;
+            let line = line.trim_end().to_owned();
+            let Some(length) = line.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) else {
+                return Some(line);
+            };
+            let mut body = vec![0u8; length];
+            conn.read_exact(&mut body).await.ok()?;
+            Some(String::from_utf8_lossy(&body).into_owned())
+        };
+        tokio::time::timeout(Duration::from_secs(1), talk)
             .await
-            .expect("redis");
-        conn.write_all(format!("{command}\r\n").as_bytes())
-            .await
-            .unwrap();
-        let mut answer = Vec::new();
-        let mut chunk = [0u8; 4096];
-        while let Ok(Ok(n)) =
-            tokio::time::timeout(Duration::from_millis(200), conn.read(&mut chunk)).await
-        {
-            if n == 0 {
-                break;
-            }
-            answer.extend_from_slice(&chunk[..n]);
-        }
-        String::from_utf8_lossy(&answer).into_owned()
+            .ok()?
     }
 
     /// Pauses it (SIGSTOP): it holds its connections and answers nothing.
