@@ -35,6 +35,15 @@ pub enum StoreKind {
     Memory,
 }
 
+/// How log lines are written (on stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line of text per record, for a person reading a terminal.
+    Text,
+    /// One JSON object per line, for a log collector.
+    Json,
+}
+
 /// What a bare `match=` selector of a subscription means: the two Mercure
 /// dialects disagree (`topic=` is always a URI template, `match_exact=` and
 /// `match_urlpattern=` always what they say).
@@ -101,6 +110,22 @@ macro_rules! settings {
 settings! {
     /// Address to listen on.
     listen: SocketAddr = "127.0.0.1:8080", address;
+    /// Connections the kernel may hold for the hub before it accepts them (the listen
+    /// backlog); capped by the kernel's net.core.somaxconn.
+    listen_backlog: u32 = "65535", count;
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1) with this PEM certificate chain; reloaded on SIGHUP and
+    /// when the file changes, without dropping streams. Needs --tls-key.
+    tls_cert: Option<PathBuf> = "", optional_path;
+    /// The PEM private key of --tls-cert.
+    tls_key: Option<PathBuf> = "", optional_path;
+    /// Also accept cleartext HTTP/2 (h2c, with prior knowledge) on a listener without TLS, for
+    /// a proxy in front that speaks it.
+    h2c: bool = "false", switch;
+    /// Serve Prometheus metrics at /metrics on this address, without a credential (on the main
+    /// listener, /metrics needs the admin credential).
+    metrics_listen: Option<SocketAddr> = "", optional_address;
+    /// Log lines as text or json (one object per line), on stderr; RUST_LOG filters them.
+    log_format: LogFormat = "text", log_format;
     /// The hub's URL as clients reach it, e.g. https://hub.example.com/.well-known/mercure:
     /// relative URL patterns and topics resolve against it (default: http://LISTEN/.well-known/mercure).
     public_url: Option<url::Url> = "", optional_url;
@@ -138,6 +163,10 @@ settings! {
     heartbeat: Duration = "15s", positive_duration;
     /// Reconnection delay suggested to clients.
     retry: Duration = "3s", duration;
+    /// Streams the hub ends together (at shutdown; at the maximum lifetime of streams opened
+    /// together) are told to come back spread over this window, so a restart does not bring
+    /// every client back in the same second; 0 for no spread.
+    reconnect_spread: Duration = "5s", duration;
     /// End streams after this long so clients reconnect and resume; 0 for never.
     max_lifetime: Option<Duration> = "30m", lifetime;
     /// Events kept per topic.
@@ -704,6 +733,7 @@ impl Config {
             heartbeat: self.heartbeat,
             max_lifetime: self.max_lifetime,
             retry: self.retry,
+            reconnect_spread: self.reconnect_spread,
             drain_timeout: self.shutdown_timeout,
             max_replay: self.max_replay,
             max_acks: self.max_acks,

@@ -330,10 +330,10 @@ async fn clients_of_a_killed_node_resume_on_another_with_no_gap_and_no_duplicate
     drop(killed);
 }
 
-/// Waits until a node's /healthz answers `status`.
+/// Waits until a node's /readyz answers `status`.
 async fn wait_for_health(node: &ChildHub, status: u16) -> serde_json::Value {
-    wait_until(&format!("/healthz to answer {status}"), || async {
-        let response = reqwest::get(format!("{}/healthz", node.url)).await.ok()?;
+    wait_until(&format!("/readyz to answer {status}"), || async {
+        let response = reqwest::get(format!("{}/readyz", node.url)).await.ok()?;
         (response.status().as_u16() == status).then_some(())?;
         response.json().await.ok()
     })

@@ -497,7 +497,8 @@ async fn history_lives_in_the_file_not_in_memory() {
 /// A disk that fills up, then gets room again (here the hub's file-size
 /// limit, lowered and raised from outside with prlimit: writes beyond it
 /// fail with EFBIG, as they would with ENOSPC): publishes are refused with
-/// a JSON 503 and `/healthz` says so while the store cannot be written; once
+/// a JSON 503 and `/readyz` says so while the store cannot be written (while
+/// `/healthz`, liveness, stays 200: the hub must not be restarted); once
 /// it can, the hub writes again by itself, without a restart, and nothing
 /// acknowledged is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -519,7 +520,7 @@ async fn a_full_disk_is_reported_and_recovered_from_without_a_restart() {
     let http = reqwest::Client::new();
     let health = || async {
         let response = http
-            .get(format!("{}/healthz", hub.url))
+            .get(format!("{}/readyz", hub.url))
             .send()
             .await
             .unwrap();
@@ -566,6 +567,12 @@ async fn a_full_disk_is_reported_and_recovered_from_without_a_restart() {
     let (status, body) = health().await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"], "store_unavailable", "{body}");
+    let alive = http
+        .get(format!("{}/healthz", hub.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(alive.status(), 200, "liveness does not depend on the store");
     // Room again: the hub finds out by itself.
     rlimit::prlimit(
         pid,

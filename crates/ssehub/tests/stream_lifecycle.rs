@@ -396,9 +396,18 @@ async fn sigterm_ends_streams_with_a_retry_hint_and_exits_in_bounded_time() {
     common::send_signal(hub.child.id(), 15);
     let body = stream.read_to_end().await;
     assert!(
-        body.ends_with("retry: 750\n: the hub is shutting down; reconnect to resume\n"),
+        body.ends_with("\n: the hub is shutting down; reconnect to resume\n"),
         "{body:?}"
     );
+    // --retry, plus the stream's point in --reconnect-spread (5 s).
+    let retry: u64 = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("retry: "))
+        .next_back()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((750..5_750).contains(&retry), "{body:?}");
     let status = tokio::task::spawn_blocking(move || hub.child.wait().unwrap())
         .await
         .unwrap();

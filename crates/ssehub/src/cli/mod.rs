@@ -32,6 +32,9 @@ enum Command {
 impl Cli {
     /// Runs the chosen subcommand.
     pub fn run(self) -> ExitCode {
+        if !matches!(self.command, Command::Serve(_)) {
+            init_logging(crate::config::LogFormat::Text);
+        }
         let result: Result<(), Box<dyn std::error::Error>> = match self.command {
             Command::Parse => {
                 parse::run(std::io::stdin().lock(), std::io::stdout().lock()).map_err(Into::into)
@@ -48,6 +51,28 @@ impl Cli {
             }
         }
     }
+}
+
+/// Log records go to stderr, filtered by `RUST_LOG` (default `info`), as
+/// text or one JSON object per line.
+pub(crate) fn init_logging(format: crate::config::LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        // A log that cannot be written (its disk full) must not take the
+        // hub down: by default the subscriber reports that with eprintln!,
+        // which panics when stderr cannot be written either.
+        .log_internal_errors(false)
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        crate::config::LogFormat::Text => builder.try_init(),
+        crate::config::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+    };
 }
 
 /// Raises the soft limit on open files to the hard limit: every connection

@@ -10,6 +10,7 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
     let config = args.resolve()?;
+    super::init_logging(config.log_format);
     super::raise_open_files_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -30,6 +31,9 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         use std::io::Write;
         let mut stdout = std::io::stdout();
         let _ = writeln!(stdout, "ssehub listening on http://{}", server.addr);
+        if let Some(addr) = server.metrics_addr {
+            let _ = writeln!(stdout, "metrics on http://{addr}/metrics");
+        }
         let _ = stdout.flush();
         let trigger = server.shutdown_trigger();
         tokio::spawn(async move {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use super::{BareMatch, Kind, StoreKind};
+use super::{BareMatch, Kind, LogFormat, StoreKind};
 
 /// Reads one kind of value, and says how its flag takes it.
 pub struct Parser<T> {
@@ -46,6 +46,29 @@ fn positive<T: PartialEq + Default>(value: T) -> Result<T, String> {
 pub const fn address() -> Parser<SocketAddr> {
     value("ADDR", |text| {
         parsed(text, "an address like 127.0.0.1:8080")
+    })
+}
+
+/// An address, or nothing when empty.
+pub const fn optional_address() -> Parser<Option<SocketAddr>> {
+    value("ADDR", |text| match text {
+        "" => Ok(None),
+        text => parsed(text, "an address like 127.0.0.1:9090").map(Some),
+    })
+}
+
+/// A path, or nothing when empty.
+pub const fn optional_path() -> Parser<Option<PathBuf>> {
+    value("PATH", |text| {
+        Ok((!text.is_empty()).then(|| PathBuf::from(text)))
+    })
+}
+
+/// `text` or `json`.
+pub const fn log_format() -> Parser<LogFormat> {
+    value("FORMAT", |text| {
+        <LogFormat as clap::ValueEnum>::from_str(text.trim(), false)
+            .map_err(|_| format!("{text:?} is not a log format: use text or json"))
     })
 }
 

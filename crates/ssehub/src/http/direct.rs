@@ -80,6 +80,8 @@ pub async fn serve(mut socket: TcpStream, app: &AppState, conn: &ConnectionInfo)
         // Too large or not HTTP: answered here, in JSON like every other
         // error (hyper's own answers have no body).
         Ok(Ok(Read::Refused(error))) => {
+            app.rejections
+                .note(&error, Some(conn.remote.ip()), "-", "-");
             let _ = write_error(&mut socket, error, HeaderMap::new()).await;
             return Route::Done;
         }
@@ -87,6 +89,12 @@ pub async fn serve(mut socket: TcpStream, app: &AppState, conn: &ConnectionInfo)
         Ok(Ok(Read::Closed)) | Ok(Err(_)) | Err(_) => return Route::Done,
     };
     if let Err(error) = request.check_framing() {
+        app.rejections.note(
+            &error,
+            Some(conn.remote.ip()),
+            request.method.as_str(),
+            &request.path,
+        );
         let _ = write_error(&mut socket, error, HeaderMap::new()).await;
         return Route::Done;
     }
@@ -99,6 +107,9 @@ pub async fn serve(mut socket: TcpStream, app: &AppState, conn: &ConnectionInfo)
     let (stream, more) = match subscribe::open(app, conn, &request.headers, &request.query).await {
         Ok(opened) => opened,
         Err(error) => {
+            let client = app.client(conn, &request.headers).ip;
+            app.rejections
+                .note(&error, Some(client), request.method.as_str(), &request.path);
             let _ = write_error(&mut socket, error, extra).await;
             return Route::Done;
         }

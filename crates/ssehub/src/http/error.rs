@@ -73,6 +73,11 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = self.body();
+        // For the count and the log line of refusals (`rejections`).
+        let refused = super::rejections::Refused(ApiError {
+            headers: Vec::new(),
+            ..self.clone()
+        });
         let mut response = (
             self.status,
             [(
@@ -83,6 +88,7 @@ impl IntoResponse for ApiError {
         )
             .into_response();
         response.headers_mut().extend(self.headers);
+        response.extensions_mut().insert(refused);
         response
     }
 }

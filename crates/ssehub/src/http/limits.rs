@@ -103,6 +103,14 @@ impl Limits {
         })
     }
 
+    /// Connections open now (counted from accept).
+    pub fn open_sockets(&self) -> usize {
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sockets
+    }
+
     /// Counts a connection just accepted from `peer`, or refuses it: at the
     /// open-files limit, or over the per-address limit (not for a trusted
     /// proxy). Nothing has been read from it yet: a refusal costs one write.

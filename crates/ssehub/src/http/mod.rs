@@ -15,10 +15,13 @@ mod form;
 #[cfg(fuzzing)]
 pub mod fuzzing;
 pub mod limits;
+mod listen;
+mod metrics;
 mod pages;
 pub mod peers;
 mod presence;
 mod publish;
+mod rejections;
 mod stream;
 mod subscribe;
 
@@ -58,6 +61,8 @@ pub struct AppState {
     demo: Option<Arc<crate::demo::DemoSettings>>,
     /// Cancelled at shutdown: every stream ends with a retry hint.
     closing: CancellationToken,
+    /// Refused requests, counted for `/metrics`.
+    rejections: Arc<rejections::Rejections>,
 }
 
 impl AppState {
@@ -105,6 +110,8 @@ fn router(state: AppState) -> Router {
             get(presence::list),
         )
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::guarded))
         .route("/v1/stats", get(admin::stats))
         .route("/v1/clients", get(admin::list_clients))
         .route("/v1/ack", post(ack::acknowledge))
@@ -136,12 +143,24 @@ fn router(state: AppState) -> Router {
             state.clone(),
             cors::cors,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            rejections::middleware,
+        ))
         .with_state(state)
 }
 
-/// Healthy unless the store cannot be written to: a hub that refuses every
-/// publish must be taken out of service, not reported as fine.
-async fn healthz(
+/// Alive: the process answers. It says nothing of the store or the
+/// cluster log, so an orchestrator does not restart a hub that is waiting
+/// for its disk or for Redis to come back (see [`readyz`]).
+async fn healthz() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Ready unless the store cannot be written to or, on a node of a cluster,
+/// the shared log cannot be reached: a hub that refuses every publish must
+/// be taken out of service, not reported as fine.
+async fn readyz(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     if let Some(reason) = state.hub.degraded() {
@@ -157,7 +176,7 @@ async fn healthz(
         ));
     }
     match state.hub.store_failure() {
-        None => Ok(axum::Json(serde_json::json!({ "status": "ok" }))),
+        None => Ok(axum::Json(serde_json::json!({ "status": "ready" }))),
         Some(reason) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_unavailable",
@@ -218,6 +237,8 @@ pub enum StartError {
 pub struct Server {
     /// The address it listens on (useful with port 0).
     pub addr: SocketAddr,
+    /// The address of `--metrics-listen`, as bound.
+    pub metrics_addr: Option<SocketAddr>,
     /// The hub behind it.
     pub hub: Arc<Hub>,
     shutdown: CancellationToken,
@@ -227,13 +248,12 @@ pub struct Server {
 impl Server {
     /// Opens the store, binds and starts serving in the background.
     pub async fn start(mut config: Config) -> Result<Server, StartError> {
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| StartError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
+        let listener = listen::bind(config.listen, config.listen_backlog).map_err(|source| {
+            StartError::Bind {
+                addr: config.listen,
+                source,
+            }
+        })?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: config.listen,
             source,
@@ -293,13 +313,32 @@ impl Server {
             hub: hub.clone(),
             config: Arc::new(config),
             closing: shutdown.clone(),
+            rejections: Arc::default(),
         };
         if let Some(demo) = &state.demo {
             crate::demo::start(hub.clone(), demo.clone(), shutdown.clone());
         }
+        let mut metrics_addr = None;
+        if let Some(addr) = state.config.metrics_listen {
+            let listener =
+                listen::bind(addr, 128).map_err(|source| StartError::Bind { addr, source })?;
+            metrics_addr = listener.local_addr().ok();
+            let app = Router::new()
+                .route("/metrics", get(metrics::open))
+                .with_state(state.clone());
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                let serving = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { stop.cancelled().await });
+                if let Err(err) = serving.await {
+                    tracing::error!(%err, "the metrics listener failed");
+                }
+            });
+        }
         let done = tokio::spawn(accept_loop(listener, state, shutdown.clone()));
         Ok(Server {
             addr,
+            metrics_addr,
             hub,
             shutdown,
             done,
@@ -407,6 +446,7 @@ async fn accept_loop(listener: TcpListener, state: AppState, shutdown: Cancellat
             Ok(place) => place,
             Err(refusal) => {
                 refusals.note(&format_args!("{peer}: {}", refusal.code));
+                state.rejections.count(&refusal);
                 direct::refuse(stream, &refusal, &refusing);
                 continue;
             }

@@ -89,6 +89,18 @@ impl Hub {
         }
     }
 
+    /// A point in `window` for stream `id`, spread evenly over the window
+    /// across streams and unpredictable from outside (the hash is seeded
+    /// per process), so streams ended together come back apart.
+    pub(super) fn spread_point(&self, id: SubId, window: Duration) -> Duration {
+        use std::hash::BuildHasher;
+        let nanos = window.as_nanos().min(u64::MAX.into()) as u64;
+        if nanos == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_nanos(self.spread_seed.hash_one(id) % nanos)
+    }
+
     /// The `retry` a stream's last words give: a stream at the end of its
     /// lifetime has done nothing wrong, so it comes back within a second
     /// (at a point spread by its id, so streams opened together do not all

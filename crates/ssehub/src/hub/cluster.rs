@@ -252,6 +252,11 @@ impl Hub {
                 continue;
             }
             let event = Arc::new(Event::from_stored(stored));
+            // (Another node's clock: a skew shows as lag, or as none.)
+            let lag = SystemTime::now().duration_since(event.published_at);
+            self.measures
+                .log_lag_seconds
+                .observe(lag.unwrap_or_default().as_secs_f64());
             st.last_seq = st.last_seq.max(event.seq);
             self.apply(&mut st, &event);
         }

@@ -70,15 +70,23 @@ pub(super) async fn run(
         let written = tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
             let result = store.commit(&batch);
+            let took = started.elapsed();
             tracing::debug!(
                 events = batch.append.len(),
                 deletes = batch.delete.len(),
-                micros = started.elapsed().as_micros() as u64,
+                micros = took.as_micros() as u64,
                 "store commit"
             );
-            (batch, result)
+            (batch, result, took)
         })
         .await;
+        let written = written.map(|(batch, result, took)| {
+            hub.measures.commit_seconds.observe(took.as_secs_f64());
+            hub.measures
+                .commit_events
+                .observe(batch.append.len() as f64);
+            (batch, result)
+        });
         let (batch, result) = match written {
             Ok(pair) => pair,
             Err(panic) => (

@@ -27,6 +27,7 @@ mod commit;
 mod directory;
 pub mod ids;
 mod kept;
+pub mod measures;
 mod publish;
 pub mod queue;
 mod replay;
@@ -38,7 +39,7 @@ mod template;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -94,6 +95,11 @@ pub struct HubConfig {
     pub max_lifetime: Option<Duration>,
     /// Reconnection delay suggested to clients in a stream's last words.
     pub retry: Duration,
+    /// The window over which streams the hub ends together (at shutdown, or
+    /// at the maximum lifetime of streams opened together) are told to come
+    /// back, each at its own point in it, so they do not all reconnect in
+    /// the same second.
+    pub reconnect_spread: Duration,
     /// How long a stream the hub ends may take to deliver its last bytes
     /// before its connection is reset (a reader that does not read).
     pub drain_timeout: Duration,
@@ -125,6 +131,9 @@ pub struct Stats {
     pub dropped_slow: u64,
     /// Streams opened since start.
     pub opened: u64,
+    /// Events put into replays, to catch up streams that resumed or
+    /// started from an earlier point, since start.
+    pub replayed: u64,
     /// Events held in history across topics (an event with several topics
     /// counts once per topic).
     pub history_events: u64,
@@ -179,6 +188,10 @@ pub struct Hub {
     dropped_slow: AtomicU64,
     connections: AtomicU64,
     opened: AtomicU64,
+    /// Latencies and batch sizes, for `/metrics`.
+    measures: measures::Measures,
+    /// Seeds where each stream falls in `--reconnect-spread`.
+    spread_seed: std::hash::RandomState,
 }
 
 impl Hub {
@@ -246,6 +259,8 @@ impl Hub {
             dropped_slow: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             opened: AtomicU64::new(0),
+            measures: measures::Measures::default(),
+            spread_seed: std::hash::RandomState::new(),
         });
         hub.restore()?;
         if let Some(queue) = queue {
@@ -346,6 +361,13 @@ impl Hub {
         self.cluster.as_ref().map(|cluster| &cluster.log)
     }
 
+    /// As a node of a cluster: the seq of the newest event of the shared
+    /// log it applied.
+    pub fn log_position(&self) -> Option<u64> {
+        self.cluster.as_ref()?;
+        Some(self.state().applied_seq)
+    }
+
     /// Whether this hub is a node of a cluster.
     pub fn is_node(&self) -> bool {
         self.cluster.is_some()
@@ -381,10 +403,27 @@ impl Hub {
     /// store), appends it to the history of each of its topics, and hands it
     /// to every subscriber that selects it. Returns once all of that is done.
     pub async fn publish(&self, publish: Publish) -> Result<Arc<Event>, PublishError> {
+        let started = Instant::now();
         publish.validate(self.config.limits)?;
-        if self.cluster.is_some() {
-            return self.publish_to_log(publish).await;
+        let published = if self.cluster.is_some() {
+            self.publish_to_log(publish).await
+        } else {
+            self.publish_here(publish).await
+        };
+        if published.is_ok() {
+            let took = started.elapsed().as_secs_f64();
+            self.measures.publish_seconds.observe(took);
         }
+        published
+    }
+
+    /// The latencies and batch sizes the hub measures.
+    pub fn measures(&self) -> &measures::Measures {
+        &self.measures
+    }
+
+    /// A publish on a single hub: ordered, committed, applied.
+    async fn publish_here(&self, publish: Publish) -> Result<Arc<Event>, PublishError> {
         let now = SystemTime::now();
         let (event, committed) = {
             let mut st = self.state();
@@ -664,6 +703,7 @@ impl Hub {
             delivered: self.delivered.load(Relaxed),
             dropped_slow: self.dropped_slow.load(Relaxed),
             opened: self.opened.load(Relaxed),
+            replayed: st.replayed,
             history_events: st.topics.values().map(|t| t.history.len() as u64).sum(),
             stored_events: st.kept.len() as u64,
             stored_bytes: st.kept_bytes as u64,
@@ -776,9 +816,19 @@ impl Hub {
     pub fn shut_down_streams(&self) {
         let mut st = self.state();
         st.shutting_down = true;
-        let last_words = frames::last_words(frames::StreamEnd::ShuttingDown, self.config.retry);
-        for sub in st.subscribers.values() {
-            sub.queue.end(last_words.clone());
+        let spread = self.config.reconnect_spread;
+        let same_for_all = frames::last_words(frames::StreamEnd::ShuttingDown, self.config.retry);
+        for (id, sub) in &st.subscribers {
+            // Each its own delay in [retry, retry + spread]: a restart of a
+            // hub holding 19,000 streams must not bring them all back in
+            // the same second (docs/BENCHMARKS.md#reconnect-storm).
+            let words = if spread.is_zero() {
+                same_for_all.clone()
+            } else {
+                let retry = self.config.retry + self.spread_point(*id, spread);
+                frames::last_words(frames::StreamEnd::ShuttingDown, retry)
+            };
+            sub.queue.end(words);
         }
     }
 
@@ -828,11 +878,42 @@ mod tests {
             heartbeat: Duration::from_secs(15),
             max_lifetime: None,
             retry: Duration::from_secs(3),
+            reconnect_spread: Duration::ZERO,
             drain_timeout: Duration::from_secs(10),
             max_replay: 1_000_000,
             max_acks: 1000,
             event_ids: ids::EventIds::Sequential,
         }
+    }
+
+    #[tokio::test]
+    async fn streams_opened_together_reach_their_lifetime_spread_over_the_window() {
+        let hub = unclocked(HubConfig {
+            max_lifetime: Some(Duration::from_secs(600)),
+            reconnect_spread: Duration::from_secs(20),
+            ..config(10)
+        });
+        let opened = Instant::now();
+        let streams: Vec<_> = (0..50)
+            .map(|_| hub.subscribe(subscribe(&["t"], None)).unwrap())
+            .collect();
+        let ends: Vec<Duration> = hub
+            .state()
+            .subscribers
+            .values()
+            .map(|s| s.ends.unwrap().0.duration_since(opened))
+            .collect();
+        // Each ends up to 20 s early (at most a tenth of the lifetime), at
+        // its own point: not all within the same second.
+        assert!(
+            ends.iter()
+                .all(|e| *e > Duration::from_secs(579) && *e <= Duration::from_secs(600))
+        );
+        let mut seconds: Vec<u64> = ends.iter().map(Duration::as_secs).collect();
+        seconds.sort_unstable();
+        seconds.dedup();
+        assert!(seconds.len() >= 10, "{ends:?}");
+        drop(streams);
     }
 
     #[tokio::test]
@@ -1366,6 +1447,7 @@ mod properties {
                 heartbeat: Duration::from_secs(15),
                 max_lifetime: None,
                 retry: Duration::from_secs(3),
+                reconnect_spread: Duration::ZERO,
                 drain_timeout: Duration::from_secs(10),
                 max_replay: 1_000_000,
                 max_acks: 1000,

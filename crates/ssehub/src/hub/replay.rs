@@ -73,6 +73,8 @@ impl State {
     /// A replay for `address` went from `before` to `after` events left.
     fn replay_changed(&mut self, address: Option<IpAddr>, before: usize, after: usize) {
         self.replay_backlog = self.replay_backlog + after - before;
+        // A replay only grows when it starts.
+        self.replayed += after.saturating_sub(before) as u64;
         let (was, is) = (self.replay_weight(before), self.replay_weight(after));
         self.replay_counted = self.replay_counted + is - was;
         if let Some(address) = address {

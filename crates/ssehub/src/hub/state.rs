@@ -67,6 +67,8 @@ pub(super) struct State {
     pub replays: HashMap<SubId, super::replay::Replaying>,
     /// Events waiting to be replayed, across those streams.
     pub replay_backlog: usize,
+    /// Events put into replays since start.
+    pub replayed: u64,
     /// The same as counted against `--max-replay` (each replay for at most
     /// `replay_share`), in all and per client address group.
     pub replay_counted: usize,

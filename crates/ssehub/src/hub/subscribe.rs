@@ -25,7 +25,7 @@ use bytes::{Bytes, BytesMut};
 use super::directory::Snapshot;
 use super::kept::Kept;
 use super::replay::Replay;
-use super::state::{State, Subscriber, Topic, may_see};
+use super::state::{State, SubId, Subscriber, Topic, may_see};
 use super::{Hub, Registration, Selector, Subscribe, SubscribeError, Subscription};
 use crate::frames::{self, StreamEnd};
 
@@ -223,7 +223,7 @@ impl Hub {
                 client_id: request.client_id.take(),
                 queue,
                 connected_at: now,
-                ends: self.deadline(request.expires_at, now),
+                ends: self.deadline(id, request.expires_at, now),
                 remote: request.remote,
             },
         );
@@ -258,8 +258,12 @@ impl Hub {
     /// When a stream must end, and why: the earlier of its token's expiry
     /// and the maximum lifetime (expiry first on a tie: it is the reason the
     /// client must act on).
+    /// The lifetime is shortened by the stream's own point in
+    /// `--reconnect-spread` (at most a tenth of it), so streams opened
+    /// together, after a restart, do not all end together either.
     fn deadline(
         &self,
+        id: SubId,
         expires_at: Option<SystemTime>,
         now: SystemTime,
     ) -> Option<(Instant, StreamEnd)> {
@@ -269,10 +273,10 @@ impl Hub {
             let left = at.duration_since(now).unwrap_or_default();
             Some((started.checked_add(left)?, StreamEnd::TokenExpired))
         });
-        let lifetime = self
-            .config
-            .max_lifetime
-            .and_then(|d| Some((started.checked_add(d)?, StreamEnd::LifetimeReached)));
+        let lifetime = self.config.max_lifetime.and_then(|d| {
+            let early = self.spread_point(id, self.config.reconnect_spread.min(d / 10));
+            Some((started.checked_add(d - early)?, StreamEnd::LifetimeReached))
+        });
         [expiry, lifetime]
             .into_iter()
             .flatten()

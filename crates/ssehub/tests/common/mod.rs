@@ -387,11 +387,18 @@ pub async fn spawn_hub_prepared(
 
 /// Like [`spawn_hub`], but returns the hub's error output if it fails to start.
 pub fn try_spawn_hub(args: &[&str]) -> Result<ChildHub, String> {
+    try_spawn_logging(&[&["--dev"], args].concat(), "error")
+}
+
+/// `ssehub serve --listen 127.0.0.1:0 ARGS...` (not `--dev` unless ARGS
+/// say so) with `RUST_LOG=rust_log`; its log stays on the child's stderr
+/// pipe. Returns the hub's error output if it fails to start.
+pub fn try_spawn_logging(args: &[&str], rust_log: &str) -> Result<ChildHub, String> {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ssehub"))
-        .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)
-        .env("RUST_LOG", "error")
+        .env("RUST_LOG", rust_log)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
