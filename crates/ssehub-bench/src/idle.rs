@@ -12,6 +12,7 @@ use tokio::net::TcpStream;
 use crate::load::Target;
 use crate::peers;
 use crate::report::{median, memory_svg, status_kib, write_section};
+use crate::secure::{Certificate, Held, open_h2, open_tls};
 use crate::servers::{QUIET_HUB, ServerArgs, ServerProcess};
 
 #[derive(Debug, clap::Args)]
@@ -102,8 +103,27 @@ async fn idle_round(
     args: &IdleArgs,
     target: Target,
 ) -> Result<IdleRound, Box<dyn std::error::Error>> {
+    // For the TLS targets: a certificate of the round's own.
+    let certificate = matches!(
+        target,
+        Target::SsehubTls | Target::SsehubH2 | Target::SsehubH2x10
+    )
+    .then(Certificate::new)
+    .transpose()?;
     let (mut hub, addr, pids, path): (Option<ServerProcess>, SocketAddr, Vec<u32>, &str) =
         match target {
+            Target::SsehubTls | Target::SsehubH2 | Target::SsehubH2x10 => {
+                let tls = certificate.as_ref().expect("made above").flags();
+                let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
+                let hub = ServerProcess::hub(servers, &[&QUIET_HUB[..], &tls].concat())?;
+                let (addr, pid) = (hub.addr, hub.pid());
+                (
+                    Some(hub),
+                    addr,
+                    vec![pid],
+                    "/.well-known/mercure?match=idle/",
+                )
+            }
             Target::Ssehub => {
                 let hub = ServerProcess::hub(servers, &QUIET_HUB)?;
                 let (addr, pid) = (hub.addr, hub.pid());
@@ -147,14 +167,14 @@ async fn idle_round(
     // Warm up: the first connections grow allocator pools that later ones
     // reuse; measuring from a warm baseline counts what a connection holds.
     {
-        let warm = open_idle(addr, path, 200).await?;
+        let warm = open_idle(addr, path, 200, target, certificate.as_ref()).await?;
         drop(warm);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let rss_before = rss(&pids);
     let kernel_before = Kernel::now()?;
     let started = Instant::now();
-    let connections = open_idle(addr, path, args.connections).await?;
+    let connections = open_idle(addr, path, args.connections, target, certificate.as_ref()).await?;
     let open_seconds = started.elapsed().as_secs_f64();
     tokio::time::sleep(args.hold).await;
     let rss_after = rss(&pids);
@@ -178,8 +198,50 @@ async fn idle_round(
 }
 
 /// Opens `count` subscriptions, each to its own topic, ramping 500 at a time,
-/// and waits for each stream's first bytes.
-async fn open_idle(addr: SocketAddr, path: &str, count: usize) -> std::io::Result<Vec<TcpStream>> {
+/// and waits for each stream's first bytes; over TLS for the TLS targets.
+async fn open_idle(
+    addr: SocketAddr,
+    path: &str,
+    count: usize,
+    target: Target,
+    certificate: Option<&Certificate>,
+) -> std::io::Result<Vec<Held>> {
+    let Some(certificate) = certificate else {
+        let plain = open_plain(addr, path, count).await?;
+        return Ok(plain.into_iter().map(|s| Box::new(s) as Held).collect());
+    };
+    let per_connection = if target == Target::SsehubH2x10 { 10 } else { 1 };
+    let alpn: &[u8] = if target == Target::SsehubTls {
+        b"http/1.1"
+    } else {
+        b"h2"
+    };
+    let connector = certificate.connector(alpn);
+    let mut held = Vec::with_capacity(count);
+    // (Ramps of 500 streams; a TLS handshake costs the hub far more than a
+    // plain connect, so a ramp is fewer connections with more streams.)
+    for start in (0..count).step_by(500) {
+        let end = count.min(start + 500);
+        let batch = (start..end).step_by(per_connection).map(|first| {
+            let connector = &connector;
+            let n = per_connection.min(end - first);
+            async move {
+                if target == Target::SsehubTls {
+                    open_tls(addr, connector, &format!("{path}{first}")).await
+                } else {
+                    open_h2(addr, connector, path, first, n).await
+                }
+            }
+        });
+        for opened in futures_util::future::join_all(batch).await {
+            held.push(opened?);
+        }
+    }
+    Ok(held)
+}
+
+/// [`open_idle`] in cleartext HTTP/1.1.
+async fn open_plain(addr: SocketAddr, path: &str, count: usize) -> std::io::Result<Vec<TcpStream>> {
     let mut streams = Vec::with_capacity(count);
     for start in (0..count).step_by(500) {
         let batch = (start..count.min(start + 500)).map(|i| async move {

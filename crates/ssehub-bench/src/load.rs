@@ -44,6 +44,19 @@ pub enum Target {
     #[value(name = "cluster-3")]
     #[serde(rename = "cluster-3")]
     Cluster3,
+    /// ssehub over HTTPS, one HTTP/1.1 stream per TLS connection (idle only).
+    #[value(name = "ssehub-tls")]
+    #[serde(rename = "ssehub-tls")]
+    SsehubTls,
+    /// ssehub over HTTPS, one HTTP/2 stream per connection (idle only).
+    #[value(name = "ssehub-h2")]
+    #[serde(rename = "ssehub-h2")]
+    SsehubH2,
+    /// ssehub over HTTPS, ten HTTP/2 streams per connection, as a page
+    /// with several `EventSource`s has (idle only).
+    #[value(name = "ssehub-h2x10")]
+    #[serde(rename = "ssehub-h2x10")]
+    SsehubH2x10,
 }
 
 impl Target {
@@ -66,6 +79,9 @@ impl Target {
             Target::Pushpin => "pushpin",
             Target::Cluster1 => "cluster-1",
             Target::Cluster3 => "cluster-3",
+            Target::SsehubTls => "ssehub, TLS + HTTP/1.1",
+            Target::SsehubH2 => "ssehub, TLS + HTTP/2",
+            Target::SsehubH2x10 => "ssehub, TLS + HTTP/2, 10 streams per connection",
         }
     }
 
@@ -276,6 +292,9 @@ fn start_target(
         ),
         Target::Cluster1 => Running::cluster(servers, 1)?,
         Target::Cluster3 => Running::cluster(servers, 3)?,
+        Target::SsehubTls | Target::SsehubH2 | Target::SsehubH2x10 => {
+            return Err("the TLS targets are measured by `idle` only".into());
+        }
     })
 }
 
@@ -440,6 +459,9 @@ async fn publish_open_loop(
                 .post(format!("http://{addr}/.well-known/mercure"))
                 .form(&[("topic", topic.as_str()), ("data", data.as_str())]),
             Target::Null => client.post(format!("http://{addr}/publish")).body(data),
+            Target::SsehubTls | Target::SsehubH2 | Target::SsehubH2x10 => {
+                unreachable!("never started by a load scenario")
+            }
             Target::Nchan => client.post(format!("http://{addr}/pub/{topic}")).body(data),
             // Pushpin sends the content as given; the id is not a number, so
             // (as with nchan's ids) only ssehub's ids are checked for order.

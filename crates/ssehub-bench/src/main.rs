@@ -21,6 +21,7 @@ mod null_server;
 mod peers;
 mod publish;
 mod report;
+mod secure;
 mod servers;
 mod worker;
 

@@ -82,7 +82,12 @@ impl ServerProcess {
                 "RUST_LOG",
                 std::env::var("SSEHUB_BENCH_HUB_LOG").unwrap_or_else(|_| "error".into()),
             );
-        ServerProcess::spawn(command, "ssehub listening on http://")
+        let announce = if extra.contains(&"--tls-cert") {
+            "ssehub listening on https://"
+        } else {
+            "ssehub listening on http://"
+        };
+        ServerProcess::spawn(command, announce)
     }
 
     /// The null server (`ssehub-bench null-server`) on a free port.

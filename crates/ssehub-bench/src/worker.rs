@@ -172,6 +172,9 @@ async fn open(
         }
         Target::Null => "/sub".to_owned(),
         Target::Nchan | Target::Pushpin => format!("/sub/bench/{}/{topic}", spec.run),
+        Target::SsehubTls | Target::SsehubH2 | Target::SsehubH2x10 => {
+            unreachable!("never started by a load scenario")
+        }
     };
     let request =
         format!("GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n{resume}\r\n");

@@ -30,7 +30,8 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         // to stop, as println! would.
         use std::io::Write;
         let mut stdout = std::io::stdout();
-        let _ = writeln!(stdout, "ssehub listening on http://{}", server.addr);
+        let scheme = if server.is_https() { "https" } else { "http" };
+        let _ = writeln!(stdout, "ssehub listening on {scheme}://{}", server.addr);
         if let Some(addr) = server.metrics_addr {
             let _ = writeln!(stdout, "metrics on http://{addr}/metrics");
         }

@@ -72,11 +72,12 @@ pub async fn serve(mut socket: TcpStream, app: &AppState, conn: &ConnectionInfo)
     let mut head = Vec::with_capacity(1024);
     let parsed = tokio::time::timeout(
         app.config.header_read_timeout,
-        read_head(&mut socket, &mut head),
+        read_head(&mut socket, &mut head, app.config.h2c),
     )
     .await;
     let request = match parsed {
         Ok(Ok(Read::Head(request))) => request,
+        Ok(Ok(Read::H2c)) => return Route::Hyper(Prefixed::new(head, socket)),
         // Too large or not HTTP: answered here, in JSON like every other
         // error (hyper's own answers have no body).
         Ok(Ok(Read::Refused(error))) => {
@@ -211,12 +212,25 @@ enum Read {
     Refused(ApiError),
     /// The client went away before sending a head.
     Closed,
+    /// The client speaks cleartext HTTP/2 (`--h2c`): hyper serves it.
+    H2c,
 }
 
-/// Reads until a whole head is in `buf`.
-async fn read_head(socket: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Read> {
+/// What a client speaking HTTP/2 with prior knowledge sends first.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Reads until a whole head is in `buf` (or, with `h2c`, the HTTP/2
+/// preface).
+async fn read_head(socket: &mut TcpStream, buf: &mut Vec<u8>, h2c: bool) -> std::io::Result<Read> {
     loop {
+        let seen = buf.len().min(H2_PREFACE.len());
+        let preface_so_far = h2c && seen > 0 && buf[..seen] == H2_PREFACE[..seen];
+        if preface_so_far && seen == H2_PREFACE.len() {
+            return Ok(Read::H2c);
+        }
         match parse_head(buf) {
+            // (Still the start of a preface: not an HTTP/1 head, yet.)
+            _ if preface_so_far => {}
             Parsed::Head(head) => return Ok(Read::Head(head)),
             Parsed::Invalid(why) => return Ok(Read::Refused(malformed(why))),
             Parsed::TooLarge => return Ok(Read::Refused(too_large())),
@@ -549,6 +563,13 @@ impl Prefixed {
             prefix: Bytes::from(prefix),
             socket,
         }
+    }
+}
+
+impl Prefixed {
+    /// Whether the client opened with the HTTP/2 preface.
+    pub(super) fn is_h2(&self) -> bool {
+        self.prefix.starts_with(H2_PREFACE)
     }
 }
 

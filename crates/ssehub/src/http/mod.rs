@@ -5,6 +5,7 @@
 mod ack;
 mod admin;
 pub mod auth;
+mod connection;
 mod cors;
 mod deadline;
 mod demo;
@@ -24,20 +25,18 @@ mod publish;
 mod rejections;
 mod stream;
 mod subscribe;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::Request;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{delete, get, post};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::ServiceExt;
 
 pub use error::ApiError;
 
@@ -63,6 +62,8 @@ pub struct AppState {
     closing: CancellationToken,
     /// Refused requests, counted for `/metrics`.
     rejections: Arc<rejections::Rejections>,
+    /// With `--tls-cert`: every connection is HTTPS.
+    tls: Option<Arc<tls::Tls>>,
 }
 
 impl AppState {
@@ -239,6 +240,7 @@ pub struct Server {
     pub addr: SocketAddr,
     /// The address of `--metrics-listen`, as bound.
     pub metrics_addr: Option<SocketAddr>,
+    https: bool,
     /// The hub behind it.
     pub hub: Arc<Hub>,
     shutdown: CancellationToken,
@@ -261,7 +263,13 @@ impl Server {
         if config.public_url.is_none() {
             // The hub's URL, unless told: the address it listens on, as
             // bound (a port 0 is the one the system chose).
-            config.public_url = url::Url::parse(&format!("http://{addr}/.well-known/mercure")).ok();
+            let scheme = if config.tls_cert.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            config.public_url =
+                url::Url::parse(&format!("{scheme}://{addr}/.well-known/mercure")).ok();
         }
         let auth = auth::Auth::new(
             &config.auth_settings(),
@@ -293,6 +301,21 @@ impl Server {
             None => Hub::open(config.hub(), config.open_store()?)?,
         };
         let shutdown = CancellationToken::new();
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => {
+                let tls = tls::Tls::load(cert, key).map_err(StartError::Config)?;
+                tls.clone()
+                    .watch(shutdown.clone())
+                    .map_err(|e| StartError::Config(format!("cannot watch for SIGHUP: {e}")))?;
+                Some(tls)
+            }
+            (None, None) => None,
+            _ => {
+                return Err(StartError::Config(
+                    "--tls-cert and --tls-key go together: give both, or neither".into(),
+                ));
+            }
+        };
         let state = AppState {
             auth: Arc::new(auth),
             limits: limits::Limits::new(limits::LimitSettings {
@@ -314,6 +337,7 @@ impl Server {
             config: Arc::new(config),
             closing: shutdown.clone(),
             rejections: Arc::default(),
+            tls,
         };
         if let Some(demo) = &state.demo {
             crate::demo::start(hub.clone(), demo.clone(), shutdown.clone());
@@ -335,10 +359,12 @@ impl Server {
                 }
             });
         }
+        let https = state.tls.is_some();
         let done = tokio::spawn(accept_loop(listener, state, shutdown.clone()));
         Ok(Server {
             addr,
             metrics_addr,
+            https,
             hub,
             shutdown,
             done,
@@ -350,6 +376,11 @@ impl Server {
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         let _ = self.done.await;
+    }
+
+    /// Whether it serves HTTPS.
+    pub fn is_https(&self) -> bool {
+        self.https
     }
 
     /// Waits until the server stops (after [`Server::shutdown`] from a clone
@@ -416,19 +447,20 @@ impl EveryInterval {
 
 async fn accept_loop(listener: TcpListener, state: AppState, shutdown: CancellationToken) {
     let connections = TaskTracker::new();
-    let app = router(state.clone());
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(state.config.header_read_timeout)
-        .keep_alive(true)
-        // Small buffers: an idle subscriber should cost little memory. Events
-        // are already coalesced into one buffer per write.
-        .max_buf_size(16 * 1024);
+    let serving = Arc::new(connection::Serving::new(
+        state.clone(),
+        router(state.clone()),
+        shutdown.clone(),
+        connections.clone(),
+    ));
     let mut accept_failures = EveryInterval::new("accepting connections fails");
     let mut refusals = EveryInterval::new("connections refused at accept");
     let refusing = Arc::new(tokio::sync::Semaphore::new(direct::REFUSING_AT_ONCE));
     loop {
         let (stream, remote) = tokio::select! {
+            // Connections first: the queue of a burst is drained before
+            // anything else is looked at.
+            biased;
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(err) => {
@@ -459,62 +491,8 @@ async fn accept_loop(listener: TcpListener, state: AppState, shutdown: Cancellat
         // keeps a slow reader's replay moving and what a stalled one costs
         // the kernel small.
         let _ = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(UNSENT_LIMIT);
-        let app = app.clone();
-        let shutdown = shutdown.clone();
-        let grace = state.config.shutdown_timeout;
-        let http = http.clone();
-        let state = state.clone();
-        let tracker = connections.clone();
-        connections.spawn(async move {
-            let direct = ConnectionInfo {
-                remote,
-                kill_watch: None,
-            };
-            // Subscriptions are served directly; the rest goes to hyper.
-            let socket = match direct::serve(stream, &state, &direct).await {
-                direct::Route::Done => return,
-                direct::Route::Stream(streaming) => {
-                    tracker.spawn(streaming.holding(place));
-                    return;
-                }
-                direct::Route::Hyper(socket) => socket,
-            };
-            let kill_watch = stream::KillWatch::default();
-            let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
-            let conn = ConnectionInfo {
-                remote,
-                kill_watch: Some(kill_watch.clone()),
-            };
-            let body_limit = state.config.body_read_timeout;
-            let service =
-                hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
-                    request.extensions_mut().insert(conn.clone());
-                    // Every body must arrive within its deadline (see
-                    // `deadline`), whichever handler reads it.
-                    let request = request.map(|body| {
-                        axum::body::Body::new(deadline::DeadlineBody::new(body, body_limit))
-                    });
-                    app.clone().oneshot(request)
-                });
-            // Boxed: only connections that need hyper pay for its state.
-            let mut connection = Box::pin(http.serve_connection(TokioIo::new(socket), service));
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                // The hub dropped a reader too slow to be told anything:
-                // dropping the connection closes the socket at once, with a
-                // reset (see `direct::Streaming::abort`).
-                _ = std::future::poll_fn(|cx| kill_watch.poll_killed(cx)) => {
-                    // SAFETY: `fd` is the socket `connection` owns, and
-                    // `connection` is alive until the end of this block.
-                    let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-                    let _ = socket2::SockRef::from(&socket).set_linger(Some(Duration::ZERO));
-                }
-                _ = shutdown.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(grace, connection).await;
-                }
-            }
-        });
+        let serving = serving.clone();
+        connections.spawn(async move { serving.serve(stream, remote, place).await });
     }
     drop(listener);
     state.hub.shut_down_streams();

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 pub mod redis;
+pub mod tls;
 
 use ssehub::config::Config;
 use ssehub::http::Server;
@@ -381,7 +382,7 @@ pub async fn spawn_hub_prepared(
         .strip_prefix("ssehub listening on ")
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .to_owned();
-    let addr = url.trim_start_matches("http://").parse().unwrap();
+    let addr = address_of(&url);
     ChildHub { child, addr, url }
 }
 
@@ -409,7 +410,7 @@ pub fn try_spawn_logging(args: &[&str], rust_log: &str) -> Result<ChildHub, Stri
         .unwrap();
     match line.trim().strip_prefix("ssehub listening on ") {
         Some(url) => Ok(ChildHub {
-            addr: url.trim_start_matches("http://").parse().unwrap(),
+            addr: address_of(url),
             url: url.to_owned(),
             child,
         }),
@@ -418,6 +419,13 @@ pub fn try_spawn_logging(args: &[&str], rust_log: &str) -> Result<ChildHub, Stri
             Err(String::from_utf8_lossy(&out.stderr).into_owned())
         }
     }
+}
+
+/// The address of a URL the hub prints, http:// or https://.
+fn address_of(url: &str) -> std::net::SocketAddr {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    rest.parse()
+        .unwrap_or_else(|_| panic!("no address in {url:?}"))
 }
 
 impl ChildHub {
