@@ -241,7 +241,11 @@ async fn open_idle(
 }
 
 /// [`open_idle`] in cleartext HTTP/1.1.
-async fn open_plain(addr: SocketAddr, path: &str, count: usize) -> std::io::Result<Vec<TcpStream>> {
+pub async fn open_plain(
+    addr: SocketAddr,
+    path: &str,
+    count: usize,
+) -> std::io::Result<Vec<TcpStream>> {
     let mut streams = Vec::with_capacity(count);
     for start in (0..count).step_by(500) {
         let batch = (start..count.min(start + 500)).map(|i| async move {

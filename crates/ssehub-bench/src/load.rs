@@ -299,7 +299,7 @@ fn start_target(
 }
 
 /// User and system CPU seconds of processes, from /proc/PID/stat.
-fn cpu_seconds(pids: &[u32]) -> (f64, f64) {
+pub fn cpu_seconds(pids: &[u32]) -> (f64, f64) {
     let ticks_per_second = 100.0; // CLK_TCK on Linux
     pids.iter()
         .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())

@@ -23,6 +23,7 @@ mod publish;
 mod report;
 mod secure;
 mod servers;
+mod storm;
 mod worker;
 
 use std::net::SocketAddr;
@@ -58,6 +59,10 @@ enum Scenario {
     Abuse(abuse::AbuseArgs),
     /// One hub against one and three cluster nodes on Redis; publish through Redis.
     Cluster(cluster::ClusterArgs),
+    /// Streams opened 500 at a time: rate and listen-queue overflows, against nchan.
+    OpenRate(storm::OpenRateArgs),
+    /// A hub holding many streams restarts: when its clients are back, at what cost.
+    Storm(storm::StormArgs),
     /// (internal) Holds a share of the subscribers for the scenarios above.
     #[command(hide = true)]
     Worker {
@@ -119,6 +124,8 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Scenario::Resume(args) => runtime.block_on(run_load(servers, load::Shape::Resume, args)),
         Scenario::Abuse(args) => runtime.block_on(abuse::run(servers, args)),
         Scenario::Cluster(args) => runtime.block_on(cluster::run(servers, args)),
+        Scenario::OpenRate(args) => runtime.block_on(storm::open_rate(servers, args)),
+        Scenario::Storm(args) => runtime.block_on(storm::storm(servers, args)),
         Scenario::Worker { spec } => runtime.block_on(worker::run(serde_json::from_str(&spec)?)),
         Scenario::NullServer { listen } => runtime.block_on(null_server::run(listen)),
     }

@@ -69,9 +69,19 @@ impl ServerProcess {
     /// `ssehub serve --dev` on a free port (memory store unless `extra`
     /// chooses one), with its default limits.
     pub fn hub_as_deployed(servers: &ServerArgs, extra: &[&str]) -> std::io::Result<ServerProcess> {
+        ServerProcess::hub_on(servers, "127.0.0.1:0", extra)
+    }
+
+    /// `ssehub serve --dev` on `listen` (memory store unless `extra`
+    /// chooses one), with its default limits.
+    pub fn hub_on(
+        servers: &ServerArgs,
+        listen: &str,
+        extra: &[&str],
+    ) -> std::io::Result<ServerProcess> {
         let mut command = Command::new(servers.hub_binary()?);
         command
-            .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--dev", "--listen", listen])
             .args(if extra.contains(&"--store") {
                 &[][..]
             } else {
@@ -114,6 +124,15 @@ impl ServerProcess {
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// SIGTERM (the hub ends its streams with their last words), then
+    /// waits for it to exit.
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
     }
 
     /// Kills it and waits for it to exit.

@@ -383,3 +383,68 @@ async fn a_bad_metrics_address_stops_startup_with_a_message() {
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_stream_tells_the_figures_and_admits_few_watchers() {
+    const ADMIN: &str = "admin-token-for-status";
+    let hub = common::start(|c| {
+        c.dev = false;
+        c.admin_token = Some(ADMIN.into());
+    })
+    .await;
+    let url = format!("{}/admin/events", hub.url);
+    let basic = format!(
+        "Basic {}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("ops:{ADMIN}")
+        )
+    );
+    let mut watchers = Vec::new();
+    for _ in 0..8 {
+        let mut stream = RawStream::open(&url, &[("authorization", &basic)]).await;
+        assert_eq!(stream.response.status(), 200);
+        let body = stream
+            .read_until("a status event", |b| b.contains("\n\n"))
+            .await
+            .to_owned();
+        let data = body
+            .lines()
+            .find_map(|l| l.strip_prefix("data: "))
+            .expect("a data line");
+        let figures: serde_json::Value = serde_json::from_str(data).unwrap();
+        assert_eq!(figures["ready"], true, "{figures}");
+        assert!(figures["published"].is_u64(), "{figures}");
+        assert!(body.contains("event: status\n"), "{body}");
+        watchers.push(stream);
+    }
+    let ninth = hub
+        .http
+        .get(&url)
+        .header("authorization", &basic)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ninth.status(), 503);
+    // The Bearer form works too, and a wrong password does not.
+    // (A watcher's place is free once the hub sees it gone: at its next
+    // write, within a second.)
+    drop(watchers.pop());
+    common::wait_until("a free place for a Bearer watcher", || async {
+        let answer = hub.http.get(&url).bearer_auth(ADMIN).send().await.ok()?;
+        (answer.status() == 200).then_some(())
+    })
+    .await;
+    let wrong = format!(
+        "Basic {}",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "ops:nope")
+    );
+    let refused = hub
+        .http
+        .get(format!("{}/admin/", hub.url))
+        .header("authorization", wrong)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+}

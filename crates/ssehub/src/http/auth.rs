@@ -698,6 +698,51 @@ impl Auth {
     }
 }
 
+impl Auth {
+    /// The admin credential for a page a person opens in a browser, which
+    /// cannot send a Bearer header: also HTTP Basic with the admin token as
+    /// the password (any user name), and a Basic challenge when none is
+    /// given, so that the browser asks for it (and then sends it with the
+    /// page's own requests, its `EventSource` included).
+    pub fn admin_in_browser(&self, headers: &HeaderMap, dev: bool) -> Result<(), ApiError> {
+        if bearer(headers).is_some_and(|t| t.is_some()) || self.admin_token.is_none() {
+            return self.admin(headers, dev);
+        }
+        let expected = self.admin_token.as_deref().unwrap_or_default();
+        match basic_password(headers) {
+            Some(given) if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) => Ok(()),
+            given => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                if given.is_some() {
+                    "invalid_token"
+                } else {
+                    "unauthorized"
+                },
+                "the status page needs the admin token, as the password of HTTP Basic (any user)",
+            )
+            .with_header(
+                header::WWW_AUTHENTICATE,
+                "Basic realm=\"ssehub admin\", charset=\"UTF-8\"",
+            )),
+        }
+    }
+}
+
+/// The password of an `Authorization: Basic` header.
+fn basic_password(headers: &HeaderMap) -> Option<String> {
+    use base64::Engine;
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    Some(text.split_once(':')?.1.to_owned())
+}
+
 /// The token of an `Authorization: Bearer` header (the scheme in any case,
 /// as RFC 9110 has it): `None` without the header, `Some(None)` when it is
 /// not a Bearer token.

@@ -23,6 +23,7 @@ pub mod peers;
 mod presence;
 mod publish;
 mod rejections;
+mod status;
 mod stream;
 mod subscribe;
 mod tls;
@@ -64,6 +65,8 @@ pub struct AppState {
     rejections: Arc<rejections::Rejections>,
     /// With `--tls-cert`: every connection is HTTPS.
     tls: Option<Arc<tls::Tls>>,
+    /// Places of the status page's streams.
+    status_watchers: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -113,6 +116,9 @@ fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::guarded))
+        .route("/admin", get(status::page))
+        .route("/admin/", get(status::page))
+        .route("/admin/events", get(status::events))
         .route("/v1/stats", get(admin::stats))
         .route("/v1/clients", get(admin::list_clients))
         .route("/v1/ack", post(ack::acknowledge))
@@ -338,6 +344,7 @@ impl Server {
             closing: shutdown.clone(),
             rejections: Arc::default(),
             tls,
+            status_watchers: status::watchers(),
         };
         if let Some(demo) = &state.demo {
             crate::demo::start(hub.clone(), demo.clone(), shutdown.clone());

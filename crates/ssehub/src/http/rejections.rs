@@ -57,6 +57,8 @@ pub struct Labels {
 pub struct Rejections {
     /// Per reason and code.
     pub counts: Family<Labels, Counter>,
+    /// All of them, for the status page.
+    pub total: std::sync::atomic::AtomicU64,
 }
 
 impl Rejections {
@@ -78,6 +80,8 @@ impl Rejections {
     /// Counts a refusal without a log line: a connection refused at accept
     /// (those are logged together, every 10 s, as a flood makes many).
     pub fn count(&self, error: &ApiError) {
+        self.total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.counts
             .get_or_create(&Labels {
                 reason: reason(error).label(),
