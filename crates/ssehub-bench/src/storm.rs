@@ -196,6 +196,7 @@ async fn open_round(
             (None, args.nchan, peers::nchan_pids(servers), "/sub/open/")
         }
     };
+    settle().await;
     let cpu = || {
         let (user, system) = cpu_seconds(&pids);
         user + system

@@ -226,8 +226,9 @@ settings! {
     cors_origins: Vec<String> = "", origins, flag = "cors-origin";
     /// Open streams in all; 0 for no limit.
     max_connections: usize = "100000", count;
-    /// Open connections per client address, per /64 for IPv6 (counted from accept; behind a
-    /// trusted proxy, the streams of each address it forwards); 0 for no limit.
+    /// Open connections per client address, per /64 for IPv6 (counted from accept; on HTTP/2,
+    /// each stream too; behind a trusted proxy, the streams of each address it forwards); 0 for
+    /// no limit.
     max_connections_per_address: usize = "1000", count;
     /// Proxies whose forwarding header names the client, as addresses or networks (e.g.
     /// 10.0.0.0/8; repeat, or separate with commas); none by default.

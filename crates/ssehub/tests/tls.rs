@@ -332,3 +332,36 @@ async fn without_h2c_the_http2_preface_is_refused_with_json() {
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("\"error\":\"bad_request\""), "{answer}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_http2_each_stream_counts_against_the_per_address_limit() {
+    let hub = tls_hub(&["--max-connections-per-address", "5"]).await;
+    let h2 = hub.h2().await;
+    let mut open = Vec::new();
+    for _ in 0..5 {
+        let answer = h2
+            .send("GET", "/.well-known/mercure?topic=l", &[], "")
+            .await;
+        assert_eq!(answer.status(), 200);
+        open.push(answer);
+    }
+    // One connection, but five streams already: the sixth is refused.
+    let refused = h2
+        .send("GET", "/.well-known/mercure?topic=l", &[], "")
+        .await;
+    assert_eq!(refused.status(), 429);
+    let body = refused.into_body().collect().await.unwrap().to_bytes();
+    assert!(
+        String::from_utf8_lossy(&body).contains("too_many_connections_from_address"),
+        "{body:?}"
+    );
+    drop(open.pop());
+    // Its place is free again once the hub sees the stream gone.
+    wait_until("a free place", || async {
+        let answer = h2
+            .send("GET", "/.well-known/mercure?topic=l", &[], "")
+            .await;
+        (answer.status() == 200).then_some(answer)
+    })
+    .await;
+}

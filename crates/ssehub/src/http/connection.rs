@@ -93,6 +93,7 @@ impl Serving {
         let direct = ConnectionInfo {
             remote,
             kill_watch: None,
+            multiplexed: false,
         };
         let socket = match direct::serve(socket, &self.state, &direct).await {
             direct::Route::Done => return,
@@ -144,6 +145,7 @@ impl Serving {
         let conn = ConnectionInfo {
             remote,
             kill_watch: kill_watch.clone(),
+            multiplexed: h2,
         };
         let body_limit = self.state.config.body_read_timeout;
         let app = self.app.clone();

@@ -123,8 +123,22 @@ pub async fn serve(mut socket: TcpStream, app: &AppState, conn: &ConnectionInfo)
     extra.insert("transfer-encoding", HeaderValue::from_static("chunked"));
     // The stream is the whole exchange: a client reconnects on a new one.
     extra.insert("connection", HeaderValue::from_static("close"));
-    let written = write_head(&mut socket, 200, "OK", &extra).await;
+    // The head and, when they are ready (the retry hint and the position,
+    // without a replay from the store), the stream's first bytes as its
+    // first chunk: one write, one packet for the client to wait for.
+    let mut answer = head_bytes(200, "OK", &extra);
     drop(extra);
+    let mut stream = stream;
+    if let Some(Some(Ok(first))) =
+        futures_util::FutureExt::now_or_never(futures_util::StreamExt::next(&mut stream))
+    {
+        let mut size = [0u8; 18];
+        answer.extend_from_slice(chunk_size_line(first.len(), &mut size));
+        answer.extend_from_slice(&first);
+        answer.extend_from_slice(b"\r\n");
+    }
+    let written = socket.write_all(&answer).await;
+    drop(answer);
     if written.is_err() {
         return Route::Done;
     }
@@ -321,15 +335,6 @@ fn head_bytes(status: u16, reason: &str, headers: &HeaderMap) -> Vec<u8> {
     }
     head.extend_from_slice(b"\r\n");
     head
-}
-
-async fn write_head(
-    socket: &mut TcpStream,
-    status: u16,
-    reason: &str,
-    headers: &HeaderMap,
-) -> std::io::Result<()> {
-    socket.write_all(&head_bytes(status, reason, headers)).await
 }
 
 /// The whole answer to a refused request: head and JSON body, then the

@@ -89,6 +89,10 @@ impl AppState {
 pub struct ConnectionInfo {
     pub(crate) remote: SocketAddr,
     kill_watch: Option<stream::KillWatch>,
+    /// HTTP/2: the connection carries many streams, so each counts against
+    /// the per-address limit (as a trusted proxy's forwarded streams do),
+    /// not only the connection at accept.
+    multiplexed: bool,
 }
 
 fn router(state: AppState) -> Router {

@@ -247,7 +247,11 @@ pub(super) async fn open(
     if let Some(client_id) = &request.client_id {
         may_be(app, &grants, client_id)?;
     }
-    let admission = app.limits.admit(client, grants.subject.as_deref())?;
+    let counted = super::peers::Client {
+        forwarded: client.forwarded || conn.multiplexed,
+        ..client
+    };
+    let admission = app.limits.admit(counted, grants.subject.as_deref())?;
     // (Boxed: what it holds while it waits is not part of every stream's
     // task.)
     let subscription = Box::pin(app.hub.subscribe_async(request)).await?;
