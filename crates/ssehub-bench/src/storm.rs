@@ -62,7 +62,9 @@ fn time_wait() -> u64 {
 /// which measured the bench, not the hub.
 async fn settle() {
     let deadline = Instant::now() + Duration::from_secs(70);
-    while time_wait() > 1000 && Instant::now() < deadline {
+    // (A few thousand are harmless; the trouble began in the tens of
+    // thousands.)
+    while time_wait() > 20_000 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

@@ -246,7 +246,7 @@ settings! {
     /// Delay between demo steps (file slices, answer fragments).
     demo_pace: Duration = "100ms", duration;
     /// Relay this OpenAI-compatible endpoint in the chat demo, e.g. http://localhost:11434/v1.
-    llm_url: Option<String> = "", optional_text;
+    llm_url: Option<String> = "", optional_text, secret;
     /// Model name for --llm-url.
     llm_model: String = "gpt-4o-mini", text;
     /// API key for --llm-url.

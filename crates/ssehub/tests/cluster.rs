@@ -1099,3 +1099,26 @@ async fn a_node_that_missed_the_moment_of_a_loss_still_finds_it() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nodes_metrics_show_its_log_position_and_lag() {
+    let (_redis, nodes) = cluster(2, &[]).await;
+    let id = publish_ok(&nodes[0], "m", "x").await;
+    let metrics = |node: &ChildHub| {
+        let url = format!("{}/metrics", node.url);
+        async move { reqwest::get(url).await.ok()?.text().await.ok() }
+    };
+    // The other node applied it: its position is the event's seq, and the
+    // lag of that apply was timed.
+    let text = wait_until("node 1 applied the event", || async {
+        let text = metrics(&nodes[1]).await?;
+        text.contains(&format!("\nssehub_cluster_log_position {}\n", seq(&id)))
+            .then_some(text)
+    })
+    .await;
+    assert!(
+        text.contains("\nssehub_cluster_log_lag_seconds_count 1\n"),
+        "{text}"
+    );
+    assert!(text.contains("\nssehub_ready 1\n"), "{text}");
+}

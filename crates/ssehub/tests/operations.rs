@@ -448,3 +448,130 @@ async fn the_status_stream_tells_the_figures_and_admits_few_watchers() {
         .unwrap();
     assert_eq!(refused.status(), 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sighup_without_tls_neither_kills_the_hub_nor_its_streams() {
+    let mut hub = common::spawn_hub(&[]).await;
+    let url = format!("{}/.well-known/mercure?topic=hup", hub.url);
+    let mut stream = RawStream::open(&url, &[]).await;
+    stream
+        .read_until("the first bytes", |b| b.contains("\n\n"))
+        .await;
+    common::send_signal(hub.child.id(), 1);
+    // Still serving, and the stream still gets events.
+    common::wait_until("a publish after the SIGHUP", || async {
+        let answer = reqwest::Client::new()
+            .post(format!("{}/.well-known/mercure", hub.url))
+            .form(&[("topic", "hup"), ("data", "after")])
+            .send()
+            .await
+            .ok()?;
+        (answer.status() == 200).then_some(())
+    })
+    .await;
+    stream
+        .read_until("the event", |b| b.contains("data: after"))
+        .await;
+    assert!(hub.child.try_wait().unwrap().is_none(), "the hub runs on");
+    assert!(hub.terminate());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_listener_bounds_its_connections_and_their_time() {
+    let hub = common::start(|c| {
+        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.header_read_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let addr = hub.server.metrics_addr.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Sixteen idle connections hold every place...
+    let mut idle = Vec::new();
+    for _ in 0..16 {
+        let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+        socket
+            .write_all(b"GET /metrics HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        idle.push(socket);
+    }
+    // ...and each is closed once its head is late.
+    for socket in &mut idle {
+        let mut buf = Vec::new();
+        let closed = tokio::time::timeout(PATIENCE, socket.read_to_end(&mut buf)).await;
+        assert!(closed.is_ok(), "an idle scraper is closed in time");
+    }
+    // Then the places are free again.
+    common::wait_until("a scrape", || async {
+        let text = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.contains("ssehub_ready 1").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_status_page_and_metrics_are_never_shared_with_other_origins() {
+    let hub = common::start(|c| c.cors_origins = vec!["https://app.example".into()]).await;
+    for path in ["/admin/", "/admin/events", "/metrics"] {
+        let answer = hub
+            .http
+            .get(format!("{}{path}", hub.url))
+            .header("origin", "https://app.example")
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            !answer.headers().contains_key("access-control-allow-origin"),
+            "{path}"
+        );
+    }
+    // (Other endpoints still answer the allowed origin.)
+    let answer = hub
+        .http
+        .get(format!("{}/healthz", hub.url))
+        .header("origin", "https://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.headers().contains_key("access-control-allow-origin"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_quoting_the_request_cannot_forge_a_log_line() {
+    let logged = Logged::start(&["--dev"]);
+    let url = logged.hub.url.clone();
+    let forged = "FORGED line\n2026-12-02T06:00:00Z WARN ssehub: admin token accepted\u{1b}[2J";
+    let body = serde_json::json!({ "topic": "a", forged: 1 }).to_string();
+    let answer = reqwest::Client::new()
+        .post(format!("{url}/.well-known/mercure"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 400);
+    let log = logged.log();
+    assert!(log.contains("FORGED line"), "the refusal is logged: {log}");
+    assert!(
+        !log.lines().any(|l| l.starts_with("2026-12-02T06:00:00Z")),
+        "{log}"
+    );
+    assert!(!log.contains('\u{1b}'), "no escape sequence: {log:?}");
+}
+
+#[test]
+fn a_key_that_does_not_load_is_not_repeated_in_the_error() {
+    let secret = "MyHmacSecretValue99-not-a-path";
+    let error = match common::try_spawn_hub(&["--jwt-alg", "ES256", "--subscriber-jwt-key", secret])
+    {
+        Ok(_) => panic!("started with an unusable key"),
+        Err(error) => error,
+    };
+    assert!(error.contains("no PEM key"), "{error}");
+    assert!(!error.contains(secret), "{error}");
+}

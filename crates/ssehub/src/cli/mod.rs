@@ -46,7 +46,13 @@ impl Cli {
         match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
-                eprintln!("ssehub: {err}");
+                // Through the log once it is set up (a collector of
+                // `--log-format json` must be able to read the last line).
+                if tracing::dispatcher::has_been_set() {
+                    tracing::error!("ssehub: {err}");
+                } else {
+                    eprintln!("ssehub: {err}");
+                }
                 ExitCode::FAILURE
             }
         }
@@ -56,14 +62,20 @@ impl Cli {
 /// Log records go to stderr, filtered by `RUST_LOG` (default `info`), as
 /// text or one JSON object per line.
 pub(crate) fn init_logging(format: crate::config::LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // The TLS and HTTP/2 libraries warn once per bad handshake or
+    // misbehaving connection, which an attacker can make by the thousand;
+    // the hub counts and logs what matters itself.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,rustls=error,h2=error,hyper=error")
+    });
     let builder = tracing_subscriber::fmt()
         // A log that cannot be written (its disk full) must not take the
         // hub down: by default the subscriber reports that with eprintln!,
         // which panics when stderr cannot be written either.
         .log_internal_errors(false)
         .with_env_filter(filter)
+        // Colours for a terminal only, not for a file or a journal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match format {
         crate::config::LogFormat::Text => builder.try_init(),

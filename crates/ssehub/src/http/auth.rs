@@ -277,7 +277,18 @@ fn decoding_key(key: &str, algorithm: Algorithm) -> Result<DecodingKey, String> 
     let pem = if key.trim_start().starts_with("-----BEGIN") {
         key.to_owned()
     } else {
-        std::fs::read_to_string(key).map_err(|e| format!("cannot read the key file {key}: {e}"))?
+        // The value is repeated only when it looks like a path: it may be a
+        // secret given by mistake (an HMAC secret with an RSA algorithm).
+        let looks_like_path =
+            key.starts_with(['/', '.', '~']) || key.ends_with(".pem") || key.ends_with(".key");
+        let named = if looks_like_path {
+            format!(" {key}")
+        } else {
+            String::new()
+        };
+        std::fs::read_to_string(key).map_err(|e| {
+            format!("the key is no PEM key, and no key file{named} can be read: {e}")
+        })?
     };
     let parsed = match algorithm {
         RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => DecodingKey::from_rsa_pem(pem.as_bytes()),

@@ -40,6 +40,65 @@ pub async fn open(State(app): State<AppState>) -> Response {
         .into_response()
 }
 
+/// Connections the `--metrics-listen` address serves at once; more are
+/// closed at accept. A scraper needs one.
+const MAX_SCRAPERS: usize = 16;
+
+/// Serves `GET /metrics` (and nothing else) on `--metrics-listen`, with
+/// bounds of its own: few connections at once, the head in
+/// `--header-read-timeout`, and each connection for at most a minute, so
+/// that this address can never take the files the streams need.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    use axum::routing::get;
+    use tower::ServiceExt;
+    let app = axum::Router::new()
+        .route("/metrics", get(open))
+        .fallback(|| async {
+            ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "not_found",
+                "only /metrics is served here",
+            )
+        })
+        .with_state(state.clone());
+    let places = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPERS));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(state.config.header_read_timeout);
+    loop {
+        let socket = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((socket, _)) => socket,
+                Err(_) => {
+                    // Out of files and the like: back off.
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => return,
+        };
+        let Ok(place) = places.clone().try_acquire_owned() else {
+            continue; // (closed at once: dropped)
+        };
+        let app = app.clone();
+        let http = http.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(
+                move |request: axum::extract::Request<hyper::body::Incoming>| {
+                    app.clone().oneshot(request.map(axum::body::Body::new))
+                },
+            );
+            let connection = http.serve_connection(hyper_util::rt::TokioIo::new(socket), service);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(60), connection).await;
+            drop(place);
+        });
+    }
+}
+
 /// A registry of what the hub shows now; built per scrape (a few dozen
 /// series), so no value is ever stale or kept twice.
 fn registry(app: &AppState) -> Registry {

@@ -44,9 +44,23 @@ pub use error::ApiError;
 use crate::config::Config;
 use crate::hub::Hub;
 
-/// What every handler can reach.
+/// What every handler can reach: one `Arc`, so that the clone each
+/// middleware and handler takes is one atomic increment, not one per field
+/// (with two of them per request, the per-field clones on two cores cost a
+/// fifth of the publish rate: docs/BENCHMARKS.md#publishing-durable-against-memory).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<App>);
+
+impl std::ops::Deref for AppState {
+    type Target = App;
+
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}
+
+/// The hub, its settings and the edge's shared state.
+pub struct App {
     hub: Arc<Hub>,
     config: Arc<Config>,
     auth: Arc<auth::Auth>,
@@ -69,7 +83,7 @@ pub struct AppState {
     status_watchers: Arc<tokio::sync::Semaphore>,
 }
 
-impl AppState {
+impl App {
     /// The admin API's credential check.
     fn require_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         self.auth.admin(headers, self.config.dev)
@@ -319,14 +333,18 @@ impl Server {
                     .map_err(|e| StartError::Config(format!("cannot watch for SIGHUP: {e}")))?;
                 Some(tls)
             }
-            (None, None) => None,
+            (None, None) => {
+                ignore_hangups(shutdown.clone())
+                    .map_err(|e| StartError::Config(format!("cannot watch for SIGHUP: {e}")))?;
+                None
+            }
             _ => {
                 return Err(StartError::Config(
                     "--tls-cert and --tls-key go together: give both, or neither".into(),
                 ));
             }
         };
-        let state = AppState {
+        let state = AppState(Arc::new(App {
             auth: Arc::new(auth),
             limits: limits::Limits::new(limits::LimitSettings {
                 open_files: open_files_limit(),
@@ -349,7 +367,7 @@ impl Server {
             rejections: Arc::default(),
             tls,
             status_watchers: status::watchers(),
-        };
+        }));
         if let Some(demo) = &state.demo {
             crate::demo::start(hub.clone(), demo.clone(), shutdown.clone());
         }
@@ -358,17 +376,7 @@ impl Server {
             let listener =
                 listen::bind(addr, 128).map_err(|source| StartError::Bind { addr, source })?;
             metrics_addr = listener.local_addr().ok();
-            let app = Router::new()
-                .route("/metrics", get(metrics::open))
-                .with_state(state.clone());
-            let stop = shutdown.clone();
-            tokio::spawn(async move {
-                let serving = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { stop.cancelled().await });
-                if let Err(err) = serving.await {
-                    tracing::error!(%err, "the metrics listener failed");
-                }
-            });
+            tokio::spawn(metrics::serve(listener, state.clone(), shutdown.clone()));
         }
         let https = state.tls.is_some();
         let done = tokio::spawn(accept_loop(listener, state, shutdown.clone()));
@@ -404,6 +412,24 @@ impl Server {
     pub async fn wait(self) {
         let _ = self.done.await;
     }
+}
+
+/// Without TLS there is nothing to reload, but a SIGHUP must not kill the
+/// hub (its default): `systemctl reload` sends one (deploy/ssehub.service).
+fn ignore_hangups(stop: CancellationToken) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = hangup.recv() => {
+                    tracing::info!("SIGHUP: nothing to reload (no --tls-cert); still serving");
+                }
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Unsent bytes a connection's socket holds at most (`TCP_NOTSENT_LOWAT`).

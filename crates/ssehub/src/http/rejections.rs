@@ -69,7 +69,10 @@ impl Rejections {
             target: "ssehub::rejected",
             status = error.status.as_u16(),
             code = error.code,
-            detail = %error.message,
+            // Escaped: a message may quote the request (a field name, a
+            // topic), and a newline or escape sequence in it must not
+            // forge a log line or drive a terminal.
+            detail = %error.message.escape_debug(),
             method,
             path,
             client = client.map(|ip| ip.to_string()),
@@ -113,15 +116,17 @@ pub struct Refused(pub ApiError);
 
 /// Counts and logs the refusals of the requests hyper serves.
 pub async fn middleware(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    // (Clones of shared bytes, not copies: this runs for every request.)
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    let uri = request.uri().clone();
     let client = request
         .extensions()
         .get::<ConnectionInfo>()
         .map(|conn| app.client(conn, request.headers()).ip);
     let response = next.run(request).await;
     if let Some(Refused(error)) = response.extensions().get::<Refused>() {
-        app.rejections.note(error, client, method.as_str(), &path);
+        app.rejections
+            .note(error, client, method.as_str(), uri.path());
     }
     response
 }
