@@ -114,7 +114,8 @@ pub fn reason(error: &ApiError) -> Reason {
 #[derive(Clone)]
 pub struct Refused(pub ApiError);
 
-/// Counts and logs the refusals of the requests hyper serves.
+/// Counts and logs the refusals of the requests hyper serves, around the
+/// CORS answer ([`super::cors::cors`]).
 pub async fn middleware(State(app): State<AppState>, request: Request, next: Next) -> Response {
     // (Clones of shared bytes, not copies: this runs for every request.)
     let method = request.method().clone();
@@ -123,7 +124,7 @@ pub async fn middleware(State(app): State<AppState>, request: Request, next: Nex
         .extensions()
         .get::<ConnectionInfo>()
         .map(|conn| app.client(conn, request.headers()).ip);
-    let response = next.run(request).await;
+    let response = super::cors::cors(State(app.clone()), request, next).await;
     if let Some(Refused(error)) = response.extensions().get::<Refused>() {
         app.rejections
             .note(error, client, method.as_str(), uri.path());
