@@ -374,7 +374,8 @@ async fn at_shutdown_streams_are_told_to_come_back_spread_over_the_window() {
 async fn a_bad_metrics_address_stops_startup_with_a_message() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let error = match common::try_spawn_hub(&["--metrics-listen", &format!("127.0.0.1:{port}")]) {
+    let metrics = format!("127.0.0.1:{port}");
+    let error = match common::try_spawn_hub(&["--store", "memory", "--metrics-listen", &metrics]) {
         Ok(_) => panic!("started on a taken port"),
         Err(error) => error,
     };
@@ -567,8 +568,15 @@ async fn a_refusal_quoting_the_request_cannot_forge_a_log_line() {
 #[test]
 fn a_key_that_does_not_load_is_not_repeated_in_the_error() {
     let secret = "MyHmacSecretValue99-not-a-path";
-    let error = match common::try_spawn_hub(&["--jwt-alg", "ES256", "--subscriber-jwt-key", secret])
-    {
+    let args = [
+        "--store",
+        "memory",
+        "--jwt-alg",
+        "ES256",
+        "--subscriber-jwt-key",
+        secret,
+    ];
+    let error = match common::try_spawn_hub(&args) {
         Ok(_) => panic!("started with an unusable key"),
         Err(error) => error,
     };

@@ -243,7 +243,9 @@ async fn tls_settings_that_cannot_work_stop_startup_with_a_message() {
         (&["--tls-cert", &cert, "--tls-key", &wrong_key], "--tls-key"),
     ];
     for (args, wanted) in cases {
-        let error = match common::try_spawn_hub(args) {
+        // (The memory store: a durable one would be opened in the working
+        // directory before the settings are refused.)
+        let error = match common::try_spawn_hub(&[&["--store", "memory"], args].concat()) {
             Ok(_) => panic!("started with {args:?}"),
             Err(error) => error,
         };
