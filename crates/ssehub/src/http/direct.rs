@@ -23,6 +23,9 @@ use tokio::net::TcpStream;
 use super::stream::{self, EventStream};
 use super::{ApiError, AppState, ConnectionInfo, cors, subscribe};
 
+/// The most of a stream's first bytes written with its answer's head.
+const MERGED_WITH_HEAD: usize = 2 * 1024;
+
 /// Largest request head accepted.
 const MAX_HEAD: usize = 16 * 1024;
 const MAX_HEADERS: usize = 64;
@@ -129,13 +132,21 @@ pub async fn serve(mut socket: TcpStream, app: &AppState, conn: &ConnectionInfo)
     let mut answer = head_bytes(200, "OK", &extra);
     drop(extra);
     let mut stream = stream;
+    let mut chunk = None;
     if let Some(Some(Ok(first))) =
         futures_util::FutureExt::now_or_never(futures_util::StreamExt::next(&mut stream))
     {
-        let mut size = [0u8; 18];
-        answer.extend_from_slice(chunk_size_line(first.len(), &mut size));
-        answer.extend_from_slice(&first);
-        answer.extend_from_slice(b"\r\n");
+        // Only what surely fits in the socket goes with the head: this
+        // write has no deadline and no kill to watch (the stream's task,
+        // which has both, writes a larger first piece of a replay).
+        if first.len() <= MERGED_WITH_HEAD {
+            let mut size = [0u8; 18];
+            answer.extend_from_slice(chunk_size_line(first.len(), &mut size));
+            answer.extend_from_slice(&first);
+            answer.extend_from_slice(b"\r\n");
+        } else {
+            chunk = Some(Chunk::new(first));
+        }
     }
     let written = socket.write_all(&answer).await;
     drop(answer);
@@ -145,7 +156,7 @@ pub async fn serve(mut socket: TcpStream, app: &AppState, conn: &ConnectionInfo)
     Route::Stream(Streaming {
         socket,
         stream,
-        chunk: None,
+        chunk,
         ending: false,
         place: None,
     })
