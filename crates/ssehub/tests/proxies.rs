@@ -17,25 +17,30 @@ use common::{ChildHub, PATIENCE, wait_until};
 
 /// A proxy process of the test's own, stopped by its pid when dropped.
 struct Proxy {
-    child: Child,
+    /// (Taken when dropped.)
+    child: Option<Child>,
     url: String,
     _dir: tempfile::TempDir,
 }
 
 impl Drop for Proxy {
     /// SIGTERM, so that nginx's master stops its workers too (SIGKILL
-    /// would leave them running); SIGKILL after a bound.
+    /// would leave them running); SIGKILL if it has not exited in time.
     fn drop(&mut self) {
-        common::send_signal(self.child.id(), 15);
-        let deadline = std::time::Instant::now() + PATIENCE;
-        while std::time::Instant::now() < deadline {
-            if self.child.try_wait().ok().flatten().is_some() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pid = child.id();
+        common::send_signal(pid, 15);
+        let (exited, wait) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = child.wait();
+            let _ = exited.send(());
+        });
+        if wait.recv_timeout(PATIENCE).is_err() {
+            common::send_signal(pid, 9);
+            let _ = wait.recv();
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -119,7 +124,7 @@ async fn haproxy(hub: SocketAddr) -> Proxy {
 /// Waits until the proxy answers for the hub.
 async fn started(child: Child, port: u16, dir: tempfile::TempDir) -> Proxy {
     let proxy = Proxy {
-        child,
+        child: Some(child),
         url: format!("http://127.0.0.1:{port}"),
         _dir: dir,
     };
