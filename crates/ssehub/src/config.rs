@@ -240,6 +240,20 @@ settings! {
     max_connections_per_subject: usize = "100", count;
     /// Publishes per second per publisher; 0 for no limit.
     publish_rate: u32 = "0", count;
+    /// Path under which the Durable Streams protocol is served: a stream is PREFIX/NAME.
+    streams_prefix: String = "/v1/stream", streams_prefix;
+    /// Total size of the Durable Streams' data (all of it is in memory; with the durable store
+    /// also on disk); an append past it is refused with 507.
+    streams_max_bytes: usize = "1GiB", size;
+    /// Largest body of one append to (or create of) a durable stream.
+    stream_max_append: usize = "16MiB", size;
+    /// Durable streams in all; a create past it is refused with 507.
+    max_streams: usize = "100000", positive_count;
+    /// How long a long-poll read of a durable stream waits for data before answering 204.
+    stream_long_poll: Duration = "30s", positive_duration;
+    /// How long an SSE read of a durable stream lasts before the hub ends it (the client goes
+    /// on from its last offset; the protocol asks for about a minute, for CDN collapsing).
+    stream_sse_lifetime: Duration = "60s", positive_duration;
     /// Serve the demo backend behind the pages at / (anyone may use it, with no token) [default:
     /// with --dev only].
     demos: Option<bool> = "", optional_switch;

@@ -17,3 +17,4 @@ pub mod frames;
 pub mod http;
 pub mod hub;
 pub mod store;
+pub mod streams;

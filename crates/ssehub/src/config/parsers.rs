@@ -101,6 +101,37 @@ pub const fn text() -> Parser<String> {
     value("TEXT", |text| Ok(text.to_owned()))
 }
 
+/// The path Durable Streams are served under: `/` and segments, no `/` at
+/// the end, none of the hub's own paths.
+pub const fn streams_prefix() -> Parser<String> {
+    value("PATH", |text| {
+        let prefix = text.trim();
+        let reserved = [
+            "/.well-known",
+            "/admin",
+            "/metrics",
+            "/healthz",
+            "/readyz",
+            "/demo",
+        ];
+        if !prefix.starts_with('/') || prefix.len() < 2 || prefix.ends_with('/') {
+            return Err(format!(
+                "{text:?} is not a path such as /v1/stream (a leading /, no trailing /)"
+            ));
+        }
+        if prefix.contains(['?', '#', '{', '}', '*', ' ']) || prefix.contains("//") {
+            return Err(format!("{text:?} holds characters a path prefix cannot"));
+        }
+        if let Some(taken) = reserved
+            .iter()
+            .find(|r| prefix == **r || prefix.starts_with(&format!("{r}/")))
+        {
+            return Err(format!("{text:?} is under the hub's own {taken}"));
+        }
+        Ok(prefix.to_owned())
+    })
+}
+
 /// Text, or nothing when empty.
 pub const fn optional_text() -> Parser<Option<String>> {
     value("TEXT", |text| {

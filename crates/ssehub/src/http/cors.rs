@@ -81,11 +81,17 @@ pub async fn cors(State(app): State<AppState>, request: Request, next: Next) -> 
         apply(headers, &allowed);
         headers.insert(
             header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("GET, POST, DELETE, QUERY"),
+            HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, QUERY"),
         );
         headers.insert(
             header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static("authorization, content-type, last-event-id, cache-control"),
+            HeaderValue::from_static(concat!(
+                "authorization, content-type, last-event-id, cache-control, if-none-match, ",
+                // Durable Streams' request headers.
+                "stream-seq, stream-ttl, stream-expires-at, stream-closed, producer-id, ",
+                "producer-epoch, producer-seq, stream-forked-from, stream-fork-offset, ",
+                "stream-fork-sub-offset"
+            )),
         );
         headers.insert(
             header::ACCESS_CONTROL_MAX_AGE,
@@ -110,6 +116,16 @@ pub(super) fn answer_headers(settings: &CorsSettings, origin: Option<&str>) -> H
     headers
 }
 
+/// What a page's fetch may read beyond the simple headers: Mercure's
+/// resume answer, discovery links, why a token was refused, and the
+/// Durable Streams' answer headers.
+const EXPOSED: &str = concat!(
+    "mercure-last-event-id, link, www-authenticate, retry-after, etag, location, ",
+    "stream-next-offset, stream-cursor, stream-up-to-date, stream-closed, stream-ttl, ",
+    "stream-expires-at, stream-sse-data-encoding, producer-epoch, producer-seq, ",
+    "producer-expected-seq, producer-received-seq"
+);
+
 fn apply(headers: &mut HeaderMap, allowed: &Allowed) {
     match allowed {
         Allowed::Origin(origin) => {
@@ -126,11 +142,9 @@ fn apply(headers: &mut HeaderMap, allowed: &Allowed) {
             );
         }
     }
-    // What a page's fetch may read beyond the simple headers: Mercure's
-    // resume answer, discovery links, and why a token was refused.
     headers.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("mercure-last-event-id, link, www-authenticate, retry-after"),
+        HeaderValue::from_static(EXPOSED),
     );
     headers.append(header::VARY, HeaderValue::from_static("origin"));
 }
@@ -195,10 +209,7 @@ mod tests {
             [
                 ("access-control-allow-origin", "http://other.example:8080"),
                 ("access-control-allow-credentials", "true"),
-                (
-                    "access-control-expose-headers",
-                    "mercure-last-event-id, link, www-authenticate, retry-after"
-                ),
+                ("access-control-expose-headers", EXPOSED),
                 ("vary", "origin"),
             ]
             .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -11,6 +11,7 @@ mod deadline;
 mod demo;
 mod direct;
 mod discovery;
+mod durable_streams;
 mod error;
 mod form;
 #[cfg(fuzzing)]
@@ -81,6 +82,8 @@ pub struct App {
     tls: Option<Arc<tls::Tls>>,
     /// Places of the status page's streams.
     status_watchers: Arc<tokio::sync::Semaphore>,
+    /// The Durable Streams; `None` on a node of a cluster.
+    streams: Option<Arc<crate::streams::Streams>>,
 }
 
 impl App {
@@ -160,6 +163,10 @@ fn router(state: AppState) -> Router {
             "/demo/upload",
             post(demo::upload).layer(axum::extract::DefaultBodyLimit::max(demo::MAX_UPLOAD)),
         )
+        .route(
+            &format!("{}/{{*name}}", state.config.streams_prefix),
+            axum::routing::any(durable_streams::handle),
+        )
         .route("/demo/chat", post(demo::ask))
         .route("/demo/chat/{id}/stop", post(demo::stop))
         .fallback(not_found)
@@ -171,6 +178,17 @@ fn router(state: AppState) -> Router {
             rejections::middleware,
         ))
         .with_state(state)
+}
+
+/// Removes expired durable streams, every second, until shutdown.
+async fn sweep_streams(streams: Arc<crate::streams::Streams>, stop: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = every.tick() => streams.sweep().await,
+            () = stop.cancelled() => return,
+        }
+    }
 }
 
 /// Alive: the process answers. It says nothing of the store or the
@@ -303,6 +321,7 @@ impl Server {
         if !config.dev && !auth.has_publisher_key() {
             tracing::warn!("no --publisher-jwt-key and no --dev: nobody can publish to this hub");
         }
+        let mut streams = None;
         let hub = match &config.redis_url {
             Some(url) => {
                 let ids = config.hub().event_ids;
@@ -320,7 +339,18 @@ impl Server {
                     .await
                     .expect("the load does not panic")?
             }
-            None => Hub::open(config.hub(), config.open_store()?)?,
+            None => {
+                let store = config.open_store()?;
+                let settings = crate::streams::Settings {
+                    max_bytes: config.streams_max_bytes as u64,
+                    max_streams: config.max_streams,
+                };
+                streams = Some(Arc::new(crate::streams::Streams::open(
+                    store.clone(),
+                    settings,
+                )?));
+                Hub::open(config.hub(), store)?
+            }
         };
         let shutdown = CancellationToken::new();
         let tls = match (&config.tls_cert, &config.tls_key) {
@@ -365,7 +395,11 @@ impl Server {
             rejections: Arc::default(),
             tls,
             status_watchers: status::watchers(),
+            streams,
         }));
+        if let Some(streams) = &state.streams {
+            tokio::spawn(sweep_streams(streams.clone(), shutdown.clone()));
+        }
         if let Some(demo) = &state.demo {
             crate::demo::start(hub.clone(), demo.clone(), shutdown.clone());
         }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use redb::{Builder, Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{Batch, Recovered, Store, StoreError};
+use super::{Batch, Recovered, Store, StoreError, StoredStream, StreamWrite};
 use crate::event::StoredEvent;
 
 /// Events by seq, as JSON.
@@ -22,6 +22,11 @@ const TRIMMED: TableDefinition<&str, u64> = TableDefinition::new("trimmed");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Per client id, its acknowledged position, as JSON.
 const ACKS: TableDefinition<&str, &[u8]> = TableDefinition::new("acks");
+
+/// Durable streams' records (JSON), by name.
+const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("streams");
+/// Durable streams' data, by name and offset.
+const STREAM_DATA: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("stream_data");
 
 const FILE_NAME: &str = "history.redb";
 
@@ -122,6 +127,10 @@ impl DurableStore {
                 .map_err(|e| damaged(e.to_string()))?;
             txn.open_table(META).map_err(|e| damaged(e.to_string()))?;
             txn.open_table(ACKS).map_err(|e| damaged(e.to_string()))?;
+            txn.open_table(STREAMS)
+                .map_err(|e| damaged(e.to_string()))?;
+            txn.open_table(STREAM_DATA)
+                .map_err(|e| damaged(e.to_string()))?;
         }
         txn.commit().map_err(|e| damaged(e.to_string()))?;
         Ok(DurableStore {
@@ -244,30 +253,97 @@ impl Store for DurableStore {
     }
 
     fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+        self.writing(|store| store.write(batch))
+    }
+
+    fn is_durable(&self) -> bool {
+        true
+    }
+
+    fn load_streams(&self, each: &mut dyn FnMut(StoredStream)) -> Result<(), StoreError> {
+        let txn = self.begin_read()?;
+        let records = txn.open_table(STREAMS).map_err(|e| self.damaged(e))?;
+        let data = txn.open_table(STREAM_DATA).map_err(|e| self.damaged(e))?;
+        for entry in records.iter().map_err(|e| self.damaged(e))? {
+            let (name, record) = entry.map_err(|e| self.damaged(e))?;
+            let name = name.value();
+            let mut chunks = Vec::new();
+            for chunk in data
+                .range((name, 0)..=(name, u64::MAX))
+                .map_err(|e| self.damaged(e))?
+            {
+                let (key, bytes) = chunk.map_err(|e| self.damaged(e))?;
+                chunks.push((key.value().1, bytes.value().to_vec()));
+            }
+            each(StoredStream {
+                name: name.to_owned(),
+                record: record.value().to_vec(),
+                chunks,
+            });
+        }
+        Ok(())
+    }
+
+    fn commit_streams(&self, writes: &[StreamWrite]) -> Result<(), StoreError> {
+        self.writing(|store| store.write_streams(writes))
+    }
+}
+
+impl DurableStore {
+    /// Runs one write, opening the file again first if the last one failed.
+    fn writing(
+        &self,
+        write: impl FnOnce(&DurableStore) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         if self.failed.load(Ordering::Relaxed) {
             self.reopen()?;
             self.failed.store(false, Ordering::Relaxed);
         }
-        let written = self.write(batch);
+        let written = write(self);
         if written.is_err() {
             self.failed.store(true, Ordering::Relaxed);
         }
         written
     }
 
-    fn is_durable(&self) -> bool {
-        true
-    }
-}
-
-impl DurableStore {
-    fn write(&self, batch: &Batch) -> Result<(), StoreError> {
+    fn begin_write(&self) -> Result<redb::WriteTransaction, StoreError> {
         let db = self.db().map_err(|e| StoreError::Write(e.to_string()))?;
-        let txn = db
-            .as_ref()
+        db.as_ref()
             .expect("open")
             .begin_write()
-            .map_err(write_error)?;
+            .map_err(write_error)
+    }
+
+    fn write_streams(&self, writes: &[StreamWrite]) -> Result<(), StoreError> {
+        let txn = self.begin_write()?;
+        {
+            let mut records = txn.open_table(STREAMS).map_err(write_error)?;
+            let mut data = txn.open_table(STREAM_DATA).map_err(write_error)?;
+            for write in writes {
+                let name = write.name.as_str();
+                match &write.record {
+                    Some(record) => {
+                        records
+                            .insert(name, record.as_slice())
+                            .map_err(write_error)?;
+                    }
+                    None => {
+                        records.remove(name).map_err(write_error)?;
+                        data.retain_in((name, 0)..=(name, u64::MAX), |_, _| false)
+                            .map_err(write_error)?;
+                    }
+                }
+                for (offset, bytes) in &write.chunks {
+                    data.insert((name, *offset), bytes.as_ref())
+                        .map_err(write_error)?;
+                }
+            }
+        }
+        txn.commit().map_err(write_error)
+    }
+
+    fn write(&self, batch: &Batch) -> Result<(), StoreError> {
+        let txn = self.begin_write()?;
         {
             let mut events = txn.open_table(EVENTS).map_err(write_error)?;
             for event in &batch.append {

@@ -116,6 +116,32 @@ pub enum StoreError {
     Write(String),
 }
 
+/// One durable stream's change (the Durable Streams surface): its record
+/// and its new data, made durable together, so that the producer state in
+/// the record never disagrees with the data (a retried batch is never
+/// accepted twice, even across a crash).
+#[derive(Debug, Clone)]
+pub struct StreamWrite {
+    /// The stream's name (its path under the streams prefix).
+    pub name: String,
+    /// The stream's record (JSON, opaque to the store); `None` removes the
+    /// stream and all its data.
+    pub record: Option<Vec<u8>>,
+    /// New data, by offset.
+    pub chunks: Vec<(u64, bytes::Bytes)>,
+}
+
+/// A durable stream as stored, for startup.
+#[derive(Debug, Clone)]
+pub struct StoredStream {
+    /// Its name.
+    pub name: String,
+    /// Its record, as written.
+    pub record: Vec<u8>,
+    /// Its data, by offset, in offset order.
+    pub chunks: Vec<(u64, Vec<u8>)>,
+}
+
 /// A place for history. Methods block; the hub calls them off the async
 /// threads.
 pub trait Store: Send + Sync + 'static {
@@ -130,4 +156,13 @@ pub trait Store: Send + Sync + 'static {
     /// Whether `commit` writes anything. A memory store's commits are
     /// skipped, so publishing does not wait for them.
     fn is_durable(&self) -> bool;
+    /// Every durable stream, for startup. A store that keeps none (memory)
+    /// has none.
+    fn load_streams(&self, _each: &mut dyn FnMut(StoredStream)) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Makes stream changes durable, all or nothing.
+    fn commit_streams(&self, _writes: &[StreamWrite]) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
