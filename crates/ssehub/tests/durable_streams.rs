@@ -239,7 +239,7 @@ async fn tokens_decide_who_writes_and_who_reads() {
     assert_eq!(refused.status(), 401);
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["error"], "unauthorized");
-    assert_eq!(put(Some(other_writer)).await.unwrap().status(), 403);
+    assert_eq!(put(Some(other_writer.clone())).await.unwrap().status(), 403);
     assert_eq!(put(Some(writer.clone())).await.unwrap().status(), 201);
     let appended = hub
         .http
@@ -284,6 +284,34 @@ async fn tokens_decide_who_writes_and_who_reads() {
         .await
         .unwrap();
     assert_eq!(deleted.status(), 401, "a reader cannot delete");
+
+    // A fork copies its source: the token must cover the source too.
+    let other = hub
+        .http
+        .put(stream_url(&hub.url, "other"))
+        .bearer_auth(&other_writer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 201);
+    let forker = token(
+        PUBLISHER_SECRET,
+        json!({"exp": exp(), "mercure": {"publish": [format!("{}/v1/stream/private/{{id}}", hub.url)]}}),
+    );
+    let fork = |source: &'static str| {
+        hub.http
+            .put(stream_url(&hub.url, "private/copy"))
+            .bearer_auth(&forker)
+            .header("stream-forked-from", source)
+            .send()
+    };
+    let refused = fork("/v1/stream/other").await.unwrap();
+    assert_eq!(
+        error_code(refused).await,
+        (403, "insufficient_scope".into())
+    );
+    let forked = fork("/v1/stream/private/1").await.unwrap();
+    assert_eq!(forked.status(), 201);
 }
 
 async fn error_code(response: reqwest::Response) -> (u16, String) {

@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::auth::Credentials;
+use super::auth::{Credentials, Grants};
 use super::{ApiError, AppState, ConnectionInfo};
 use crate::streams::producer::{self, Tuple};
 use crate::streams::{
@@ -93,8 +93,8 @@ async fn serve(
     let name = stream_name(&app.config.streams_prefix, uri.path())?;
     match *method {
         Method::PUT => {
-            authorize_write(app, conn, headers, &name)?;
-            create(app, &streams, uri, headers, body, &name).await
+            let grants = authorize_write(app, conn, headers, &name)?;
+            create(app, &streams, uri, headers, body, &name, grants.as_ref()).await
         }
         Method::POST => {
             authorize_write(app, conn, headers, &name)?;
@@ -173,12 +173,13 @@ fn topic(app: &AppState, name: &str) -> String {
     app.hub_url.join(&path).map_or(path, |url| url.to_string())
 }
 
+/// Checks a writer; its grants (`None` in `--dev` without a token).
 fn authorize_write(
     app: &AppState,
     conn: &ConnectionInfo,
     headers: &HeaderMap,
     name: &str,
-) -> Result<(), ApiError> {
+) -> Result<Option<Grants>, ApiError> {
     let credentials = Credentials {
         headers,
         query: &[],
@@ -188,7 +189,7 @@ fn authorize_write(
         Some(subject) => format!("sub:{subject}"),
         None => format!("addr:{}", app.client(conn, headers).ip),
     };
-    if let Some(grants) = grants {
+    if let Some(grants) = &grants {
         if grants.by_cookie {
             super::cors::from_a_trusted_page(app, headers)?;
         }
@@ -200,7 +201,26 @@ fn authorize_write(
                     .insufficient_scope(format!("the token may not write to the stream {topic:?}"))
             })?;
     }
-    app.limits.publish(&publisher)
+    app.limits.publish(&publisher)?;
+    Ok(grants)
+}
+
+/// A fork copies its source's data: the writer's token must also cover
+/// the source, to write to it or to read it, or a token for one stream
+/// would read any other by forking it.
+fn authorize_fork(app: &AppState, grants: Option<&Grants>, source: &str) -> Result<(), ApiError> {
+    let Some(grants) = grants else {
+        return Ok(());
+    };
+    let topic = topic(app, source);
+    let writes = grants.may_publish(std::slice::from_ref(&topic)).is_ok();
+    if writes || grants.subscribe.iter().any(|s| s.matches(&topic)) {
+        Ok(())
+    } else {
+        Err(app.auth.insufficient_scope(format!(
+            "the token may not fork the stream {topic:?}: it grants neither writing nor reading it"
+        )))
+    }
 }
 
 /// Checks a reader; `Ok(true)` when the answer is for this reader only
@@ -393,6 +413,7 @@ async fn create(
     headers: &HeaderMap,
     body: Body,
     name: &str,
+    grants: Option<&Grants>,
 ) -> Result<Response, ApiError> {
     let expiry = expiry(headers)?;
     let content_type = text(headers, &header::CONTENT_TYPE)?.map(str::to_owned);
@@ -435,6 +456,7 @@ async fn create(
                 })
                 .transpose()?
                 .unwrap_or(0);
+            authorize_fork(app, grants, &source)?;
             Some(Fork {
                 source,
                 offset,
