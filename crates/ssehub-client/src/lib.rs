@@ -6,7 +6,13 @@
 //! * [`Hub::subscribe`] behaves like a browser's `EventSource`: it reconnects
 //!   after the server's `retry` delay, sends `Last-Event-ID`, and stops when
 //!   every topic it asked for has sent `complete`.
+//! * [`Hub::stream`] is a Durable Stream: create, append, close, read, and
+//!   an idempotent [`Producer`] (see [`durable`]).
 #![deny(missing_docs)]
+
+pub mod durable;
+
+pub use durable::{DurableStream, Live, Producer, StreamChunk, StreamState};
 
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;

@@ -284,3 +284,62 @@ async fn an_unwritable_log_stops_neither_the_hub_nor_its_shutdown() {
     .await;
     assert!(status.success(), "{status}");
 }
+
+/// An LLM's answer piped into `ssehub publish --stream` reaches `ssehub
+/// subscribe --stream` piece by piece while it is written, and the reader
+/// exits when the writer's end of input closes the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_commands_pipe_an_answer_through_a_durable_stream() {
+    use std::io::Read;
+    let hub = common::spawn_hub(&[]).await;
+    let mut writer = Command::new(env!("CARGO_BIN_EXE_ssehub"))
+        .args(["publish", "--hub", &hub.url, "--stream", "answers/1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the writer");
+    let mut input = writer.stdin.take().unwrap();
+    input.write_all(b"Hello").unwrap();
+    input.flush().unwrap();
+    // The stream exists and holds the first piece while the writer goes on.
+    let http = reqwest::Client::new();
+    let stream_url = format!("{}/v1/stream/answers/1", hub.url);
+    common::wait_until("the first piece appended", || {
+        let (http, url) = (http.clone(), stream_url.clone());
+        async move {
+            let body = http.get(format!("{url}?offset=-1")).send().await.ok()?;
+            (body.text().await.ok()? == "Hello").then_some(())
+        }
+    })
+    .await;
+    let mut reader = Command::new(env!("CARGO_BIN_EXE_ssehub"))
+        .args(["subscribe", "--hub", &hub.url, "--stream", "answers/1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the reader");
+    let mut output = reader.stdout.take().unwrap();
+    let mut first = [0u8; 5];
+    output.read_exact(&mut first).unwrap();
+    assert_eq!(
+        &first, b"Hello",
+        "the reader has the first piece before the rest is written"
+    );
+    input.write_all(b", world.\n").unwrap();
+    drop(input);
+    let written = writer.wait_with_output().unwrap();
+    assert!(written.status.success());
+    assert_eq!(
+        String::from_utf8(written.stdout).unwrap().trim(),
+        "0000000000000000_0000000000000014",
+        "the writer prints the stream's end"
+    );
+    let mut rest = String::new();
+    output.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, ", world.\n");
+    assert!(
+        reader.wait().unwrap().success(),
+        "the reader ends at the close"
+    );
+    let head = http.head(&stream_url).send().await.unwrap();
+    assert_eq!(head.headers()["stream-closed"], "true");
+}
