@@ -12,6 +12,8 @@
 //!   legitimate user gets meanwhile.
 //! * `cluster`: one hub against one and three nodes on Redis, a large
 //!   fan-out over three nodes, publish throughput through Redis.
+//! * `durable-streams`: appends and SSE read fan-out of the Durable Streams
+//!   protocol, against its Node reference server.
 
 mod abuse;
 mod cluster;
@@ -24,6 +26,7 @@ mod report;
 mod secure;
 mod servers;
 mod storm;
+mod streams;
 mod worker;
 
 use std::net::SocketAddr;
@@ -63,6 +66,8 @@ enum Scenario {
     OpenRate(storm::OpenRateArgs),
     /// A hub holding many streams restarts: when its clients are back, at what cost.
     Storm(storm::StormArgs),
+    /// Durable Streams: appends/s and SSE read fan-out, against the protocol's reference server.
+    DurableStreams(streams::StreamsArgs),
     /// (internal) Holds a share of the subscribers for the scenarios above.
     #[command(hide = true)]
     Worker {
@@ -126,6 +131,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Scenario::Cluster(args) => runtime.block_on(cluster::run(servers, args)),
         Scenario::OpenRate(args) => runtime.block_on(storm::open_rate(servers, args)),
         Scenario::Storm(args) => runtime.block_on(storm::storm(servers, args)),
+        Scenario::DurableStreams(args) => runtime.block_on(streams::run(servers, args)),
         Scenario::Worker { spec } => runtime.block_on(worker::run(serde_json::from_str(&spec)?)),
         Scenario::NullServer { listen } => runtime.block_on(null_server::run(listen)),
     }

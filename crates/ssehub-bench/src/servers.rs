@@ -107,6 +107,12 @@ impl ServerProcess {
         ServerProcess::spawn(command, "null server on ")
     }
 
+    /// Spawns `command` (a server of another kind) and reads the address
+    /// from its first line, which starts with `announce`.
+    pub fn spawn_announced(command: Command, announce: &str) -> std::io::Result<ServerProcess> {
+        ServerProcess::spawn(command, announce)
+    }
+
     /// Spawns `command` and reads the address from its first line, which
     /// starts with `announce`.
     fn spawn(mut command: Command, announce: &str) -> std::io::Result<ServerProcess> {
