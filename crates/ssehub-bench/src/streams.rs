@@ -98,33 +98,27 @@ fn now_micros() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-async fn create(http: &reqwest::Client, url: &str) -> Result<(), String> {
-    let response = http
-        .put(url)
-        .header("content-type", "text/plain")
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
+/// Sends `request`; an error unless the answer is a success.
+async fn succeed(request: reqwest::RequestBuilder, what: &str) -> Result<(), String> {
+    let response = request.send().await.map_err(|e| format!("{what}: {e}"))?;
     if response.status().is_success() {
         Ok(())
     } else {
-        Err(format!("PUT {url}: {}", response.status()))
+        Err(format!("{what}: {}", response.status()))
     }
 }
 
+async fn create(http: &reqwest::Client, url: &str) -> Result<(), String> {
+    let request = http.put(url).header("content-type", "text/plain");
+    succeed(request, &format!("PUT {url}")).await
+}
+
 async fn append(http: &reqwest::Client, url: &str, body: String) -> Result<(), String> {
-    let response = http
+    let request = http
         .post(url)
         .header("content-type", "text/plain")
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    if response.status().is_success() {
-        Ok(())
-    } else {
-        Err(format!("POST {url}: {}", response.status()))
-    }
+        .body(body);
+    succeed(request, &format!("POST {url}")).await
 }
 
 async fn append_run(
