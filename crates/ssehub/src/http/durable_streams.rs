@@ -26,8 +26,12 @@ use crate::streams::{
     offset,
 };
 
-/// Most bytes of data in one catch-up answer or SSE data event.
+/// Most bytes of data in one catch-up answer.
 const READ_MAX: usize = 1 << 20;
+/// Most bytes of data in one SSE data event: with two events queued per
+/// reader, a reader that stops reading holds at most about this much of
+/// the hub's memory (base64 adds a third) until its send deadline.
+const SSE_READ_MAX: usize = 64 << 10;
 /// Longest stream name (its path under the prefix), in bytes.
 const NAME_MAX: usize = 1024;
 
@@ -153,6 +157,22 @@ fn stream_name(prefix: &str, path: &str) -> Result<String, ApiError> {
         return Err(ApiError::bad_request(
             "stream_name_too_long",
             format!("a stream's name is at most {NAME_MAX} bytes"),
+        ));
+    }
+    // One stream, one spelling: a name is a key, and `a/../b` or `a//b`
+    // would be a second stream whose URL (the topic grants are checked
+    // against) is another's.
+    let dots = |segment: &str| {
+        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+        decoded == "." || decoded == ".."
+    };
+    if name
+        .split('/')
+        .any(|segment| segment.is_empty() || dots(segment))
+    {
+        return Err(ApiError::bad_request(
+            "invalid_stream_name",
+            "a stream's name has no empty, . or .. segments",
         ));
     }
     if name == "__ds" || name.starts_with("__ds/") {
@@ -647,7 +667,11 @@ async fn read(
     // Subscribed before the first read, so no change between the two is
     // missed.
     let changes = streams.watch(name);
-    let first = streams.read(name, from, READ_MAX).await.map_err(refusal)?;
+    let max = match mode {
+        Mode::Sse => SSE_READ_MAX,
+        _ => READ_MAX,
+    };
+    let first = streams.read(name, from, max).await.map_err(refusal)?;
     match mode {
         Mode::CatchUp => Ok(catch_up(headers, &first, from == From::Now, private)),
         Mode::LongPoll => {
@@ -869,7 +893,7 @@ fn sse(
     client_cursor: Option<String>,
 ) -> Response {
     let text = content::is_text(&first.info.content_type);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(2);
     let heartbeat = app.config.heartbeat;
     let lifetime = app.config.stream_sse_lifetime;
     let send_timeout = app.config.shutdown_timeout.max(Duration::from_secs(1));
@@ -920,7 +944,7 @@ fn sse(
                     }
                 }
             }
-            read = match streams.read(&name, From::At(read.end), READ_MAX).await {
+            read = match streams.read(&name, From::At(read.end), SSE_READ_MAX).await {
                 Ok(read) => read,
                 Err(_) => return,
             };
@@ -980,6 +1004,23 @@ mod tests {
         assert_eq!(stream_name("/v1/stream", "/v1/stream/a/b").unwrap(), "a/b");
         assert!(stream_name("/v1/stream", "/v1/stream/").is_err());
         assert!(stream_name("/v1/stream", "/v1/streamx").is_err());
+        for bad in [
+            "a//b",
+            "a/",
+            "/a",
+            "a/../b",
+            "a/./b",
+            "..",
+            "a/%2E%2e/b",
+            "%2e",
+        ] {
+            let error = stream_name("/v1/stream", &format!("/v1/stream/{bad}")).unwrap_err();
+            assert_eq!(error.code, "invalid_stream_name", "{bad}");
+        }
+        assert_eq!(
+            stream_name("/v1/stream", "/v1/stream/a.b/..c").unwrap(),
+            "a.b/..c"
+        );
         assert_eq!(
             stream_name("/v1/stream", "/v1/stream/__ds/subscriptions/x")
                 .unwrap_err()
