@@ -501,3 +501,38 @@ async fn limits_bound_the_streams_held() {
         .unwrap();
     assert_eq!(appended.status(), 204);
 }
+
+/// /metrics counts the streams, their data and the appends.
+#[tokio::test]
+async fn metrics_count_streams_data_and_appends() {
+    let hub = start(|_| {}).await;
+    let http = &hub.http;
+    let url = stream_url(&hub.url, "measured");
+    assert_eq!(http.put(&url).send().await.unwrap().status(), 201);
+    for body in ["abc", "defg"] {
+        let appended = http
+            .post(&url)
+            .header("content-type", "application/octet-stream")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(appended.status(), 204);
+    }
+    let text = http
+        .get(format!("{}/metrics", hub.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    for wanted in [
+        "ssehub_durable_streams 1",
+        "ssehub_durable_streams_data_bytes 7",
+        "ssehub_durable_streams_appends_total 2",
+    ] {
+        assert!(lines.contains(&wanted), "{wanted} in\n{text}");
+    }
+}

@@ -216,6 +216,24 @@ fn registry(app: &AppState) -> Registry {
         "Events in one write of the durable store",
         measures.commit_events.clone(),
     );
+    if let Some(streams) = &app.streams {
+        r.register(
+            "durable_streams",
+            "Durable Streams held (deleted ones kept for their forks included)",
+            gauge(streams.count() as u64),
+        );
+        r.register_with_unit(
+            "durable_streams_data",
+            "Data of the Durable Streams, as counted against --streams-max-bytes",
+            Unit::Bytes,
+            gauge(streams.bytes()),
+        );
+        r.register(
+            "durable_streams_appends",
+            "Appends to Durable Streams that added data, since start",
+            counter(streams.appends()),
+        );
+    }
     if let Some(position) = hub.log_position() {
         r.register(
             "cluster_log_position",

@@ -402,6 +402,8 @@ pub struct Streams {
     structure: Mutex<()>,
     store: Arc<dyn Store>,
     bytes: AtomicU64,
+    /// Appends that added data, since start.
+    appends: AtomicU64,
     settings: Settings,
 }
 
@@ -457,6 +459,7 @@ impl Streams {
             structure: Mutex::new(()),
             store,
             bytes: AtomicU64::new(bytes),
+            appends: AtomicU64::new(0),
             settings,
         })
     }
@@ -469,6 +472,11 @@ impl Streams {
     /// Bytes of data held.
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Appends that added data, since start.
+    pub fn appends(&self) -> u64 {
+        self.appends.load(Ordering::Relaxed)
     }
 
     fn handle(&self, name: &str) -> Option<Arc<Handle>> {
@@ -765,6 +773,9 @@ impl Streams {
         stream.record = updated;
         drop(stream);
         handle.notify();
+        if !close_only {
+            self.appends.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(Appended {
             kind: if close_only {
                 AppendKind::Closed
