@@ -43,6 +43,10 @@ function runSuite(origin) {
       ['run', '--config', join(here, 'vitest.config.mjs'), '--reporter=dot'],
       { cwd: here, stdio: 'inherit', env: { ...process.env, CONFORMANCE_TEST_URL: origin } });
     vitest.once('exit', (code) => resolve(code ?? 1));
+    vitest.once('error', (error) => {
+      console.error(`vitest did not start: ${error.message} (npm ci in tests/durable-streams)`);
+      resolve(1);
+    });
   });
 }
 
@@ -52,9 +56,14 @@ for (const store of ['memory', 'durable']) {
   // Long-polls answer 204 after a second, so the suite's timeouts are short.
   const hub = await startHub(['--store', store, '--data-dir', dir, '--stream-long-poll', '1s']);
   console.log(`\n==> Durable Streams conformance suite, ${store} store, ${hub.origin}`);
-  const code = await runSuite(hub.origin);
-  await hub.stop();
-  rmSync(dir, { recursive: true, force: true });
+  let code = 1;
+  try {
+    code = await runSuite(hub.origin);
+  } finally {
+    // Never left running: the test command waits on its output.
+    await hub.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
   if (code !== 0) failed += 1;
 }
 process.exit(failed ? 1 : 0);

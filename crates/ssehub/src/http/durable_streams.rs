@@ -15,7 +15,6 @@ use axum::body::Body;
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::auth::{Credentials, Grants};
@@ -95,6 +94,16 @@ async fn serve(
         ));
     };
     let name = stream_name(&app.config.streams_prefix, uri.path())?;
+    if topic(app, &name).len() > app.config.max_topic_length {
+        // Its topic could hold no event.
+        return Err(ApiError::bad_request(
+            "stream_name_too_long",
+            format!(
+                "the stream's URL is longer than --max-topic-length ({} bytes)",
+                app.config.max_topic_length
+            ),
+        ));
+    }
     match *method {
         Method::PUT => {
             let grants = authorize_write(app, conn, headers, &name)?;
@@ -189,8 +198,7 @@ fn stream_name(prefix: &str, path: &str) -> Result<String, ApiError> {
 
 /// The topic a stream is, for grants: its URL on the hub.
 fn topic(app: &AppState, name: &str) -> String {
-    let path = format!("{}/{name}", app.config.streams_prefix);
-    app.hub_url.join(&path).map_or(path, |url| url.to_string())
+    crate::streams::topic::of(&app.hub_url, &app.config.streams_prefix, name)
 }
 
 /// Checks a writer; its grants (`None` in `--dev` without a token).
@@ -267,7 +275,7 @@ fn authorize_read(app: &AppState, headers: &HeaderMap, name: &str) -> Result<boo
 
 /// The answer to a refused operation, with the headers the protocol
 /// gives each.
-fn refusal(error: StreamError) -> ApiError {
+pub(super) fn refusal(error: StreamError) -> ApiError {
     let message = error.to_string();
     match error {
         StreamError::NotFound(_) => {
@@ -304,6 +312,7 @@ fn refusal(error: StreamError) -> ApiError {
             "store_unavailable",
             message,
         ),
+        StreamError::Topic(_) => ApiError::new(StatusCode::CONFLICT, "topic_conflict", message),
     }
 }
 
@@ -704,19 +713,7 @@ async fn read(
 /// The body of a read: a JSON stream's messages as an array, else the
 /// bytes.
 fn read_body(read: &Read) -> Bytes {
-    if content::is_json(&read.info.content_type) {
-        return Bytes::from(content::array(&read.data));
-    }
-    match read.data.as_slice() {
-        [one] => one.clone(),
-        many => {
-            let mut out = BytesMut::with_capacity(many.iter().map(Bytes::len).sum());
-            for chunk in many {
-                out.put_slice(chunk);
-            }
-            out.freeze()
-        }
-    }
+    content::body(&read.info.content_type, &read.data)
 }
 
 /// The headers of a read with data (or at the tail).
@@ -837,10 +834,9 @@ async fn long_poll(
 /// other types in base64 (§5.8).
 fn data_event(out: &mut BytesMut, read: &Read, text: bool) {
     out.put_slice(b"event: data\n");
-    let body = read_body(read);
+    let data = content::as_text(&read.info.content_type, &read.data);
     if text {
-        let body = String::from_utf8_lossy(&body);
-        for line in body.split('\n') {
+        for line in data.split('\n') {
             let line = line.strip_suffix('\r').unwrap_or(line);
             for piece in line.split('\r') {
                 // A reader drops one space after the colon: a line that
@@ -856,11 +852,7 @@ fn data_event(out: &mut BytesMut, read: &Read, text: bool) {
         }
     } else {
         out.put_slice(b"data:");
-        out.put_slice(
-            base64::engine::general_purpose::STANDARD
-                .encode(&body)
-                .as_bytes(),
-        );
+        out.put_slice(data.as_bytes());
         out.put_u8(b'\n');
     }
     out.put_u8(b'\n');

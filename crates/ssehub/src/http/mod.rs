@@ -26,6 +26,7 @@ mod publish;
 mod rejections;
 mod status;
 mod stream;
+mod stream_topics;
 mod subscribe;
 mod tls;
 
@@ -341,15 +342,23 @@ impl Server {
             }
             None => {
                 let store = config.open_store()?;
+                let hub = Hub::open(config.hub(), store.clone())?;
                 let settings = crate::streams::Settings {
                     max_bytes: config.streams_max_bytes as u64,
                     max_streams: config.max_streams,
                 };
+                let topics = crate::streams::topic::Topics {
+                    hub: hub.clone(),
+                    hub_url: config.hub_url(),
+                    prefix: config.streams_prefix.clone(),
+                    private: !config.dev,
+                };
                 streams = Some(Arc::new(crate::streams::Streams::open(
-                    store.clone(),
+                    store,
                     settings,
+                    Some(topics),
                 )?));
-                Hub::open(config.hub(), store)?
+                hub
             }
         };
         let shutdown = CancellationToken::new();

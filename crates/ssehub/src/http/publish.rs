@@ -53,11 +53,14 @@ pub async fn publish(
                 .insufficient_scope(format!("the token may not publish to the topic {topic:?}"))
         })?;
     }
-    let event = app.hub.publish(publish).await?;
+    let id = match super::stream_topics::target(&app, &publish).await {
+        Some(stream) => super::stream_topics::append(&app, &stream, publish).await?,
+        None => app.hub.publish(publish).await?.id.clone(),
+    };
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        event.id.clone(),
+        id,
     )
         .into_response())
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Weak};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::{Event, Hub};
-use crate::store::{Batch, StoreError};
+use crate::store::{Batch, StoreError, StreamWrite};
 
 /// Most events written in one transaction; more wait for the next.
 const MAX_BATCH: usize = 4096;
@@ -15,9 +15,11 @@ const MAX_BATCH: usize = 4096;
 /// it: a disk that was full is found usable again, and the hub healthy.
 const RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// A published event waiting to be made durable.
+/// A published event waiting to be made durable, or a durable stream's
+/// change, or both (written in one transaction).
 pub(super) struct Commit {
-    pub event: Arc<Event>,
+    pub event: Option<Arc<Event>>,
+    pub streams: Vec<StreamWrite>,
     /// Told once the event is durable and delivered, or why not.
     pub done: oneshot::Sender<Result<(), StoreError>>,
 }
@@ -50,7 +52,11 @@ pub(super) async fn run(
         }
         let Some(hub) = hub.upgrade() else { return };
         let mut batch = Batch {
-            append: commits.iter().map(|c| c.event.clone()).collect(),
+            append: commits.iter().filter_map(|c| c.event.clone()).collect(),
+            streams: commits
+                .iter_mut()
+                .flat_map(|c| std::mem::take(&mut c.streams))
+                .collect(),
             ..Batch::default()
         };
         {
@@ -99,8 +105,8 @@ pub(super) async fn run(
         let mut st = hub.state();
         match result {
             Ok(()) => {
-                for commit in &commits {
-                    hub.apply(&mut st, &commit.event);
+                for event in commits.iter().filter_map(|c| c.event.as_ref()) {
+                    hub.apply(&mut st, event);
                 }
                 drop(st);
                 for commit in commits {
@@ -113,8 +119,8 @@ pub(super) async fn run(
                 if let Some(pending) = &mut st.pending {
                     pending.retry(batch);
                 }
-                for commit in &commits {
-                    hub.abandon(&mut st, &commit.event);
+                for event in commits.iter().filter_map(|c| c.event.as_ref()) {
+                    hub.abandon(&mut st, event);
                 }
                 drop(st);
                 for commit in commits {

@@ -33,6 +33,7 @@ pub mod queue;
 mod replay;
 mod selector;
 mod state;
+mod stream_topic;
 mod subscribe;
 mod subscription;
 mod template;
@@ -53,12 +54,13 @@ pub use publish::{
 };
 pub use replay::{PIECE_BYTES, Piece, Replay};
 pub use selector::{Part, Selector, SelectorError};
+pub use stream_topic::StreamCommit;
 pub use subscription::{
     Registration, Subscribe, SubscribeError, Subscription, address_group, check_client_id,
 };
 
 use crate::frames;
-use crate::store::{MemoryStore, Store, StoreError};
+use crate::store::{MemoryStore, Store, StoreError, StreamWrite};
 use state::{Pending, State, SubId, Subscriber};
 
 /// Topics of per-client channels start with this; `client_id=X` on subscribe
@@ -408,7 +410,7 @@ impl Hub {
         let published = if self.cluster.is_some() {
             self.publish_to_log(publish).await
         } else {
-            self.publish_here(publish).await
+            self.publish_here(publish, &[], Vec::new()).await
         };
         if published.is_ok() {
             let took = started.elapsed().as_secs_f64();
@@ -422,11 +424,21 @@ impl Hub {
         &self.measures
     }
 
-    /// A publish on a single hub: ordered, committed, applied.
-    async fn publish_here(&self, publish: Publish) -> Result<Arc<Event>, PublishError> {
+    /// A publish on a single hub: ordered, committed (with `streams`, a
+    /// durable stream's change, in the same write, after `clear` of its
+    /// topic), applied.
+    async fn publish_here(
+        &self,
+        publish: Publish,
+        clear: &[String],
+        streams: Vec<StreamWrite>,
+    ) -> Result<Arc<Event>, PublishError> {
         let now = SystemTime::now();
         let (event, committed) = {
             let mut st = self.state();
+            for topic in clear {
+                st.clear_topic(topic);
+            }
             if let Some(topic) = publish.topics.iter().find(|t| {
                 st.pending_final.contains(*t) || st.topics.get(*t).is_some_and(|t| t.finished)
             }) {
@@ -478,7 +490,8 @@ impl Hub {
             let (done, committed) = oneshot::channel();
             commits
                 .send(commit::Commit {
-                    event: event.clone(),
+                    event: Some(event.clone()),
+                    streams,
                     done,
                 })
                 .map_err(|_| PublishError::Unavailable("the hub is shutting down".into()))?;

@@ -426,6 +426,25 @@ impl State {
         self.release(&event);
     }
 
+    /// Drops a topic's history, state and end, as if nothing had been
+    /// published to it (a durable stream at its URL was created or went):
+    /// the next event on it starts afresh, under ids it may have used.
+    pub fn clear_topic(&mut self, name: &str) {
+        while self.topics.get(name).is_some_and(|t| !t.history.is_empty()) {
+            self.trim_oldest(name);
+        }
+        let Some(topic) = self.topics.get_mut(name) else {
+            return;
+        };
+        topic.finished = false;
+        if let Some(state) = topic.retained.take() {
+            self.state_replaced(&state);
+        }
+        if self.topics.get(name).is_some_and(Topic::is_idle) {
+            self.forget(name);
+        }
+    }
+
     /// Forgets a topic that has nothing left: no history, no subscribers.
     pub fn forget(&mut self, name: &str) {
         let Some(topic) = self.topics.remove(name) else {

@@ -316,6 +316,15 @@ impl DurableStore {
 
     fn write_streams(&self, writes: &[StreamWrite]) -> Result<(), StoreError> {
         let txn = self.begin_write()?;
+        Self::put_streams(&txn, writes)?;
+        txn.commit().map_err(write_error)
+    }
+
+    /// Durable streams' changes, into a transaction.
+    fn put_streams(txn: &redb::WriteTransaction, writes: &[StreamWrite]) -> Result<(), StoreError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
         {
             let mut records = txn.open_table(STREAMS).map_err(write_error)?;
             let mut data = txn.open_table(STREAM_DATA).map_err(write_error)?;
@@ -339,7 +348,7 @@ impl DurableStore {
                 }
             }
         }
-        txn.commit().map_err(write_error)
+        Ok(())
     }
 
     fn write(&self, batch: &Batch) -> Result<(), StoreError> {
@@ -377,6 +386,8 @@ impl DurableStore {
             meta.insert("forgotten_up_to", batch.forgotten_up_to)
                 .map_err(write_error)?;
         }
+        // A stream's change and its topic's event are one transaction.
+        Self::put_streams(&txn, &batch.streams)?;
         // Durability::Immediate (the default): fsync before returning.
         txn.commit().map_err(write_error)
     }

@@ -47,6 +47,8 @@ pub struct Batch {
     pub acks: Vec<(String, Ack)>,
     /// Clients whose acknowledged position is forgotten.
     pub forgotten_acks: Vec<String>,
+    /// Durable streams' changes, written with the events of their topics.
+    pub streams: Vec<StreamWrite>,
 }
 
 /// A client's acknowledged position: the last event id it says it has

@@ -73,6 +73,30 @@ pub fn array(messages: &[Bytes]) -> Vec<u8> {
     out
 }
 
+/// The data of a read or an append, as one body: a JSON stream's messages
+/// as an array, other streams' chunks joined.
+pub fn body(content_type: &str, pieces: &[Bytes]) -> Bytes {
+    if is_json(content_type) {
+        return Bytes::from(array(pieces));
+    }
+    match pieces {
+        [one] => one.clone(),
+        many => Bytes::from(many.concat()),
+    }
+}
+
+/// The data as text for an SSE event: text types as they are (a byte that
+/// is no UTF-8 becomes U+FFFD), other types in base64 (§5.8).
+pub fn as_text(content_type: &str, pieces: &[Bytes]) -> String {
+    use base64::Engine;
+    let body = body(content_type, pieces);
+    if is_text(content_type) {
+        String::from_utf8_lossy(&body).into_owned()
+    } else {
+        base64::engine::general_purpose::STANDARD.encode(&body)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +140,18 @@ mod tests {
         assert_eq!(array(&[]), b"[]");
         let m = [Bytes::from_static(b"1"), Bytes::from_static(b"{\"a\":2}")];
         assert_eq!(array(&m), b"[1,{\"a\":2}]");
+    }
+
+    #[test]
+    fn events_carry_text_as_text_and_bytes_in_base64() {
+        let pieces = [Bytes::from_static(b"1"), Bytes::from_static(b"[2]")];
+        assert_eq!(as_text("application/json", &pieces), "[1,[2]]");
+        assert_eq!(as_text("text/plain", &pieces), "1[2]");
+        assert_eq!(
+            as_text("text/plain", &[Bytes::from_static(b"a\xffb")]),
+            "a\u{fffd}b"
+        );
+        assert_eq!(as_text("application/octet-stream", &pieces), "MVsyXQ==");
     }
 
     #[test]

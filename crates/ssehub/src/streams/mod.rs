@@ -16,6 +16,7 @@
 pub mod content;
 pub mod offset;
 pub mod producer;
+pub mod topic;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -266,6 +267,9 @@ pub enum StreamError {
     /// The store could not write.
     #[error("{0}")]
     Store(#[from] StoreError),
+    /// The stream's topic refused the change's event.
+    #[error("the stream's topic refused the change: {0}")]
+    Topic(String),
 }
 
 fn invalid(code: &'static str, message: impl Into<String>) -> StreamError {
@@ -405,6 +409,9 @@ pub struct Streams {
     /// Appends that added data, since start.
     appends: AtomicU64,
     settings: Settings,
+    /// Where changes are shown as events (`None`: nowhere, written to the
+    /// store alone).
+    topics: Option<topic::Topics>,
 }
 
 impl std::fmt::Debug for Streams {
@@ -417,8 +424,13 @@ impl std::fmt::Debug for Streams {
 }
 
 impl Streams {
-    /// The streams the store holds. Blocks (reads the store).
-    pub fn open(store: Arc<dyn Store>, settings: Settings) -> Result<Streams, StoreError> {
+    /// The streams the store holds, their changes shown on `topics`.
+    /// Blocks (reads the store).
+    pub fn open(
+        store: Arc<dyn Store>,
+        settings: Settings,
+        topics: Option<topic::Topics>,
+    ) -> Result<Streams, StoreError> {
         let mut map = HashMap::new();
         let mut bytes = 0;
         let mut damaged = None;
@@ -461,6 +473,7 @@ impl Streams {
             bytes: AtomicU64::new(bytes),
             appends: AtomicU64::new(0),
             settings,
+            topics,
         })
     }
 
@@ -492,14 +505,24 @@ impl Streams {
             .ok_or_else(|| StreamError::NotFound(name.to_owned()))
     }
 
-    async fn commit(&self, writes: Vec<StreamWrite>) -> Result<(), StoreError> {
+    /// Writes a change, with the event it makes on its topic.
+    async fn commit(
+        &self,
+        writes: Vec<StreamWrite>,
+        shown: topic::Shown<'_>,
+    ) -> Result<(), StreamError> {
+        if let Some(topics) = &self.topics {
+            return topics.commit(writes, shown).await;
+        }
         if !self.store.is_durable() || writes.is_empty() {
             return Ok(());
         }
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.commit_streams(&writes))
-            .await
-            .map_err(|e| StoreError::Write(format!("the write was cut short: {e}")))?
+        Ok(
+            tokio::task::spawn_blocking(move || store.commit_streams(&writes))
+                .await
+                .map_err(|e| StoreError::Write(format!("the write was cut short: {e}")))??,
+        )
     }
 
     fn write(name: &str, record: &Record, chunks: &[Chunk]) -> StreamWrite {
@@ -611,6 +634,7 @@ impl Streams {
             .map(|c| c.data.len() as u64)
             .sum();
         record.tail = initial.last().map_or(record.tail, Chunk::end);
+        let inherited = chunks.len();
         chunks.extend(initial);
         self.reserve(new_bytes)?;
         let mut writes = vec![Self::write(name, &record, &chunks)];
@@ -625,9 +649,16 @@ impl Streams {
             ));
             source_record = Some(updated);
         }
-        if let Err(e) = self.commit(writes).await {
+        let shown = topic::Shown::Data {
+            name,
+            record: &record,
+            chunks: &chunks[inherited..],
+            closed: record.closed,
+            created: true,
+        };
+        if let Err(e) = self.commit(writes, shown).await {
             self.release(new_bytes);
-            return Err(e.into());
+            return Err(e);
         }
         if let (Some(mut source), Some(updated)) = (source_guard, source_record) {
             source.record = updated;
@@ -760,12 +791,17 @@ impl Streams {
             updated.closed = true;
             updated.closed_by = append.producer.clone();
         }
-        if let Err(e) = self
-            .commit(vec![Self::write(name, &updated, &new_chunks)])
-            .await
-        {
+        let writes = vec![Self::write(name, &updated, &new_chunks)];
+        let shown = topic::Shown::Data {
+            name,
+            record: &updated,
+            chunks: &new_chunks,
+            closed: append.close,
+            created: false,
+        };
+        if let Err(e) = self.commit(writes, shown).await {
             self.release(new_bytes);
-            return Err(e.into());
+            return Err(e);
         }
         stream.chunks.extend(new_chunks);
         let closed = updated.closed;
@@ -894,7 +930,8 @@ impl Streams {
             record.soft_deleted = true;
             writes.push(Self::removal(name));
             writes.push(Self::write(name, &record, &[]));
-            self.commit(writes).await?;
+            self.commit(writes, topic::Shown::Gone(vec![name.to_owned()]))
+                .await?;
             self.release(stream.bytes());
             stream.record = record;
             stream.chunks.clear();
@@ -924,7 +961,8 @@ impl Streams {
                 released.push((source_stream, record));
             }
         }
-        self.commit(writes).await?;
+        let names = gone.iter().map(|(name, ..)| name.clone()).collect();
+        self.commit(writes, topic::Shown::Gone(names)).await?;
         for (mut source_stream, record) in released {
             source_stream.record = record;
         }
