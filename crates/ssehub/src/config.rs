@@ -249,6 +249,9 @@ settings! {
     stream_max_append: usize = "16MiB", size;
     /// Durable streams in all; a create past it is refused with 507.
     max_streams: usize = "100000", positive_count;
+    /// Idempotent producers (Producer-Id) per durable stream, whose state is kept as long as the
+    /// stream; a new one past it is refused with 507.
+    stream_max_producers: usize = "256", positive_count;
     /// How long a long-poll read of a durable stream waits for data before answering 204.
     stream_long_poll: Duration = "30s", positive_duration;
     /// How long an SSE read of a durable stream lasts before the hub ends it (the client goes

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{ChildHub, TestHub, spawn_hub, start};
+use common::{ChildHub, TestHub, create_stream as create, spawn_hub, start};
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{Value, json};
 
@@ -50,13 +50,7 @@ async fn producers_retry_after_kill_9_is_a_duplicate() {
     let http = reqwest::Client::new();
     let mut hub = durable_hub(dir.path()).await;
     let url = stream_url(&hub.url, "answer");
-    let created = http
-        .put(&url)
-        .header("content-type", "text/plain")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
+    create(&http, &url, "text/plain").await;
     // Appends as fast as they are acknowledged; the hub is killed while
     // they go on, so the last one may or may not have landed.
     let writer = {
@@ -331,13 +325,7 @@ async fn bad_input_gets_a_json_error_and_stores_nothing() {
     let hub = start(|c| c.stream_max_append = 1024).await;
     let http = &hub.http;
     let url = stream_url(&hub.url, "s");
-    let created = http
-        .put(&url)
-        .header("content-type", "application/json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
+    create(http, &url, "application/json").await;
     let post = |headers: &[(&str, &str)], body: Vec<u8>| {
         let mut request = http.post(&url).body(body);
         for (name, value) in headers {
@@ -535,4 +523,252 @@ async fn metrics_count_streams_data_and_appends() {
     ] {
         assert!(lines.contains(&wanted), "{wanted} in\n{text}");
     }
+}
+
+/// What the attack on the streams found, each a regression test: a trailing
+/// CR in SSE, reads of one large append, producers' state, and headers
+/// that mean nothing or two things.
+#[tokio::test]
+async fn sse_frames_every_cr_and_large_appends_are_read_in_pieces() {
+    let hub = start(|_| {}).await;
+    let http = &hub.http;
+    let url = stream_url(&hub.url, "progress");
+    create(http, &url, "text/plain").await;
+    for (body, close) in [("progress 10%\r", false), ("\r", false), ("done\r\n", true)] {
+        let mut request = http.post(&url).header("content-type", "text/plain");
+        if close {
+            request = request.header("stream-closed", "true");
+        }
+        assert_eq!(request.body(body).send().await.unwrap().status(), 204);
+    }
+    let sse = http
+        .get(format!("{url}?offset=-1&live=sse"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // One event of all three appends: every line break (CR, LF or CRLF) is
+    // a `data:` line of its own, so an EventSource rebuilds each as LF.
+    assert!(
+        sse.contains("event: data\ndata:progress 10%\ndata:\ndata:done\ndata:\n\n"),
+        "{sse:?}"
+    );
+
+    // A 2.5 MiB append: catch-up reads of at most 1 MiB, SSE data events
+    // of at most 32 KiB, and the pieces are the append.
+    let big = stream_url(&hub.url, "big");
+    create(http, &big, "application/octet-stream").await;
+    let data: Vec<u8> = (0..(5usize << 19)).map(|i| (i % 251) as u8).collect();
+    let appended = http
+        .post(&big)
+        .header("content-type", "application/octet-stream")
+        .header("stream-closed", "true")
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(appended.status(), 204);
+    let (mut read, mut offset, mut answers) = (Vec::new(), "-1".to_owned(), 0);
+    loop {
+        let response = http
+            .get(format!("{big}?offset={offset}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let closed = response.headers().get("stream-closed").is_some();
+        offset = response.headers()["stream-next-offset"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let body = response.bytes().await.unwrap();
+        assert!(body.len() <= 1 << 20, "{}", body.len());
+        read.extend_from_slice(&body);
+        answers += 1;
+        if closed {
+            break;
+        }
+        assert!(answers < 10, "the reads move on");
+    }
+    assert_eq!(answers, 3);
+    assert!(read == data, "catch-up pieces are the append");
+    let sse = http
+        .get(format!("{big}?offset=-1&live=sse"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    use base64::Engine;
+    let mut decoded = Vec::new();
+    for event in sse.split("\n\n").filter(|e| e.starts_with("event: data")) {
+        let text: String = event
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .collect();
+        assert!(text.len() <= (32 << 10) * 4 / 3 + 4, "{}", text.len());
+        decoded.extend(
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .unwrap(),
+        );
+    }
+    assert!(decoded == data, "SSE pieces are the append");
+}
+
+/// The hub's memory once it stops growing: within 1 MiB for half a second
+/// (25 samples, 20 ms apart).
+async fn settled_rss(hub: &ChildHub) -> u64 {
+    let mut samples = std::collections::VecDeque::new();
+    common::wait_until("the hub's memory to settle", || {
+        samples.push_back(hub.rss_bytes());
+        if samples.len() > 25 {
+            samples.pop_front();
+        }
+        let spread = samples.iter().max().unwrap() - samples.iter().min().unwrap();
+        let rss = *samples.back().unwrap();
+        let done = samples.len() == 25 && spread < 1 << 20;
+        async move { done.then_some(rss) }
+    })
+    .await
+}
+
+/// SSE readers that never read hold a bounded share of the hub's memory,
+/// however large the appends they are behind.
+#[tokio::test]
+async fn stalled_sse_readers_hold_little_memory() {
+    use tokio::io::AsyncWriteExt;
+    let hub = spawn_hub(&["--max-connections-per-address", "0"]).await;
+    let http = reqwest::Client::new();
+    let url = stream_url(&hub.url, "s");
+    create(&http, &url, "application/octet-stream").await;
+    for _ in 0..8 {
+        let appended = http
+            .post(&url)
+            .header("content-type", "application/octet-stream")
+            .body(vec![9u8; 1 << 20])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(appended.status(), 204);
+    }
+    let before = settled_rss(&hub).await;
+    const READERS: usize = 100;
+    let mut readers = Vec::new();
+    for _ in 0..READERS {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut stream = socket.connect(hub.addr).await.unwrap();
+        let request = "GET /v1/stream/s?offset=-1&live=sse HTTP/1.1\r\nHost: hub\r\n\r\n";
+        stream.write_all(request.as_bytes()).await.unwrap();
+        readers.push(stream);
+    }
+    // Each reader's writer takes what it can, then waits on its socket.
+    let grown = settled_rss(&hub).await.saturating_sub(before);
+    // 8 MiB behind each; before the fix, each reader held about 5 MiB (an
+    // append, base64 and framed, several times over).
+    assert!(
+        grown < (READERS as u64) * (512 << 10),
+        "{READERS} stalled readers grew the hub by {} KiB",
+        grown >> 10
+    );
+    drop(readers);
+}
+
+#[tokio::test]
+async fn producers_and_headers_are_bounded() {
+    let hub = start(|c| {
+        c.stream_max_producers = 3;
+        c.streams_max_bytes = 1000;
+    })
+    .await;
+    let http = &hub.http;
+    let url = stream_url(&hub.url, "p");
+    create(http, &url, "text/plain").await;
+    let produce = |id: String| {
+        http.post(&url)
+            .header("content-type", "text/plain")
+            .header("producer-id", id)
+            .header("producer-epoch", "0")
+            .header("producer-seq", "0")
+            .body("x")
+            .send()
+    };
+    let long = produce("p".repeat(257)).await.unwrap();
+    assert_eq!(error_code(long).await, (400, "invalid_producer".into()));
+    for n in 0..3 {
+        assert_eq!(produce(format!("writer-{n}")).await.unwrap().status(), 200);
+    }
+    let fourth = produce("writer-3".into()).await.unwrap();
+    assert_eq!(error_code(fourth).await, (507, "too_many_producers".into()));
+    // A producer's state counts against --streams-max-bytes, as data does.
+    let other = stream_url(&hub.url, "q");
+    let created = http.put(&other).send().await.unwrap();
+    assert_eq!(created.status(), 201);
+    let mut refused = None;
+    for n in 0..10 {
+        let response = http
+            .post(&other)
+            .header("content-type", "application/octet-stream")
+            .header("producer-id", format!("{n:0>200}"))
+            .header("producer-epoch", "0")
+            .header("producer-seq", "0")
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        if response.status() != 200 {
+            refused = Some((n, error_code(response).await));
+            break;
+        }
+    }
+    let (n, code) = refused.expect("refused before ten 200-byte producers");
+    assert_eq!(code, (507, "streams_full".into()));
+    assert!(n >= 2, "room for some: {n}");
+
+    let duplicate = http
+        .post(&url)
+        .header("content-type", "text/plain")
+        .header("stream-seq", "1")
+        .header("Stream-Seq", "2")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(duplicate).await,
+        (400, "duplicate_header".into())
+    );
+    for bad in [
+        "   ",
+        "text",
+        "a/b/c",
+        "/plain",
+        "text/",
+        &format!("text/{}", "x".repeat(300)),
+    ] {
+        let response = http
+            .put(stream_url(&hub.url, "typed"))
+            .header("content-type", bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            error_code(response).await,
+            (400, "invalid_content_type".into()),
+            "{bad:?}"
+        );
+    }
+    let far = http
+        .get(format!(
+            "{url}?offset=now&live=long-poll&cursor={}",
+            u64::MAX
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(far).await, (400, "invalid_cursor".into()));
 }

@@ -5,22 +5,14 @@
 
 mod common;
 
-use common::{ChildHub, data_of, events_until_end, next_event, spawn_hub, start};
+use common::{
+    ChildHub, create_stream as create, data_of, events_until_end, next_event, spawn_hub, start,
+};
 use ssehub_client::ParsedEvent;
 use ssehub_client::{Hub, Subscribe};
 
 fn stream_url(base: &str, name: &str) -> String {
     format!("{base}/v1/stream/{name}")
-}
-
-async fn create(http: &reqwest::Client, url: &str, content_type: &str) {
-    let created = http
-        .put(url)
-        .header("content-type", content_type)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
 }
 
 /// Appends; the offset after it.

@@ -27,12 +27,20 @@ use crate::streams::{
 
 /// Most bytes of data in one catch-up answer.
 const READ_MAX: usize = 1 << 20;
-/// Most bytes of data in one SSE data event: with two events queued per
-/// reader, a reader that stops reading holds at most about this much of
-/// the hub's memory (base64 adds a third) until its send deadline.
-const SSE_READ_MAX: usize = 64 << 10;
+/// Most bytes of data in one SSE data event: a reader that stops reading
+/// holds a few such events of the hub's memory (one queued, one waiting to
+/// be, one in hyper's buffer; base64 adds a third) until its send deadline
+/// (`--shutdown-timeout`) ends it. Measured: about 170 KiB per stalled
+/// reader (`stalled_sse_readers_hold_little_memory`).
+const SSE_READ_MAX: usize = 32 << 10;
 /// Longest stream name (its path under the prefix), in bytes.
 const NAME_MAX: usize = 1024;
+/// Longest `Stream-TTL`: about 31,700 years.
+const MAX_TTL_SECS: u64 = 1_000_000_000_000;
+/// Longest `Producer-Id`: producers' state is kept with the stream.
+const PRODUCER_ID_MAX: usize = 256;
+/// Longest `Content-Type`.
+const CONTENT_TYPE_MAX: usize = 256;
 
 const STREAM_NEXT_OFFSET: HeaderName = HeaderName::from_static("stream-next-offset");
 const STREAM_UP_TO_DATE: HeaderName = HeaderName::from_static("stream-up-to-date");
@@ -307,6 +315,11 @@ pub(super) fn refusal(error: StreamError) -> ApiError {
         StreamError::Full(_) => {
             ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "streams_full", message)
         }
+        StreamError::TooManyProducers { .. } => ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "too_many_producers",
+            message,
+        ),
         StreamError::Store(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_unavailable",
@@ -336,14 +349,51 @@ fn describe(headers: &mut HeaderMap, info: &Info) {
 }
 
 fn text<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a str>, ApiError> {
-    headers
-        .get(name)
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        // Which one would count is a guess a proxy and the hub may make
+        // differently.
+        return Err(ApiError::bad_request(
+            "duplicate_header",
+            format!("{name} is given more than once"),
+        ));
+    }
+    first
         .map(|v| {
             v.to_str().map_err(|_| {
                 ApiError::bad_request("invalid_header", format!("{name} is not visible ASCII"))
             })
         })
         .transpose()
+}
+
+/// The `Content-Type`, if given: a media type (`type/subtype`, parameters
+/// after a `;`), or a 400.
+fn media_type(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(given) = text(headers, &header::CONTENT_TYPE)? else {
+        return Ok(None);
+    };
+    let token = |t: &str| {
+        !t.is_empty()
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    let essence = given.split(';').next().unwrap_or("").trim();
+    let valid = given.len() <= CONTENT_TYPE_MAX
+        && essence
+            .split_once('/')
+            .is_some_and(|(kind, sub)| token(kind) && token(sub));
+    if !valid {
+        return Err(ApiError::bad_request(
+            "invalid_content_type",
+            format!(
+                "Content-Type {given:?} is not a media type such as text/plain (at most \
+                 {CONTENT_TYPE_MAX} bytes)"
+            ),
+        ));
+    }
+    Ok(Some(given.trim().to_owned()))
 }
 
 /// `Stream-Closed` counts only as `true`, in any case (§4.1).
@@ -373,12 +423,15 @@ fn expiry(headers: &HeaderMap) -> Result<Expiry, ApiError> {
             "conflicting_expiry",
             "give Stream-TTL or Stream-Expires-At, not both",
         )),
-        (Some(ttl), None) => strict_integer(ttl, u64::MAX / 1000)
+        (Some(ttl), None) => strict_integer(ttl, MAX_TTL_SECS)
             .map(Expiry::Ttl)
             .ok_or_else(|| {
                 ApiError::bad_request(
                     "invalid_ttl",
-                    format!("Stream-TTL {ttl:?} is not a whole number of seconds (such as 3600)"),
+                    format!(
+                        "Stream-TTL {ttl:?} is not a whole number of seconds from 0 to \
+                         {MAX_TTL_SECS} (such as 3600)"
+                    ),
                 )
             }),
         (None, Some(at)) => parse_rfc3339(at)
@@ -445,7 +498,7 @@ async fn create(
     grants: Option<&Grants>,
 ) -> Result<Response, ApiError> {
     let expiry = expiry(headers)?;
-    let content_type = text(headers, &header::CONTENT_TYPE)?.map(str::to_owned);
+    let content_type = media_type(headers)?;
     let fork = match text(headers, &FORKED_FROM)? {
         None if headers.contains_key(&FORK_OFFSET) || headers.contains_key(&FORK_SUB_OFFSET) => {
             return Err(ApiError::bad_request(
@@ -479,7 +532,9 @@ async fn create(
                     strict_integer(s, u32::MAX as u64).ok_or_else(|| {
                         ApiError::bad_request(
                             "invalid_sub_offset",
-                            format!("Stream-Fork-Sub-Offset {s:?} is not a non-negative integer"),
+                            format!(
+                                "Stream-Fork-Sub-Offset {s:?} is not an integer from 0 to 2^53-1"
+                            ),
                         )
                     })
                 })
@@ -544,10 +599,10 @@ fn producer_headers(headers: &HeaderMap) -> Result<Option<Tuple>, ApiError> {
             ));
         }
     };
-    if id.is_empty() {
+    if id.is_empty() || id.len() > PRODUCER_ID_MAX {
         return Err(ApiError::bad_request(
             "invalid_producer",
-            "Producer-Id is empty",
+            format!("Producer-Id is empty or longer than {PRODUCER_ID_MAX} bytes"),
         ));
     }
     let number = |name: &str, value: &str| {
@@ -574,7 +629,7 @@ async fn append(
 ) -> Result<Response, ApiError> {
     let producer = producer_headers(headers)?;
     let stream_seq = text(headers, &STREAM_SEQ)?.map(str::to_owned);
-    let content_type = text(headers, &header::CONTENT_TYPE)?.map(str::to_owned);
+    let content_type = media_type(headers)?;
     let body = body_bytes(app, headers, body).await?;
     let with_producer = producer.is_some();
     let appended = streams
@@ -647,6 +702,14 @@ async fn read(
     private: bool,
 ) -> Result<Response, ApiError> {
     let query = query(uri);
+    if let Some(cursor) = query.cursor.as_deref()
+        && !offset::answerable(cursor)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_cursor",
+            format!("cursor={cursor} is no cursor this hub gave: echo Stream-Cursor"),
+        ));
+    }
     let mode = match query.live.as_deref() {
         None => Mode::CatchUp,
         Some("long-poll") => Mode::LongPoll,
@@ -836,8 +899,14 @@ fn data_event(out: &mut BytesMut, read: &Read, text: bool) {
     out.put_slice(b"event: data\n");
     let data = content::as_text(&read.info.content_type, &read.data);
     if text {
-        for line in data.split('\n') {
-            let line = line.strip_suffix('\r').unwrap_or(line);
+        let mut lines = data.split('\n').peekable();
+        while let Some(line) = lines.next() {
+            // A CR before an LF is one line break with it; any other CR
+            // (a progress line's, or the data's last byte) is one alone.
+            let line = match lines.peek() {
+                Some(_) => line.strip_suffix('\r').unwrap_or(line),
+                None => line,
+            };
             for piece in line.split('\r') {
                 // A reader drops one space after the colon: a line that
                 // starts with one gets one more.
@@ -885,7 +954,8 @@ fn sse(
     client_cursor: Option<String>,
 ) -> Response {
     let text = content::is_text(&first.info.content_type);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(2);
+    // One event queued: see SSE_READ_MAX.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
     let heartbeat = app.config.heartbeat;
     let lifetime = app.config.stream_sse_lifetime;
     let send_timeout = app.config.shutdown_timeout.max(Duration::from_secs(1));

@@ -346,6 +346,7 @@ impl Server {
                 let settings = crate::streams::Settings {
                     max_bytes: config.streams_max_bytes as u64,
                     max_streams: config.max_streams,
+                    max_producers: config.stream_max_producers,
                 };
                 let topics = crate::streams::topic::Topics {
                     hub: hub.clone(),

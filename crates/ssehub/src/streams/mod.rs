@@ -154,8 +154,17 @@ impl Stream {
 
     /// Whether a client may use it: not gone, not expired, not deleted.
     fn usable(&self, name: &str) -> Result<(), StreamError> {
-        if self.gone || self.expired(Instant::now(), now_ms()) {
+        if self.gone {
             return Err(StreamError::NotFound(name.to_owned()));
+        }
+        if self.expired(Instant::now(), now_ms()) {
+            // One with forks is kept for them, deleted (410) as soon as
+            // it is swept: it answers so already.
+            return Err(if self.record.forks > 0 {
+                StreamError::Gone(name.to_owned())
+            } else {
+                StreamError::NotFound(name.to_owned())
+            });
         }
         if self.record.soft_deleted {
             return Err(StreamError::Gone(name.to_owned()));
@@ -163,15 +172,28 @@ impl Stream {
         Ok(())
     }
 
+    /// What it counts against `--streams-max-bytes`: its data, and its
+    /// producers' state (kept as long as it is).
     fn bytes(&self) -> u64 {
-        self.chunks.iter().map(|c| c.data.len() as u64).sum()
+        let data: u64 = self.chunks.iter().map(|c| c.data.len() as u64).sum();
+        let producers: u64 = self
+            .record
+            .producers
+            .keys()
+            .map(|id| producer_cost(id))
+            .sum();
+        data + producers
     }
 
-    /// The chunks from `position` on, at most about `max` bytes (at least
-    /// one chunk), and where they end.
+    /// The chunks from `position` on, at most `max` bytes, and where they
+    /// end. A byte stream's chunk larger than that is cut (a text stream's
+    /// at a character's start), so a reader that does not read holds at
+    /// most `max` of its data per answer; a JSON message is never cut (it
+    /// comes whole, alone).
     fn from(&self, position: u64, max: usize) -> (Vec<Bytes>, u64) {
         let first = self.chunks.partition_point(|c| c.end() <= position);
         let json = self.record.json();
+        let text = content::is_text(&self.record.content_type);
         let mut out = Vec::new();
         let mut size = 0;
         let mut end = position;
@@ -179,9 +201,9 @@ impl Stream {
             if !out.is_empty() && size + chunk.data.len() > max {
                 break;
             }
-            let data = if chunk.start < position {
-                // An offset inside a chunk is none the hub handed out; of
-                // bytes, the rest is served; of a JSON message, nothing.
+            let mut data = if chunk.start < position {
+                // An offset inside a chunk is one of a cut read; of a JSON
+                // message (none the hub hands out), nothing is served.
                 if json {
                     continue;
                 }
@@ -189,12 +211,43 @@ impl Stream {
             } else {
                 chunk.data.clone()
             };
+            if !json && data.len() > max {
+                // (Only the first: a later one that does not fit waits.)
+                data.truncate(cut_at(&data, max, text));
+                end = chunk.start.max(position) + data.len() as u64;
+                out.push(data);
+                break;
+            }
             size += data.len();
             end = chunk.end();
             out.push(data);
         }
         (out, end.max(position))
     }
+}
+
+/// Where to cut `data` to at most `max` bytes (at least one): for text,
+/// at the start of the character there, so none is split in two (unless
+/// it alone is longer than `max`).
+fn cut_at(data: &[u8], max: usize, text: bool) -> usize {
+    let cut = max.clamp(1, data.len());
+    if !text {
+        return cut;
+    }
+    let starts_a_character = |i: usize| i == data.len() || data[i] & 0b1100_0000 != 0b1000_0000;
+    match (cut.saturating_sub(3)..=cut)
+        .rev()
+        .find(|&i| starts_a_character(i))
+    {
+        Some(start) if start > 0 => start,
+        _ => cut,
+    }
+}
+
+/// What a producer's state counts against `--streams-max-bytes`: its id
+/// and about what its state takes, stored and in memory.
+fn producer_cost(id: &str) -> u64 {
+    id.len() as u64 + 64
 }
 
 fn now_ms() -> u64 {
@@ -264,6 +317,15 @@ pub enum StreamError {
     /// Over `--streams-max-bytes` or `--max-streams`.
     #[error("{0}")]
     Full(String),
+    /// A new producer on a stream that has `--stream-max-producers`.
+    #[error(
+        "the stream has {limit} producers (--stream-max-producers): a new Producer-Id is \
+         refused; reuse one (a new epoch restarts it)"
+    )]
+    TooManyProducers {
+        /// The limit.
+        limit: usize,
+    },
     /// The store could not write.
     #[error("{0}")]
     Store(#[from] StoreError),
@@ -294,6 +356,8 @@ pub struct Settings {
     pub max_bytes: u64,
     /// Streams in all.
     pub max_streams: usize,
+    /// Producers per stream.
+    pub max_producers: usize,
 }
 
 /// A create (`PUT`).
@@ -733,6 +797,17 @@ impl Streams {
             }
         }
         let mut producer_state = None;
+        let mut new_producer = 0;
+        if let Some(p) = &append.producer
+            && !record.producers.contains_key(&p.id)
+        {
+            if record.producers.len() >= self.settings.max_producers {
+                return Err(StreamError::TooManyProducers {
+                    limit: self.settings.max_producers,
+                });
+            }
+            new_producer = producer_cost(&p.id);
+        }
         if let Some(p) = &append.producer {
             match producer::judge(record.producers.get(&p.id).copied(), p.epoch, p.seq) {
                 Verdict::Accept(state) => producer_state = Some(state),
@@ -777,7 +852,8 @@ impl Streams {
         } else {
             chunks_of(record, &append.body, false)?
         };
-        let new_bytes: u64 = new_chunks.iter().map(|c| c.data.len() as u64).sum();
+        let new_bytes: u64 =
+            new_chunks.iter().map(|c| c.data.len() as u64).sum::<u64>() + new_producer;
         self.reserve(new_bytes)?;
         let mut updated = record.clone();
         updated.tail = new_chunks.last().map_or(updated.tail, Chunk::end);
@@ -1128,4 +1204,28 @@ fn same_configuration(name: &str, record: &Record, create: &Create) -> Result<()
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cut_at;
+
+    #[test]
+    fn a_cut_never_splits_a_character_of_text() {
+        let text = "aé€😀b".as_bytes(); // 1, 2, 3 and 4 bytes, then 1
+        assert_eq!(cut_at(text, 2, true), 1, "not inside é");
+        assert_eq!(cut_at(text, 3, true), 3);
+        assert_eq!(cut_at(text, 5, true), 3, "not inside €");
+        assert_eq!(cut_at(text, 9, true), 6, "not inside 😀");
+        assert_eq!(cut_at(text, 10, true), 10);
+        assert_eq!(cut_at(text, 99, true), text.len());
+        // Bytes are cut anywhere, and a cut takes at least one byte.
+        assert_eq!(cut_at(text, 2, false), 2);
+        assert_eq!(cut_at(text, 0, false), 1);
+        assert_eq!(
+            cut_at("😀".as_bytes(), 2, true),
+            2,
+            "one character longer than max"
+        );
+    }
 }

@@ -56,14 +56,32 @@ pub fn parse_from(offset: Option<&str>) -> Option<From> {
 const CURSOR_EPOCH_SECS: u64 = 1_728_432_000;
 const CURSOR_INTERVAL_SECS: u64 = 20;
 
+/// How far ahead of the current interval a client's cursor may be: each
+/// answer moves one on by at most an hour, so ten years' worth is no
+/// cursor this hub gave.
+const CURSOR_AHEAD_MAX: u64 = 10 * 365 * 24 * 3600 / CURSOR_INTERVAL_SECS;
+
+fn current_interval() -> u64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    now.saturating_sub(CURSOR_EPOCH_SECS) / CURSOR_INTERVAL_SECS
+}
+
+/// Whether a client's `cursor` can be answered with a later one (§10.1):
+/// a number past any this hub could have given cannot. (What is no
+/// number is taken as no cursor.)
+pub fn answerable(client: &str) -> bool {
+    client
+        .parse::<u64>()
+        .map_or(true, |held| held <= current_interval() + CURSOR_AHEAD_MAX)
+}
+
 /// The cursor of a live answer: the current interval, or, when the client
 /// already holds that one (or a later one), a later one by 1 s to 1 h of
 /// jitter, so a CDN's cache key always moves on (§10.1).
 pub fn cursor(client: Option<&str>, jitter: u64) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let interval = now.saturating_sub(CURSOR_EPOCH_SECS) / CURSOR_INTERVAL_SECS;
+    let interval = current_interval();
     match client.and_then(|c| c.parse::<u64>().ok()) {
         Some(held) if held >= interval => {
             let seconds = 1 + jitter % 3600;
@@ -129,5 +147,7 @@ mod tests {
         let old: u64 = cursor(Some("3"), 7).parse().unwrap();
         assert_eq!(old, now, "an old cursor gets the current interval");
         assert_eq!(cursor(Some("junk"), 7), now.to_string());
+        assert!(answerable("junk") && answerable(&(now + 1000).to_string()));
+        assert!(!answerable(&u64::MAX.to_string()));
     }
 }

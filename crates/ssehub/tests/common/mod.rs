@@ -458,6 +458,17 @@ pub fn rss_of(status_path: &str) -> u64 {
     kb * 1024
 }
 
+/// Creates a durable stream of that type at `url`, asserting `201`.
+pub async fn create_stream(http: &reqwest::Client, url: &str, content_type: &str) {
+    let created = http
+        .put(url)
+        .header("content-type", content_type)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+}
+
 /// kill(2).
 pub fn send_signal(pid: u32, signal: i32) {
     unsafe extern "C" {
