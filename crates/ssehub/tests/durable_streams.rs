@@ -541,19 +541,42 @@ async fn sse_frames_every_cr_and_large_appends_are_read_in_pieces() {
         }
         assert_eq!(request.body(body).send().await.unwrap().status(), 204);
     }
-    let sse = http
-        .get(format!("{url}?offset=-1&live=sse"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let sse = sse_from_start(http, &url).await;
     // One event of all three appends: every line break (CR, LF or CRLF) is
     // a `data:` line of its own, so an EventSource rebuilds each as LF.
     assert!(
         sse.contains("event: data\ndata:progress 10%\ndata:\ndata:done\ndata:\n\n"),
         "{sse:?}"
+    );
+
+    // A CRLF where a 32 KiB piece would end is not cut in two (which SSE
+    // would make two line breaks).
+    let crlf = stream_url(&hub.url, "crlf");
+    create(http, &crlf, "text/plain").await;
+    let mut text = "a".repeat((32 << 10) - 1);
+    text.push_str("\r\nb");
+    let appended = http
+        .post(&crlf)
+        .header("content-type", "text/plain")
+        .header("stream-closed", "true")
+        .body(text)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(appended.status(), 204);
+    let sse = sse_from_start(http, &crlf).await;
+    let rebuilt: Vec<String> = sse
+        .split("\n\n")
+        .filter(|e| e.starts_with("event: data"))
+        .map(|e| {
+            let lines: Vec<&str> = e.lines().filter_map(|l| l.strip_prefix("data:")).collect();
+            lines.join("\n")
+        })
+        .collect();
+    assert_eq!(rebuilt.len(), 2, "in two pieces");
+    assert_eq!(
+        rebuilt.concat(),
+        format!("{}\nb", "a".repeat((32 << 10) - 1))
     );
 
     // A 2.5 MiB append: catch-up reads of at most 1 MiB, SSE data events
@@ -594,14 +617,7 @@ async fn sse_frames_every_cr_and_large_appends_are_read_in_pieces() {
     }
     assert_eq!(answers, 3);
     assert!(read == data, "catch-up pieces are the append");
-    let sse = http
-        .get(format!("{big}?offset=-1&live=sse"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let sse = sse_from_start(http, &big).await;
     use base64::Engine;
     let mut decoded = Vec::new();
     for event in sse.split("\n\n").filter(|e| e.starts_with("event: data")) {
@@ -617,6 +633,16 @@ async fn sse_frames_every_cr_and_large_appends_are_read_in_pieces() {
         );
     }
     assert!(decoded == data, "SSE pieces are the append");
+}
+
+/// A closed stream read in SSE mode from its start, to its end.
+async fn sse_from_start(http: &reqwest::Client, url: &str) -> String {
+    let response = http
+        .get(format!("{url}?offset=-1&live=sse"))
+        .send()
+        .await
+        .unwrap();
+    response.text().await.unwrap()
 }
 
 /// The hub's memory once it stops growing: within 1 MiB for half a second
@@ -742,6 +768,17 @@ async fn producers_and_headers_are_bounded() {
         error_code(duplicate).await,
         (400, "duplicate_header".into())
     );
+    let two_closes = http
+        .post(&url)
+        .header("stream-closed", "true")
+        .header("stream-closed", "false")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(two_closes).await,
+        (400, "duplicate_header".into())
+    );
     for bad in [
         "   ",
         "text",
@@ -762,13 +799,12 @@ async fn producers_and_headers_are_bounded() {
             "{bad:?}"
         );
     }
-    let far = http
-        .get(format!(
-            "{url}?offset=now&live=long-poll&cursor={}",
-            u64::MAX
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(error_code(far).await, (400, "invalid_cursor".into()));
+    for far in [u64::MAX.to_string(), "99999999999999999999".to_owned()] {
+        let far = http
+            .get(format!("{url}?offset=now&live=long-poll&cursor={far}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_code(far).await, (400, "invalid_cursor".into()));
+    }
 }

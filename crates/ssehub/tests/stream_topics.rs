@@ -184,6 +184,12 @@ async fn a_mercure_publish_to_the_topic_is_an_append() {
     let (status, body) = mercure_publish(&hub.url, &[("topic", &url), ("data", "late")]).await;
     assert_eq!(status, 409, "{body}");
     assert!(body.contains("topic_finished"));
+    // A stream's URL where no stream is: refused, not a plain event that
+    // the stream created there next would drop.
+    let nowhere = stream_url(&hub.url, "tasks/none");
+    let (status, body) = mercure_publish(&hub.url, &[("topic", &nowhere), ("data", "x")]).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("stream_not_found"));
     let head = hub.http.head(&other).send().await.unwrap();
     assert_eq!(
         head.headers()["stream-next-offset"],

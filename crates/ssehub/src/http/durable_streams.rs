@@ -397,10 +397,8 @@ fn media_type(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 }
 
 /// `Stream-Closed` counts only as `true`, in any case (§4.1).
-fn closing(headers: &HeaderMap) -> bool {
-    headers
-        .get(STREAM_CLOSED)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"))
+fn closing(headers: &HeaderMap) -> Result<bool, ApiError> {
+    Ok(text(headers, &STREAM_CLOSED)?.is_some_and(|v| v.eq_ignore_ascii_case("true")))
 }
 
 /// A non-negative decimal integer without sign, leading zeros or
@@ -555,7 +553,7 @@ async fn create(
             Create {
                 content_type,
                 expiry,
-                closed: closing(headers),
+                closed: closing(headers)?,
                 body,
                 fork,
             },
@@ -638,7 +636,7 @@ async fn append(
             Append {
                 content_type,
                 body,
-                close: closing(headers),
+                close: closing(headers)?,
                 stream_seq,
                 producer,
             },

@@ -53,7 +53,7 @@ pub async fn publish(
                 .insufficient_scope(format!("the token may not publish to the topic {topic:?}"))
         })?;
     }
-    let id = match super::stream_topics::target(&app, &publish).await {
+    let id = match super::stream_topics::target(&app, &publish).await? {
         Some(stream) => super::stream_topics::append(&app, &stream, publish).await?,
         None => app.hub.publish(publish).await?.id.clone(),
     };

@@ -8,21 +8,30 @@ use super::{ApiError, AppState, durable_streams};
 use crate::hub::Publish;
 use crate::streams::{Append, AppendKind, content, topic};
 
-/// The stream `publish` goes to, if one of its topics is a stream's.
-pub(super) async fn target(app: &AppState, publish: &Publish) -> Option<String> {
-    let streams = app.streams.as_ref()?;
+/// The stream `publish` goes to, if one of its topics is a stream's URL.
+/// Those URLs are the streams': a publish to one where no stream is (never
+/// created, or deleted) is refused, not taken as a plain event the next
+/// stream there would drop.
+pub(super) async fn target(app: &AppState, publish: &Publish) -> Result<Option<String>, ApiError> {
+    let Some(streams) = app.streams.as_ref() else {
+        return Ok(None);
+    };
     let base = topic::of(&app.hub_url, &app.config.streams_prefix, "");
     for candidate in &publish.topics {
         let Some(name) = candidate.strip_prefix(&base) else {
             continue;
         };
-        if topic::of(&app.hub_url, &app.config.streams_prefix, name) == *candidate
-            && streams.info(name).await.is_ok()
+        if name.is_empty()
+            || topic::of(&app.hub_url, &app.config.streams_prefix, name) != *candidate
         {
-            return Some(name.to_owned());
+            continue;
         }
+        return match streams.info(name).await {
+            Ok(_) => Ok(Some(name.to_owned())),
+            Err(error) => Err(durable_streams::refusal(error)),
+        };
     }
-    None
+    Ok(None)
 }
 
 /// Appends a publish to the stream `name` (`Stream-Closed` when final);

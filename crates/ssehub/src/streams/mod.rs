@@ -235,12 +235,18 @@ fn cut_at(data: &[u8], max: usize, text: bool) -> usize {
         return cut;
     }
     let starts_a_character = |i: usize| i == data.len() || data[i] & 0b1100_0000 != 0b1000_0000;
-    match (cut.saturating_sub(3)..=cut)
+    let cut = match (cut.saturating_sub(3)..=cut)
         .rev()
         .find(|&i| starts_a_character(i))
     {
         Some(start) if start > 0 => start,
         _ => cut,
+    };
+    // Nor a CRLF: its halves would be two line breaks in SSE.
+    if cut > 1 && cut < data.len() && data[cut - 1] == b'\r' && data[cut] == b'\n' {
+        cut - 1
+    } else {
+        cut
     }
 }
 
@@ -1227,5 +1233,7 @@ mod tests {
             2,
             "one character longer than max"
         );
+        assert_eq!(cut_at(b"ab\r\nc", 3, true), 2, "not inside a CRLF");
+        assert_eq!(cut_at(b"ab\r\nc", 4, true), 4);
     }
 }

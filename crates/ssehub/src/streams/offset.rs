@@ -72,9 +72,12 @@ fn current_interval() -> u64 {
 /// a number past any this hub could have given cannot. (What is no
 /// number is taken as no cursor.)
 pub fn answerable(client: &str) -> bool {
+    if client.is_empty() || !client.bytes().all(|b| b.is_ascii_digit()) {
+        return true;
+    }
     client
         .parse::<u64>()
-        .map_or(true, |held| held <= current_interval() + CURSOR_AHEAD_MAX)
+        .is_ok_and(|held| held <= current_interval() + CURSOR_AHEAD_MAX)
 }
 
 /// The cursor of a live answer: the current interval, or, when the client
@@ -149,5 +152,6 @@ mod tests {
         assert_eq!(cursor(Some("junk"), 7), now.to_string());
         assert!(answerable("junk") && answerable(&(now + 1000).to_string()));
         assert!(!answerable(&u64::MAX.to_string()));
+        assert!(!answerable("99999999999999999999"), "past u64 too");
     }
 }
