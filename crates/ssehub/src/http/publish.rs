@@ -54,7 +54,7 @@ pub async fn publish(
         })?;
     }
     let id = match super::stream_topics::target(&app, &publish).await? {
-        Some(stream) => super::stream_topics::append(&app, &stream, publish).await?,
+        Some(stream) => super::stream_topics::append(&app, stream, publish).await?,
         None => app.hub.publish(publish).await?.id.clone(),
     };
     Ok((

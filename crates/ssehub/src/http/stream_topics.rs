@@ -6,13 +6,17 @@ use axum::http::StatusCode;
 
 use super::{ApiError, AppState, durable_streams};
 use crate::hub::Publish;
-use crate::streams::{Append, AppendKind, content, topic};
+use crate::streams::{Append, AppendKind, Info, content, topic};
 
-/// The stream `publish` goes to, if one of its topics is a stream's URL.
+/// The stream `publish` goes to (its name and what it is), if one of its
+/// topics is a stream's URL.
 /// Those URLs are the streams': a publish to one where no stream is (never
 /// created, or deleted) is refused, not taken as a plain event the next
 /// stream there would drop.
-pub(super) async fn target(app: &AppState, publish: &Publish) -> Result<Option<String>, ApiError> {
+pub(super) async fn target(
+    app: &AppState,
+    publish: &Publish,
+) -> Result<Option<(String, Info)>, ApiError> {
     let Some(streams) = app.streams.as_ref() else {
         return Ok(None);
     };
@@ -27,7 +31,7 @@ pub(super) async fn target(app: &AppState, publish: &Publish) -> Result<Option<S
             continue;
         }
         return match streams.info(name).await {
-            Ok(_) => Ok(Some(name.to_owned())),
+            Ok(info) => Ok(Some((name.to_owned(), info))),
             Err(error) => Err(durable_streams::refusal(error)),
         };
     }
@@ -38,7 +42,7 @@ pub(super) async fn target(app: &AppState, publish: &Publish) -> Result<Option<S
 /// answers the event's id, as a publish does.
 pub(super) async fn append(
     app: &AppState,
-    name: &str,
+    (name, info): (String, Info),
     publish: Publish,
 ) -> Result<String, ApiError> {
     let streams = app.streams.as_ref().expect("a stream was found");
@@ -60,7 +64,6 @@ pub(super) async fn append(
     if publish.event_type.is_some() || publish.retry.is_some() || publish.retain {
         return Err(refuse("an event on it has no type, retry or retain"));
     }
-    let info = streams.info(name).await.map_err(durable_streams::refusal)?;
     if !content::is_text(&info.content_type) {
         return Err(ApiError::bad_request(
             "binary_stream",
@@ -79,7 +82,7 @@ pub(super) async fn append(
     }
     let appended = streams
         .append(
-            name,
+            &name,
             Append {
                 content_type: Some(info.content_type.clone()),
                 body: publish.data.into(),

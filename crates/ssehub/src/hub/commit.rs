@@ -24,6 +24,19 @@ pub(super) struct Commit {
     pub done: oneshot::Sender<Result<(), StoreError>>,
 }
 
+/// What a publisher is told of its commit.
+pub(super) async fn outcome(
+    committed: oneshot::Receiver<Result<(), StoreError>>,
+) -> Result<(), super::PublishError> {
+    match committed.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(err)) => Err(super::PublishError::Unavailable(err.to_string())),
+        Err(_) => Err(super::PublishError::Unavailable(
+            "the hub is shutting down".into(),
+        )),
+    }
+}
+
 /// Writes batches until the hub is gone. Events leave the queue in id order,
 /// and each batch is applied before the next is written, so delivery order
 /// is id order.

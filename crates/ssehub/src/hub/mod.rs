@@ -497,11 +497,7 @@ impl Hub {
                 .map_err(|_| PublishError::Unavailable("the hub is shutting down".into()))?;
             (event, committed)
         };
-        match committed.await {
-            Ok(Ok(())) => Ok(event),
-            Ok(Err(err)) => Err(PublishError::Unavailable(err.to_string())),
-            Err(_) => Err(PublishError::Unavailable("the hub is shutting down".into())),
-        }
+        commit::outcome(committed).await.map(|()| event)
     }
 
     /// Whether history has room for `event`: no event larger than the whole

@@ -65,10 +65,6 @@ impl Hub {
                 .map_err(|_| PublishError::Unavailable("the hub is shutting down".into()))?;
             committed
         };
-        match committed.await {
-            Ok(Ok(())) => Ok(None),
-            Ok(Err(err)) => Err(PublishError::Unavailable(err.to_string())),
-            Err(_) => Err(PublishError::Unavailable("the hub is shutting down".into())),
-        }
+        commit::outcome(committed).await.map(|()| None)
     }
 }
